@@ -1,0 +1,144 @@
+//! What a task knows about itself and the topology it runs in (Storm's `TopologyContext`).
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::tuple::TaskId;
+
+/// The task layout of a built topology: which tasks each component has. Task ids are numbered
+/// from 1 across components sorted by id, as Storm numbers them, so every process that builds
+/// the same topology agrees on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLayout {
+    components: Vec<(String, Vec<TaskId>)>,
+    /// `task_component[task]` is the index into `components` (slot 0 unused).
+    task_component: Vec<usize>,
+}
+
+impl TaskLayout {
+    /// Numbers tasks for components given as (id, task count), in any order.
+    pub fn new(mut components: Vec<(String, u32)>) -> Self {
+        components.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut next: TaskId = 1;
+        let mut task_component = vec![usize::MAX];
+        let components = components
+            .into_iter()
+            .enumerate()
+            .map(|(index, (id, tasks))| {
+                let ids: Vec<TaskId> = (next..next + tasks).collect();
+                next += tasks;
+                task_component.extend(std::iter::repeat_n(index, tasks as usize));
+                (id, ids)
+            })
+            .collect();
+        TaskLayout { components, task_component }
+    }
+
+    /// The tasks of a component, ascending; empty for an unknown component.
+    pub fn tasks(&self, component: &str) -> &[TaskId] {
+        self.components
+            .iter()
+            .find(|(id, _)| id == component)
+            .map(|(_, tasks)| tasks.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The component a task belongs to.
+    pub fn component_of(&self, task: TaskId) -> Option<&str> {
+        let index = *self.task_component.get(task as usize)?;
+        self.components.get(index).map(|(id, _)| id.as_str())
+    }
+
+    /// Every component id with its tasks, sorted by id.
+    pub fn components(&self) -> impl Iterator<Item = (&str, &[TaskId])> {
+        self.components.iter().map(|(id, tasks)| (id.as_str(), tasks.as_slice()))
+    }
+
+    /// The number of tasks in the topology.
+    pub fn task_count(&self) -> usize {
+        self.task_component.len() - 1
+    }
+}
+
+/// What a task is told at `open` / `prepare`.
+#[derive(Debug, Clone)]
+pub struct TopologyContext {
+    topology: Arc<str>,
+    layout: Arc<TaskLayout>,
+    config: Arc<Config>,
+    task: TaskId,
+    component: Arc<str>,
+}
+
+impl TopologyContext {
+    /// A context for one task. The runtime makes these; `config` already has the component's
+    /// overrides applied.
+    pub fn new(topology: Arc<str>, layout: Arc<TaskLayout>, config: Arc<Config>, task: TaskId) -> Self {
+        let component: Arc<str> = layout.component_of(task).unwrap_or("?").into();
+        TopologyContext { topology, layout, config, task, component }
+    }
+
+    /// The topology's name.
+    pub fn topology_name(&self) -> &str {
+        &self.topology
+    }
+
+    /// This task's id.
+    pub fn task_id(&self) -> TaskId {
+        self.task
+    }
+
+    /// This task's component id.
+    pub fn component_id(&self) -> &str {
+        &self.component
+    }
+
+    /// This task's position among its component's tasks, from 0.
+    pub fn task_index(&self) -> usize {
+        self.this_component_tasks().iter().position(|t| *t == self.task).unwrap_or(0)
+    }
+
+    /// The tasks of this task's component.
+    pub fn this_component_tasks(&self) -> &[TaskId] {
+        self.layout.tasks(&self.component)
+    }
+
+    /// The tasks of any component, ascending; empty for an unknown component.
+    pub fn component_tasks(&self, component: &str) -> &[TaskId] {
+        self.layout.tasks(component)
+    }
+
+    /// The component of any task.
+    pub fn component_of(&self, task: TaskId) -> Option<&str> {
+        self.layout.component_of(task)
+    }
+
+    /// The task layout of the whole topology.
+    pub fn layout(&self) -> &TaskLayout {
+        &self.layout
+    }
+
+    /// The effective configuration of this task's component.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_are_numbered_from_one_by_sorted_component_id() {
+        let layout = TaskLayout::new(vec![("split".into(), 2), ("count".into(), 3), ("a".into(), 1)]);
+        assert_eq!(layout.tasks("a"), &[1]);
+        assert_eq!(layout.tasks("count"), &[2, 3, 4]);
+        assert_eq!(layout.tasks("split"), &[5, 6]);
+        assert_eq!(layout.component_of(4), Some("count"));
+        assert_eq!(layout.component_of(7), None);
+        assert_eq!(layout.task_count(), 6);
+        let ctx = TopologyContext::new("t".into(), Arc::new(layout), Arc::new(Config::default()), 3);
+        assert_eq!(ctx.component_id(), "count");
+        assert_eq!(ctx.task_index(), 1);
+    }
+}

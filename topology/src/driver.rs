@@ -1,0 +1,216 @@
+//! The generic inner loops that call a spout's or bolt's methods, and their type-erased faces.
+//!
+//! The runtime's executor is type-erased and works in batches: it hands a whole input batch to
+//! [`ErasedBolt::execute_batch`] (or asks a spout for a batch of emits) through one boxed future.
+//! Inside, the loop is generic over the component type, so the per-tuple `execute` /
+//! `next_tuple` futures are plain stack values: nothing is boxed or allocated per tuple.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::collector::{BoltCollector, SpoutCollector, Transfer};
+use crate::component::{Bolt, ComponentError, OutputDeclarer, Spout};
+use crate::context::TopologyContext;
+use crate::tuple::{TaskId, Tuple};
+
+/// A boxed, sendable future; used once per batch, never per tuple.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What one [`ErasedSpout::next_batch`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpoutProgress {
+    /// Tuples emitted.
+    pub emitted: usize,
+    /// Whether the last `next_tuple` call emitted nothing: the executor should back off.
+    pub idle: bool,
+    /// Whether the spout said it is done.
+    pub done: bool,
+}
+
+/// What one [`ErasedBolt::execute_batch`] call did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Tuples executed.
+    pub executed: usize,
+    /// Tuples emitted.
+    pub emitted: usize,
+    /// `execute` calls that returned an error.
+    pub errors: usize,
+    /// The first error of the batch, if any.
+    pub first_error: Option<ComponentError>,
+}
+
+/// A spout task, type-erased at the batch boundary.
+pub trait ErasedSpout: Send {
+    /// Calls `open`.
+    fn open<'a>(&'a mut self, ctx: &'a TopologyContext) -> BoxFuture<'a, Result<(), ComponentError>>;
+    /// Calls `activate`.
+    fn activate(&mut self) -> BoxFuture<'_, ()>;
+    /// Calls `deactivate`.
+    fn deactivate(&mut self) -> BoxFuture<'_, ()>;
+    /// Calls `next_tuple` until `max_emits` tuples are emitted, a call emits nothing, or the
+    /// spout is done.
+    fn next_batch<'a>(
+        &'a mut self,
+        max_emits: usize,
+        transfer: &'a mut dyn Transfer,
+    ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>>;
+    /// Calls `close`.
+    fn close(&mut self) -> BoxFuture<'_, Result<(), ComponentError>>;
+}
+
+/// A bolt task, type-erased at the batch boundary.
+pub trait ErasedBolt: Send {
+    /// Calls `prepare`.
+    fn prepare<'a>(&'a mut self, ctx: &'a TopologyContext) -> BoxFuture<'a, Result<(), ComponentError>>;
+    /// Calls `execute` for every tuple of the batch, draining it.
+    fn execute_batch<'a>(
+        &'a mut self,
+        tuples: &'a mut Vec<Tuple>,
+        transfer: &'a mut dyn Transfer,
+    ) -> BoxFuture<'a, BatchOutcome>;
+    /// Calls `cleanup`.
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ComponentError>>;
+}
+
+/// Makes spout tasks of one component.
+pub trait SpoutFactory: Send + Sync + 'static {
+    /// A task instance for `task`.
+    fn create(&self, task: TaskId) -> Box<dyn ErasedSpout>;
+    /// Declares the spout's output streams.
+    fn declare_outputs(&self, declarer: &mut OutputDeclarer);
+    /// The spout's Rust type name.
+    fn type_name(&self) -> &'static str;
+}
+
+/// Makes bolt tasks of one component.
+pub trait BoltFactory: Send + Sync + 'static {
+    /// A task instance for `task`.
+    fn create(&self, task: TaskId) -> Box<dyn ErasedBolt>;
+    /// Declares the bolt's output streams.
+    fn declare_outputs(&self, declarer: &mut OutputDeclarer);
+    /// The bolt's Rust type name.
+    fn type_name(&self) -> &'static str;
+}
+
+/// Clones a prototype instance per task, as Storm deserialises one per task.
+pub struct Prototype<C>(pub C);
+
+impl<C: Spout + Clone + Sync> SpoutFactory for Prototype<C> {
+    fn create(&self, task: TaskId) -> Box<dyn ErasedSpout> {
+        Box::new(SpoutDriver { spout: self.0.clone(), task, acked: Vec::new() })
+    }
+
+    fn declare_outputs(&self, declarer: &mut OutputDeclarer) {
+        C::declare_outputs(declarer)
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<C>()
+    }
+}
+
+impl<C: Bolt + Clone + Sync> BoltFactory for Prototype<C> {
+    fn create(&self, task: TaskId) -> Box<dyn ErasedBolt> {
+        Box::new(BoltDriver { bolt: self.0.clone(), task })
+    }
+
+    fn declare_outputs(&self, declarer: &mut OutputDeclarer) {
+        C::declare_outputs(declarer)
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<C>()
+    }
+}
+
+struct SpoutDriver<C: Spout> {
+    spout: C,
+    task: TaskId,
+    acked: Vec<C::MsgId>,
+}
+
+impl<C: Spout> ErasedSpout for SpoutDriver<C> {
+    fn open<'a>(&'a mut self, ctx: &'a TopologyContext) -> BoxFuture<'a, Result<(), ComponentError>> {
+        Box::pin(self.spout.open(ctx))
+    }
+
+    fn activate(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.spout.activate())
+    }
+
+    fn deactivate(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.spout.deactivate())
+    }
+
+    fn next_batch<'a>(
+        &'a mut self,
+        max_emits: usize,
+        transfer: &'a mut dyn Transfer,
+    ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>> {
+        Box::pin(async move {
+            let mut progress = SpoutProgress::default();
+            while progress.emitted < max_emits {
+                let mut out = SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.acked);
+                let result = self.spout.next_tuple(&mut out).await;
+                let (emitted, done) = (out.emitted(), out.is_done());
+                progress.emitted += emitted;
+                for id in self.acked.drain(..) {
+                    self.spout.ack(id).await;
+                }
+                result?;
+                if done {
+                    progress.done = true;
+                    break;
+                }
+                if emitted == 0 {
+                    progress.idle = true;
+                    break;
+                }
+            }
+            Ok(progress)
+        })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), ComponentError>> {
+        Box::pin(self.spout.close())
+    }
+}
+
+struct BoltDriver<C: Bolt> {
+    bolt: C,
+    task: TaskId,
+}
+
+impl<C: Bolt> ErasedBolt for BoltDriver<C> {
+    fn prepare<'a>(&'a mut self, ctx: &'a TopologyContext) -> BoxFuture<'a, Result<(), ComponentError>> {
+        Box::pin(self.bolt.prepare(ctx))
+    }
+
+    fn execute_batch<'a>(
+        &'a mut self,
+        tuples: &'a mut Vec<Tuple>,
+        transfer: &'a mut dyn Transfer,
+    ) -> BoxFuture<'a, BatchOutcome> {
+        Box::pin(async move {
+            let mut outcome = BatchOutcome::default();
+            for tuple in tuples.drain(..) {
+                let mut out = BoltCollector::<C>::new(&mut *transfer, self.task, Some(&tuple));
+                let result = self.bolt.execute(tuple, &mut out).await;
+                outcome.emitted += out.emitted();
+                outcome.executed += 1;
+                if let Err(e) = result {
+                    outcome.errors += 1;
+                    if outcome.first_error.is_none() {
+                        outcome.first_error = Some(e);
+                    }
+                }
+            }
+            outcome
+        })
+    }
+
+    fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ComponentError>> {
+        Box::pin(self.bolt.cleanup())
+    }
+}

@@ -1,0 +1,30 @@
+//! The Squall user API: spouts, bolts, tuples, groupings, the topology builder and config.
+//!
+//! This crate knows nothing of threads, sockets or ZooKeeper: it describes a topology and gives
+//! the runtime (`squall-worker`) type-erased, batch-at-a-time handles on the user's components.
+
+pub mod builder;
+pub mod collector;
+pub mod component;
+pub mod config;
+pub mod context;
+pub mod driver;
+pub mod grouping;
+pub mod tuple;
+pub mod value;
+
+pub use builder::{
+    BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields, Source,
+    SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,
+};
+pub use collector::{Anchored, BoltCollector, EmitError, SpoutCollector, Transfer};
+pub use component::{
+    Bolt, ComponentError, DirectStream, NoOutput, OutputDeclarer, Outputs, Spout, Stream, StreamDecl, StreamIdx,
+};
+pub use config::{ComponentConfig, Config, ConfigError, ConfigValue};
+pub use context::{TaskLayout, TopologyContext};
+pub use grouping::{CustomGrouping, Grouping, GroupingSpec};
+pub use tuple::{
+    DEFAULT_STREAM, FieldKey, MessageId, StreamMeta, SYSTEM_COMPONENT, TICK_STREAM, TaskId, Tuple, TupleError, TypedTuple,
+};
+pub use value::{FromValue, IntoValue, Str, Value, ValueTypeError, Values};
