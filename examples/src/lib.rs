@@ -1,0 +1,1 @@
+//! Example Squall topologies: see the `examples` in this package.

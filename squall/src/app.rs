@@ -1,0 +1,164 @@
+//! The entry point of a topology binary: one program that runs its topology locally, describes
+//! it, and (with the cluster) submits itself or serves as a worker.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use squall_topology::{BuildError, ConfigError, Topology};
+use squall_worker::{LocalCluster, LocalClusterError, RunReport};
+
+/// Why a topology program could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The topology does not build.
+    #[error("the topology does not build: {0}")]
+    Build(#[from] BuildError),
+    /// A `-c key=value` override was rejected.
+    #[error("bad config override: {0}")]
+    Config(#[from] ConfigError),
+    /// The local cluster refused.
+    #[error(transparent)]
+    Local(#[from] LocalClusterError),
+    /// The async runtime could not start.
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    /// Tasks failed.
+    #[error("{} task(s) failed; first: {}", .0.failures.len(), .0.failures.first().map(|f| f.to_string()).unwrap_or_default())]
+    Failed(Box<RunReport>),
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "A Squall topology program: runs its topology locally unless told otherwise")]
+struct Cli {
+    /// Print the topology's spec as JSON and exit.
+    #[arg(long, global = true)]
+    describe: bool,
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    local: LocalArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Run the topology in this process (the default).
+    Local(LocalArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct LocalArgs {
+    /// The topology's name (default: the program's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Stop after this many seconds; by default run until the spouts are done, or Ctrl-C.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Override a config key, e.g. `-c topology.message.timeout.secs=10`. Repeatable.
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+}
+
+/// Runs a topology program: call it from `fn main` with the function that builds the topology.
+///
+/// ```no_run
+/// # use squall::{TopologyBuilder, Topology, BuildError};
+/// fn build() -> Result<Topology, BuildError> {
+///     let builder = TopologyBuilder::new();
+///     // builder.spout(...); builder.bolt(...);
+///     builder.build()
+/// }
+/// fn main() -> std::process::ExitCode {
+///     squall::main(build)
+/// }
+/// ```
+///
+/// Modes: no arguments (or `local`) runs it in-process until its spouts are done (`--seconds N`
+/// to stop earlier); `--describe` prints its spec as JSON. The exit code is 1 when the topology
+/// does not build or a task fails.
+pub fn main<F>(build: F) -> ExitCode
+where
+    F: Fn() -> Result<Topology, BuildError>,
+{
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli, build) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<F>(cli: Cli, build: F) -> Result<(), AppError>
+where
+    F: Fn() -> Result<Topology, BuildError>,
+{
+    let mut topology = build()?;
+    if cli.describe {
+        let spec = topology.spec();
+        // Serialising plain data to a string cannot fail.
+        println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
+        return Ok(());
+    }
+    let args = match cli.mode {
+        Some(Mode::Local(args)) => args,
+        None => cli.local,
+    };
+    for assignment in &args.config {
+        topology.config_mut().apply_override(assignment)?;
+    }
+    let name = args.name.clone().unwrap_or_else(program_name);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AppError::Runtime)?;
+    let report = runtime.block_on(run_local(&name, &topology, args.seconds))?;
+    print_summary(&report);
+    if report.is_success() { Ok(()) } else { Err(AppError::Failed(Box::new(report))) }
+}
+
+async fn run_local(name: &str, topology: &Topology, seconds: Option<u64>) -> Result<RunReport, AppError> {
+    let cluster = LocalCluster::new();
+    cluster.submit(name, topology)?;
+    let limit = seconds.map(Duration::from_secs).unwrap_or(Duration::MAX / 4);
+    let report = tokio::select! {
+        done = cluster.wait_for_completion(name, limit) => match done {
+            Ok(report) => report,
+            Err(LocalClusterError::Timeout { .. }) => {
+                tracing::info!(topology = name, "time is up; killing the topology");
+                cluster.kill(name, Duration::from_secs(5)).await?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!(topology = name, "interrupted; killing the topology");
+            cluster.kill(name, Duration::from_secs(5)).await?
+        }
+    };
+    Ok(report)
+}
+
+fn print_summary(report: &RunReport) {
+    eprintln!("topology `{}` finished:", report.name);
+    for (id, m) in &report.metrics.components {
+        eprintln!(
+            "  {id:<16} emitted {:>12}  executed {:>12}  errors {:>6}",
+            m.emitted, m.executed, m.errors
+        );
+    }
+    for failure in &report.failures {
+        eprintln!("  failed: {failure}");
+    }
+}
+
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|p| std::path::Path::new(&p).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "topology".to_owned())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

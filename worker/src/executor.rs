@@ -1,0 +1,295 @@
+//! Executors: the tokio tasks that run a component's tasks. One executor runs a contiguous range
+//! of tasks of one component, reads one input queue, and routes through one [`Router`].
+//!
+//! The executor is type-erased; the per-tuple loop lives in the component's driver (see
+//! `squall_topology::driver`), entered once per batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use squall_topology::driver::{ErasedBolt, ErasedSpout};
+use squall_topology::{ComponentError, TaskId, TopologyContext, Tuple};
+use tokio::sync::watch;
+
+use crate::inbox::{Batch, InboxReceiver};
+use crate::metrics::ExecutorStats;
+use crate::router::Router;
+
+/// The lifecycle state of a running topology, broadcast to its executors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopologyStatus {
+    /// Spouts emit.
+    Active,
+    /// Spouts are deactivated; bolts process what reaches them.
+    Inactive,
+    /// Spouts have stopped for good; bolts drain their queues and stop when their inputs end.
+    Killing,
+    /// Everything stops now, without draining.
+    Stopped,
+}
+
+/// A failure that ends a task: an error from `open`, `prepare`, `cleanup` or `close`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("component `{component}` task {task} failed in {phase}: {message}")]
+pub struct TaskFailure {
+    /// The component.
+    pub component: String,
+    /// The task.
+    pub task: TaskId,
+    /// The lifecycle method that failed.
+    pub phase: &'static str,
+    /// The error.
+    pub message: String,
+}
+
+/// Everything an executor needs besides its component instances.
+pub struct ExecutorParts {
+    /// The component id.
+    pub component: String,
+    /// One context per task, in task order (tasks are contiguous).
+    pub contexts: Vec<TopologyContext>,
+    /// Routes the executor's emits.
+    pub router: Router,
+    /// Tuples for the executor's tasks (bolts).
+    pub inbox: Option<InboxReceiver>,
+    /// The topology's status.
+    pub status: watch::Receiver<TopologyStatus>,
+    /// Counters.
+    pub stats: Arc<ExecutorStats>,
+    /// Tuples per emitted batch.
+    pub batch_size: usize,
+    /// Tick tuple period for bolts.
+    pub tick: Option<Duration>,
+}
+
+/// How often partially filled output batches are sent even while busy.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
+
+fn failure(component: &str, task: TaskId, phase: &'static str, e: ComponentError) -> TaskFailure {
+    tracing::error!(component, task, phase, error = %e, "task failed");
+    TaskFailure { component: component.to_owned(), task, phase, message: e.to_string() }
+}
+
+fn status_now(status: &mut watch::Receiver<TopologyStatus>) -> TopologyStatus {
+    // A dropped sender means the cluster that ran us is gone: stop.
+    if status.has_changed().is_err() {
+        return TopologyStatus::Stopped;
+    }
+    *status.borrow_and_update()
+}
+
+/// Runs spout tasks until they are all done or the topology is killed.
+pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn ErasedSpout>>) -> Vec<TaskFailure> {
+    let mut failures = Vec::new();
+    let component = parts.component.clone();
+    for (spout, ctx) in spouts.iter_mut().zip(&parts.contexts) {
+        if let Err(e) = spout.open(ctx).await {
+            failures.push(failure(&component, ctx.task_id(), "open", e));
+        }
+    }
+    if !failures.is_empty() {
+        return failures;
+    }
+    let tasks: Vec<TaskId> = parts.contexts.iter().map(|c| c.task_id()).collect();
+    let mut done = vec![false; spouts.len()];
+    let mut active = false;
+    let mut idle_rounds = 0u32;
+    let mut last_flush = Instant::now();
+    loop {
+        match status_now(&mut parts.status) {
+            TopologyStatus::Killing | TopologyStatus::Stopped => break,
+            TopologyStatus::Active if !active => {
+                for spout in &mut spouts {
+                    spout.activate().await;
+                }
+                active = true;
+            }
+            TopologyStatus::Inactive if active => {
+                parts.router.flush_all().await;
+                for spout in &mut spouts {
+                    spout.deactivate().await;
+                }
+                active = false;
+            }
+            _ => {}
+        }
+        if !active {
+            parts.router.flush_all().await;
+            if parts.status.changed().await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let mut idle = true;
+        for (i, spout) in spouts.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            match spout.next_batch(parts.batch_size, &mut parts.router).await {
+                Ok(progress) => {
+                    idle &= progress.idle;
+                    done[i] = progress.done;
+                }
+                Err(e) => {
+                    tracing::warn!(component, task = tasks[i], error = %e, "next_tuple failed");
+                    parts.stats.add_errors(1, e.to_string());
+                }
+            }
+        }
+        let (emitted, transferred) = parts.router.take_counts();
+        parts.stats.add_emits(emitted, transferred);
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        parts.router.flush_full().await;
+        if idle {
+            parts.router.flush_all().await;
+            last_flush = Instant::now();
+            idle_rounds += 1;
+            // Storm's progressive wait: a few yields, then 1 ms sleeps, waking on status changes.
+            if idle_rounds < 8 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                    _ = parts.status.changed() => {}
+                }
+            }
+        } else {
+            idle_rounds = 0;
+            if parts.router.has_pending() && last_flush.elapsed() >= FLUSH_INTERVAL {
+                parts.router.flush_all().await;
+                last_flush = Instant::now();
+            }
+        }
+    }
+    parts.router.flush_all().await;
+    if active {
+        for spout in &mut spouts {
+            spout.deactivate().await;
+        }
+    }
+    for (spout, task) in spouts.iter_mut().zip(&tasks) {
+        if let Err(e) = spout.close().await {
+            failures.push(failure(&component, *task, "close", e));
+        }
+    }
+    failures
+}
+
+/// Runs bolt tasks until every upstream executor is gone and the queue is drained, or the
+/// topology is stopped.
+pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBolt>>) -> Vec<TaskFailure> {
+    let mut failures = Vec::new();
+    let component = parts.component.clone();
+    for (bolt, ctx) in bolts.iter_mut().zip(&parts.contexts) {
+        if let Err(e) = bolt.prepare(ctx).await {
+            failures.push(failure(&component, ctx.task_id(), "prepare", e));
+        }
+    }
+    if !failures.is_empty() {
+        return failures;
+    }
+    let tasks: Vec<TaskId> = parts.contexts.iter().map(|c| c.task_id()).collect();
+    let first_task = tasks.first().copied().unwrap_or(0);
+    let Some(mut inbox) = parts.inbox.take() else {
+        return failures;
+    };
+    let mut ticks = parts.tick.map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period));
+    let mut batch_buf: Vec<Tuple> = Vec::new();
+    loop {
+        if status_now(&mut parts.status) == TopologyStatus::Stopped {
+            break;
+        }
+        tokio::select! {
+            biased;
+            changed = parts.status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = next_tick(&mut ticks) => {
+                let secs = parts.tick.map_or(0, |t| t.as_secs());
+                for bolt in bolts.iter_mut() {
+                    batch_buf.push(Tuple::tick(secs));
+                    let outcome = bolt.execute_batch(&mut batch_buf, &mut parts.router).await;
+                    record(&mut parts, &component, first_task, outcome);
+                }
+                parts.router.flush_all().await;
+            }
+            batch = inbox.recv() => {
+                let Some(mut batch) = batch else { break };
+                let mut last_flush = Instant::now();
+                loop {
+                    execute(&mut parts, &mut bolts, first_task, &component, &mut batch).await;
+                    parts.router.flush_full().await;
+                    match inbox.try_recv() {
+                        Some(next) => {
+                            batch = next;
+                            if last_flush.elapsed() >= FLUSH_INTERVAL {
+                                parts.router.flush_all().await;
+                                last_flush = Instant::now();
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                parts.router.flush_all().await;
+            }
+        }
+    }
+    parts.router.flush_all().await;
+    for (bolt, task) in bolts.iter_mut().zip(&tasks) {
+        if let Err(e) = bolt.cleanup().await {
+            failures.push(failure(&component, *task, "cleanup", e));
+        }
+    }
+    failures
+}
+
+async fn execute(
+    parts: &mut ExecutorParts,
+    bolts: &mut [Box<dyn ErasedBolt>],
+    first_task: TaskId,
+    component: &str,
+    batch: &mut Batch,
+) {
+    let Some(bolt) = batch.task.checked_sub(first_task).and_then(|i| bolts.get_mut(i as usize)) else {
+        tracing::warn!(component, task = batch.task, "batch for a task this executor does not run; dropped");
+        return;
+    };
+    let outcome = bolt.execute_batch(&mut batch.tuples, &mut parts.router).await;
+    record(parts, component, batch.task, outcome);
+}
+
+fn record(parts: &mut ExecutorParts, component: &str, task: TaskId, outcome: squall_topology::driver::BatchOutcome) {
+    parts.stats.add_executed(outcome.executed as u64);
+    parts.flush_counts();
+    if let Some(e) = outcome.first_error {
+        tracing::warn!(component, task, errors = outcome.errors, error = %e, "execute failed");
+        parts.stats.add_errors(outcome.errors as u64, e.to_string());
+    }
+}
+
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl ExecutorParts {
+    fn flush_counts(&mut self) {
+        let (emitted, transferred) = self.router.take_counts();
+        self.stats.add_emits(emitted, transferred);
+    }
+}
+
+impl Drop for ExecutorParts {
+    fn drop(&mut self) {
+        self.flush_counts();
+    }
+}

@@ -1,0 +1,14 @@
+//! Squall's runtime: executors, routing by grouping, bounded queues with backpressure, metrics,
+//! and [`LocalCluster`], the in-process mode.
+
+pub mod executor;
+pub mod inbox;
+pub mod local;
+pub mod metrics;
+pub mod router;
+pub mod runtime;
+
+pub use executor::{TaskFailure, TopologyStatus};
+pub use local::{LocalCluster, LocalClusterError, RunReport};
+pub use metrics::{ComponentMetrics, TopologyMetrics};
+pub use runtime::RunningTopology;

@@ -1,0 +1,378 @@
+//! Routing: turns one emitted tuple into copies for its destination tasks, by grouping, and
+//! batches them per destination task.
+
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use rustc_hash::FxHasher;
+use smallvec::SmallVec;
+use squall_topology::collector::check_arity;
+use squall_topology::grouping::CustomGrouping;
+use squall_topology::{
+    EmitError, Grouping, MessageId, StreamIdx, StreamMeta, TaskId, Topology, Transfer, Tuple, Value, Values,
+};
+
+use crate::inbox::{Batch, InboxSender};
+
+/// Where each task's tuples go: the inbox of the executor that runs it. Indexed by task id.
+pub type Destinations = Arc<Vec<Option<InboxSender>>>;
+
+/// The static routing of one component's output streams.
+#[derive(Debug)]
+pub struct ComponentRoutes {
+    component: String,
+    /// By stream index; `None` for an undeclared default stream.
+    streams: Vec<Option<StreamRoutes>>,
+}
+
+#[derive(Debug)]
+struct StreamRoutes {
+    meta: &'static StreamMeta,
+    direct: bool,
+    subscribers: Vec<Subscriber>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    /// The subscriber's tasks, ascending.
+    tasks: Arc<[TaskId]>,
+    grouping: Grouping,
+    /// Positions of the grouping's key fields in the stream.
+    keys: Vec<usize>,
+}
+
+impl ComponentRoutes {
+    /// The routes of every component of a topology, by component id.
+    pub fn for_topology(topology: &Topology) -> Vec<(String, Arc<ComponentRoutes>)> {
+        topology
+            .components()
+            .iter()
+            .map(|source| {
+                let streams = source
+                    .streams
+                    .iter()
+                    .map(|decl| {
+                        let decl = decl.as_ref()?;
+                        let fields: Vec<&str> = decl.fields.iter().map(String::as_str).collect();
+                        let subscribers = topology
+                            .components()
+                            .iter()
+                            .flat_map(|sub| sub.inputs.iter().map(move |input| (sub, input)))
+                            .filter(|(_, input)| input.component == source.id && input.stream == decl.name)
+                            .map(|(sub, input)| Subscriber {
+                                tasks: topology.layout().tasks(&sub.id).into(),
+                                keys: input
+                                    .grouping
+                                    .fields()
+                                    .iter()
+                                    .filter_map(|f| decl.fields.iter().position(|d| d == f))
+                                    .collect(),
+                                grouping: input.grouping.clone(),
+                            })
+                            .collect();
+                        Some(StreamRoutes {
+                            meta: StreamMeta::intern(&source.id, &decl.name, &fields),
+                            direct: decl.direct,
+                            subscribers,
+                        })
+                    })
+                    .collect();
+                (source.id.clone(), Arc::new(ComponentRoutes { component: source.id.clone(), streams }))
+            })
+            .collect()
+    }
+}
+
+/// The mutable state of one subscription's grouping, per emitting executor.
+enum Chooser {
+    /// Round-robin over a shuffled order: exactly even, like Storm's `ShuffleGrouping`.
+    RoundRobin { order: Vec<TaskId>, next: usize },
+    Fields,
+    All,
+    Global,
+    Direct,
+    Random,
+    PartialKey { load: Vec<u64> },
+    Custom(Box<dyn CustomGrouping>),
+}
+
+impl Chooser {
+    fn new(sub: &Subscriber, source: &str, stream: &str, is_local: &dyn Fn(TaskId) -> bool) -> Chooser {
+        let shuffled = |tasks: Vec<TaskId>| {
+            let mut order = tasks;
+            fastrand::shuffle(&mut order);
+            let next = if order.is_empty() { 0 } else { fastrand::usize(..order.len()) };
+            Chooser::RoundRobin { order, next }
+        };
+        match &sub.grouping {
+            Grouping::Shuffle => shuffled(sub.tasks.to_vec()),
+            Grouping::LocalOrShuffle => {
+                let local: Vec<TaskId> = sub.tasks.iter().copied().filter(|t| is_local(*t)).collect();
+                shuffled(if local.is_empty() { sub.tasks.to_vec() } else { local })
+            }
+            Grouping::Fields(_) => Chooser::Fields,
+            Grouping::All => Chooser::All,
+            Grouping::Global => Chooser::Global,
+            Grouping::Direct => Chooser::Direct,
+            Grouping::None => Chooser::Random,
+            Grouping::PartialKey(_) => Chooser::PartialKey { load: vec![0; sub.tasks.len()] },
+            Grouping::Custom(factory) => {
+                let mut grouping = factory.instance();
+                grouping.prepare(source, stream, &sub.tasks);
+                Chooser::Custom(grouping)
+            }
+        }
+    }
+}
+
+fn key_hash(values: &[Value], keys: &[usize], seed: u64) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write_u64(seed);
+    for &k in keys {
+        if let Some(v) = values.get(k) {
+            v.stable_hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+type Targets = SmallVec<[TaskId; 8]>;
+
+/// Routes the emits of one executor's tasks and batches them per destination task.
+pub struct Router {
+    routes: Arc<ComponentRoutes>,
+    /// `choosers[stream][subscriber]`.
+    choosers: Vec<Vec<Chooser>>,
+    destinations: Destinations,
+    /// Tuples waiting to be sent, by destination task id.
+    out: Vec<Vec<Tuple>>,
+    /// Destination tasks whose buffer reached the batch size.
+    full: Vec<TaskId>,
+    /// Destination tasks with a non-empty buffer.
+    dirty: Vec<TaskId>,
+    batch_size: usize,
+    custom_scratch: Vec<TaskId>,
+    debug: bool,
+    /// Tuples emitted (one per emit call) since the last `take_counts`.
+    emitted: u64,
+    /// Tuple copies sent to tasks since the last `take_counts`.
+    transferred: u64,
+}
+
+impl Router {
+    /// A router for an executor of the component with `routes`.
+    pub fn new(
+        routes: Arc<ComponentRoutes>,
+        destinations: Destinations,
+        batch_size: usize,
+        debug: bool,
+        is_local: &dyn Fn(TaskId) -> bool,
+    ) -> Self {
+        let choosers = routes
+            .streams
+            .iter()
+            .map(|s| match s {
+                Some(s) => s.subscribers.iter().map(|sub| Chooser::new(sub, &routes.component, s.meta.stream, is_local)).collect(),
+                None => Vec::new(),
+            })
+            .collect();
+        let out = (0..destinations.len()).map(|_| Vec::new()).collect();
+        Router {
+            routes,
+            choosers,
+            destinations,
+            out,
+            full: Vec::new(),
+            dirty: Vec::new(),
+            batch_size: batch_size.max(1),
+            custom_scratch: Vec::new(),
+            debug,
+            emitted: 0,
+            transferred: 0,
+        }
+    }
+
+    /// Sends every buffer that reached the batch size, waiting while a destination is full.
+    pub async fn flush_full(&mut self) {
+        while let Some(task) = self.full.pop() {
+            if self.out[task as usize].len() >= self.batch_size {
+                self.send(task).await;
+            }
+        }
+    }
+
+    /// Sends every non-empty buffer.
+    pub async fn flush_all(&mut self) {
+        self.full.clear();
+        while let Some(task) = self.dirty.pop() {
+            if !self.out[task as usize].is_empty() {
+                self.send(task).await;
+            }
+        }
+    }
+
+    /// Whether tuples are waiting to be sent.
+    pub fn has_pending(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The (emitted, transferred) counts since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (std::mem::take(&mut self.emitted), std::mem::take(&mut self.transferred))
+    }
+
+    async fn send(&mut self, task: TaskId) {
+        let buffer = &mut self.out[task as usize];
+        let tuples = std::mem::replace(buffer, Vec::with_capacity(self.batch_size));
+        let Some(Some(dest)) = self.destinations.get(task as usize) else {
+            tracing::warn!(task, "dropping tuples for a task with no executor");
+            return;
+        };
+        // A single call may have emitted more than a queue holds: send it in pieces.
+        let mut tuples = tuples;
+        while tuples.len() > dest.capacity() {
+            let rest = tuples.split_off(dest.capacity());
+            if dest.send(Batch { task, tuples }).await.is_err() {
+                return;
+            }
+            tuples = rest;
+        }
+        if dest.send(Batch { task, tuples }).await.is_err() {
+            tracing::debug!(task, "destination executor stopped; dropping its tuples");
+        }
+    }
+
+    fn push(&mut self, task: TaskId, tuple: Tuple) {
+        let Some(buffer) = self.out.get_mut(task as usize) else {
+            return;
+        };
+        if buffer.is_empty() {
+            self.dirty.push(task);
+        }
+        buffer.push(tuple);
+        if buffer.len() == self.batch_size {
+            self.full.push(task);
+        }
+        self.transferred += 1;
+    }
+
+    fn targets(
+        &mut self,
+        src: TaskId,
+        stream: StreamIdx,
+        values: &[Value],
+        direct: Option<TaskId>,
+        targets: &mut Targets,
+    ) -> Result<&'static StreamMeta, EmitError> {
+        let routes = &self.routes;
+        let Some(Some(s)) = routes.streams.get(stream as usize) else {
+            return Err(EmitError::UnknownStream {
+                component: routes.component.clone(),
+                stream: format!("#{stream}"),
+            });
+        };
+        if s.direct != direct.is_some() {
+            return Err(EmitError::DirectMismatch {
+                component: routes.component.clone(),
+                stream: s.meta.stream.to_owned(),
+                direct: s.direct,
+            });
+        }
+        check_arity(&routes.component, s.meta.stream, s.meta.fields.len(), values)?;
+        let choosers = &mut self.choosers[stream as usize];
+        for (sub, chooser) in s.subscribers.iter().zip(choosers.iter_mut()) {
+            let tasks = &sub.tasks;
+            match chooser {
+                Chooser::RoundRobin { order, next } => {
+                    if !order.is_empty() {
+                        targets.push(order[*next]);
+                        *next = if *next + 1 == order.len() { 0 } else { *next + 1 };
+                    }
+                }
+                Chooser::Fields => {
+                    let h = key_hash(values, &sub.keys, 0);
+                    targets.push(tasks[(h % tasks.len() as u64) as usize]);
+                }
+                Chooser::All => targets.extend(tasks.iter().copied()),
+                Chooser::Global => targets.push(tasks[0]),
+                Chooser::Direct => {
+                    if let Some(task) = direct.filter(|t| tasks.contains(t)) {
+                        targets.push(task);
+                    }
+                }
+                Chooser::Random => targets.push(tasks[fastrand::usize(..tasks.len())]),
+                Chooser::PartialKey { load } => {
+                    let n = tasks.len() as u64;
+                    let a = (key_hash(values, &sub.keys, 0) % n) as usize;
+                    let b = (key_hash(values, &sub.keys, 0x9e37_79b9_7f4a_7c15) % n) as usize;
+                    let pick = if load[b] < load[a] { b } else { a };
+                    load[pick] += 1;
+                    targets.push(tasks[pick]);
+                }
+                Chooser::Custom(grouping) => {
+                    self.custom_scratch.clear();
+                    grouping.choose_tasks(src, values, &mut self.custom_scratch);
+                    for task in self.custom_scratch.drain(..) {
+                        if tasks.contains(&task) {
+                            targets.push(task);
+                        } else {
+                            tracing::warn!(task, component = %routes.component, "custom grouping chose a task that does not subscribe; dropped");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(task) = direct
+            && targets.is_empty()
+        {
+            return Err(EmitError::NotASubscriber {
+                component: routes.component.clone(),
+                stream: s.meta.stream.to_owned(),
+                task,
+            });
+        }
+        Ok(s.meta)
+    }
+}
+
+impl Transfer for Router {
+    fn stream_index(&self, _task: TaskId, stream: &str) -> Result<StreamIdx, EmitError> {
+        self.routes
+            .streams
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.meta.stream == stream))
+            .map(|i| i as StreamIdx)
+            .ok_or_else(|| EmitError::UnknownStream { component: self.routes.component.clone(), stream: stream.to_owned() })
+    }
+
+    fn route(
+        &mut self,
+        src: TaskId,
+        stream: StreamIdx,
+        values: Values,
+        direct: Option<TaskId>,
+        roots: &[u64],
+    ) -> Result<u64, EmitError> {
+        let mut targets = Targets::new();
+        let meta = self.targets(src, stream, &values, direct, &mut targets)?;
+        if self.debug {
+            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
+        }
+        self.emitted += 1;
+        let mut edges_xor = 0;
+        let mut values = Some(values);
+        let last = targets.len().saturating_sub(1);
+        for (i, &task) in targets.iter().enumerate() {
+            let copy = if i == last { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
+            let id = if roots.is_empty() {
+                MessageId::default()
+            } else {
+                let edge = fastrand::u64(..);
+                edges_xor ^= edge;
+                MessageId::from_anchors(roots.iter().map(|root| (*root, edge)))
+            };
+            self.push(task, Tuple::new(meta, src, copy, id));
+        }
+        Ok(edges_xor)
+    }
+}
