@@ -1,0 +1,196 @@
+//! `#[derive(Tuple)]`: implements `TypedTuple` for a struct with named fields.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Field, Fields, FieldsNamed, Ident, LitStr, Type};
+
+use crate::attr::{self, CratePath, Ctxt};
+
+/// One field of the tuple.
+struct TupleField<'a> {
+    /// The Rust field name.
+    ident: &'a Ident,
+    ty: &'a Type,
+    /// The tuple field name: the Rust name, or its `rename`.
+    name: String,
+    /// The `rename` literal, if any: where a duplicate name is reported.
+    rename: Option<LitStr>,
+}
+
+/// Expands `#[derive(Tuple)]`.
+pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
+    let mut cx = Ctxt::new();
+    let krate = container_attrs(&mut cx, input);
+
+    let Some(named) = named_fields(&mut cx, input) else {
+        return cx.into_compile_errors();
+    };
+    if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+        cx.error_spanned_by(
+            &input.generics,
+            "#[derive(Tuple)] does not support generic structs: a tuple schema is a concrete type",
+        );
+        return cx.into_compile_errors();
+    }
+
+    let fields: Vec<TupleField<'_>> = named.named.iter().map(|f| tuple_field(&mut cx, f)).collect();
+    check_duplicates(&mut cx, &input.ident, &fields);
+
+    // Attribute errors do not stop the expansion: the impl is generated from what could be
+    // understood, so the errors are not buried under "`Word: TypedTuple` is not satisfied".
+    let generated = generate(input, &krate, &fields);
+    let errors = cx.into_compile_errors();
+    quote!(#generated #errors)
+}
+
+/// The named fields, or an error at the part of the item that is not a struct with named fields.
+fn named_fields<'a>(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<&'a FieldsNamed> {
+    let ident = &input.ident;
+    let culprit = match &input.data {
+        Data::Struct(data) => match &data.fields {
+            Fields::Named(named) => return Some(named),
+            Fields::Unnamed(unnamed) => unnamed.to_token_stream(),
+            Fields::Unit => {
+                let struct_token = data.struct_token;
+                quote!(#struct_token #ident)
+            }
+        },
+        Data::Enum(data) => {
+            let enum_token = data.enum_token;
+            quote!(#enum_token #ident)
+        }
+        Data::Union(data) => {
+            let union_token = data.union_token;
+            quote!(#union_token #ident)
+        }
+    };
+    cx.error_spanned_by(culprit, "#[derive(Tuple)] needs a struct with named fields");
+    None
+}
+
+/// Reads the container attributes: only `crate`.
+fn container_attrs(cx: &mut Ctxt, input: &DeriveInput) -> TokenStream {
+    let mut krate = CratePath::new();
+    attr::for_each_item(cx, &input.attrs, |_, meta| {
+        if krate.parse_item(meta)? {
+            return Ok(());
+        }
+        Err(attr::unknown_key(meta, "`crate`"))
+    });
+    krate.into_tokens()
+}
+
+/// Reads a field and its attributes: only `rename`.
+fn tuple_field<'a>(cx: &mut Ctxt, field: &'a Field) -> TupleField<'a> {
+    // Named fields always have an ident.
+    let ident = field.ident.as_ref().expect("named field");
+    let mut rename: Option<LitStr> = None;
+    attr::for_each_item(cx, &field.attrs, |_, meta| {
+        if !meta.path.is_ident("rename") {
+            return Err(attr::unknown_key(meta, "`rename`"));
+        }
+        if rename.is_some() {
+            return Err(syn::Error::new_spanned(&meta.path, "duplicate squall attribute `rename`"));
+        }
+        let lit = attr::string_value(meta, "\"name\"")?;
+        if lit.value().is_empty() {
+            return Err(syn::Error::new_spanned(&lit, "a tuple field name must not be empty"));
+        }
+        rename = Some(lit);
+        Ok(())
+    });
+    let name = match &rename {
+        Some(lit) => lit.value(),
+        None => ident_name(ident),
+    };
+    TupleField { ident, ty: &field.ty, name, rename }
+}
+
+/// The name of an identifier without its `r#`.
+fn ident_name(ident: &Ident) -> String {
+    syn::ext::IdentExt::unraw(ident).to_string()
+}
+
+/// Reports every field whose name an earlier field already has, at the later field.
+fn check_duplicates(cx: &mut Ctxt, tuple: &Ident, fields: &[TupleField<'_>]) {
+    for (i, field) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|earlier| earlier.name == field.name) {
+            let message = format!("field `{}` is named twice in tuple `{tuple}`", field.name);
+            match &field.rename {
+                Some(lit) => cx.error_spanned_by(lit, message),
+                None => cx.error_spanned_by(field.ident, message),
+            }
+        }
+    }
+}
+
+/// The `<Name>Keys` struct and the `TypedTuple` impl.
+fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>]) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let ident = &input.ident;
+    let vis = &input.vis;
+    let keys = format_ident!("{}Keys", ident);
+    let keys_doc = format!("The field keys of [`{ident}`], for typed fields grouping.");
+
+    let rust_names: Vec<&Ident> = fields.iter().map(|f| f.ident).collect();
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let indices = (0..fields.len()).map(Literal::usize_unsuffixed);
+
+    let into_values = fields.iter().map(|f| {
+        let (field, ty) = (f.ident, f.ty);
+        // Spanned at the field type: "`T: IntoValue` is not satisfied" points at that type.
+        let into_value = quote_spanned!(ty.span()=> <#ty as #private::IntoValue>::into_value);
+        quote!(values.push(#into_value(self.#field));)
+    });
+    let values_binding = if fields.is_empty() { quote!(values) } else { quote!(mut values) };
+
+    let from_values = fields.iter().enumerate().map(|(i, f)| {
+        let (field, ty, name) = (f.ident, f.ty, &f.name);
+        let i = Literal::usize_unsuffixed(i);
+        let read = quote_spanned!(ty.span()=>
+            #private::tuple::derive_support::field::<#ty>(values, #i, #name)?
+        );
+        quote!(#field: #read,)
+    });
+
+    quote! {
+        #[doc = #keys_doc]
+        #[doc(hidden)]
+        #[allow(missing_docs, dead_code)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #keys {
+            #(pub #rust_names: #private::FieldKey<#ident>,)*
+        }
+
+        const _: () = {
+            #[automatically_derived]
+            impl #private::TypedTuple for #ident {
+                const FIELDS: &'static [&'static str] = &[#(#names),*];
+
+                type Keys = #keys;
+
+                fn keys() -> #keys {
+                    #keys {
+                        #(#rust_names: #private::FieldKey::new(#indices, #names),)*
+                    }
+                }
+
+                fn into_values(self) -> #private::Values {
+                    let #values_binding = #private::Values::new();
+                    #(#into_values)*
+                    values
+                }
+
+                fn from_values(
+                    values: &[#private::Value],
+                ) -> ::core::result::Result<Self, #private::TupleError> {
+                    #private::tuple::derive_support::check_arity::<Self>(values)?;
+                    ::core::result::Result::Ok(#ident {
+                        #(#from_values)*
+                    })
+                }
+            }
+        };
+    }
+}
