@@ -140,10 +140,7 @@ async fn run_local(name: &str, topology: &Topology, seconds: Option<u64>) -> Res
 fn print_summary(report: &RunReport) {
     eprintln!("topology `{}` finished:", report.name);
     for (id, m) in &report.metrics.components {
-        eprintln!(
-            "  {id:<16} emitted {:>12}  executed {:>12}  errors {:>6}",
-            m.emitted, m.executed, m.errors
-        );
+        eprintln!("  {id:<16} emitted {:>12}  executed {:>12}  errors {:>6}", m.emitted, m.executed, m.errors);
     }
     for failure in &report.failures {
         eprintln!("  failed: {failure}");

@@ -22,7 +22,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// struct, with one `FieldKey` per field, for typed fields grouping:
 /// `.fields_grouping_by(&split, |w| w.text)`.
 ///
-/// ```ignore
+/// ```text
 /// use squall::prelude::*;
 ///
 /// #[derive(Tuple, Debug, Clone)]
@@ -46,7 +46,7 @@ pub fn derive_tuple(input: TokenStream) -> TokenStream {
 /// Implements `Outputs` for a spout: its output streams, from `#[squall(...)]` attributes on
 /// the struct. The struct must also implement `Spout`; the derive checks that it does.
 ///
-/// ```ignore
+/// ```text
 /// use squall::prelude::*;
 ///
 /// #[derive(Clone, Spout)]
@@ -73,7 +73,7 @@ pub fn derive_spout(input: TokenStream) -> TokenStream {
 /// Implements `Outputs` for a bolt: its output streams, from `#[squall(...)]` attributes on
 /// the struct. The struct must also implement `Bolt`; the derive checks that it does.
 ///
-/// ```ignore
+/// ```text
 /// use squall::prelude::*;
 ///
 /// #[derive(Clone, Bolt)]

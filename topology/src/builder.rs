@@ -33,7 +33,9 @@ pub enum BuildError {
         known: String,
     },
     /// A subscription names a stream its source does not declare.
-    #[error("`{subscriber}` subscribes to stream `{stream}` of `{component}`, which declares no such stream; its streams: {known}")]
+    #[error(
+        "`{subscriber}` subscribes to stream `{stream}` of `{component}`, which declares no such stream; its streams: {known}"
+    )]
     UnknownStream {
         /// The bolt subscribing.
         subscriber: String,
@@ -45,7 +47,9 @@ pub enum BuildError {
         known: String,
     },
     /// A fields or partial-key grouping names a field the stream does not have.
-    #[error("`{subscriber}` groups stream `{stream}` of `{component}` by unknown field `{field}`; the stream's fields: {known}")]
+    #[error(
+        "`{subscriber}` groups stream `{stream}` of `{component}` by unknown field `{field}`; the stream's fields: {known}"
+    )]
     UnknownField {
         /// The bolt subscribing.
         subscriber: String,
@@ -62,7 +66,9 @@ pub enum BuildError {
     #[error("component `{0}` has zero parallelism; it needs at least one executor")]
     ZeroParallelism(String),
     /// Fewer tasks than executors.
-    #[error("component `{component}` has {tasks} tasks but {parallelism} executors; tasks must be at least the parallelism")]
+    #[error(
+        "component `{component}` has {tasks} tasks but {parallelism} executors; tasks must be at least the parallelism"
+    )]
     TooFewTasks {
         /// The component.
         component: String,
@@ -164,10 +170,7 @@ impl ComponentDef {
 
     /// A stream by name with its index.
     pub fn stream(&self, name: &str) -> Option<(u16, &StreamDecl)> {
-        self.streams
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.as_ref().filter(|s| s.name == name).map(|s| (i as u16, s)))
+        self.streams.iter().enumerate().find_map(|(i, s)| s.as_ref().filter(|s| s.name == name).map(|s| (i as u16, s)))
     }
 
     fn stream_names(&self) -> String {
@@ -204,14 +207,24 @@ impl TopologyBuilder {
 
     /// Adds a spout with `parallelism` executors (and as many tasks unless `.tasks(n)` says
     /// otherwise). Each task runs a clone of `spout`.
-    pub fn spout<S: Spout + Clone + Sync>(&mut self, id: impl Into<String>, spout: S, parallelism: u32) -> SpoutDeclarer<'_, S> {
+    pub fn spout<S: Spout + Clone + Sync>(
+        &mut self,
+        id: impl Into<String>,
+        spout: S,
+        parallelism: u32,
+    ) -> SpoutDeclarer<'_, S> {
         let index = self.add(id.into(), parallelism, Factory::Spout(Arc::new(Prototype(spout))));
         SpoutDeclarer { builder: self, index, _spout: PhantomData }
     }
 
     /// Adds a bolt with `parallelism` executors (and as many tasks unless `.tasks(n)` says
     /// otherwise). Each task runs a clone of `bolt`. Subscribe it with the grouping methods.
-    pub fn bolt<B: Bolt + Clone + Sync>(&mut self, id: impl Into<String>, bolt: B, parallelism: u32) -> BoltDeclarer<'_, B> {
+    pub fn bolt<B: Bolt + Clone + Sync>(
+        &mut self,
+        id: impl Into<String>,
+        bolt: B,
+        parallelism: u32,
+    ) -> BoltDeclarer<'_, B> {
         let index = self.add(id.into(), parallelism, Factory::Bolt(Arc::new(Prototype(bolt))));
         BoltDeclarer { builder: self, index, _bolt: PhantomData }
     }
@@ -493,7 +506,11 @@ impl<B> BoltDeclarer<'_, B> {
     }
 
     /// Equal values of `fields` always reach the same task.
-    pub fn fields_grouping<F: AsRef<str>>(self, source: impl Into<Source>, fields: impl IntoIterator<Item = F>) -> Self {
+    pub fn fields_grouping<F: AsRef<str>>(
+        self,
+        source: impl Into<Source>,
+        fields: impl IntoIterator<Item = F>,
+    ) -> Self {
         let fields = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
         self.grouping(source, Grouping::Fields(fields))
     }
@@ -534,7 +551,11 @@ impl<B> BoltDeclarer<'_, B> {
     }
 
     /// Each key to the less loaded of two candidate tasks.
-    pub fn partial_key_grouping<F: AsRef<str>>(self, source: impl Into<Source>, fields: impl IntoIterator<Item = F>) -> Self {
+    pub fn partial_key_grouping<F: AsRef<str>>(
+        self,
+        source: impl Into<Source>,
+        fields: impl IntoIterator<Item = F>,
+    ) -> Self {
         let fields = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
         self.grouping(source, Grouping::PartialKey(fields))
     }
@@ -599,7 +620,11 @@ impl Topology {
                 inputs: c
                     .inputs
                     .iter()
-                    .map(|s| InputSpec { component: s.component.clone(), stream: s.stream.clone(), grouping: s.grouping.spec() })
+                    .map(|s| InputSpec {
+                        component: s.component.clone(),
+                        stream: s.stream.clone(),
+                        grouping: s.grouping.spec(),
+                    })
                     .collect(),
                 config: c.config.clone(),
             })

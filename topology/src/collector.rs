@@ -181,10 +181,7 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
 pub(crate) type Roots = SmallVec<[u64; 2]>;
 
 fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t Tuple>) -> Roots {
-    anchors
-        .into_iter()
-        .flat_map(|t| t.message_id().anchors().iter().map(|(root, _)| *root))
-        .collect()
+    anchors.into_iter().flat_map(|t| t.message_id().anchors().iter().map(|(root, _)| *root)).collect()
 }
 
 /// What a bolt emits with. Plain `emit*` calls anchor the new tuple to the input being executed
@@ -200,13 +197,7 @@ pub struct BoltCollector<'a, C: Bolt> {
 impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// A collector for one `execute` call of `task` on `input`. The runtime makes these.
     pub fn new(transfer: &'a mut dyn Transfer, task: TaskId, input: Option<&Tuple>) -> Self {
-        BoltCollector {
-            transfer,
-            task,
-            input_roots: roots_of(input),
-            emitted: 0,
-            _bolt: PhantomData,
-        }
+        BoltCollector { transfer, task, input_roots: roots_of(input), emitted: 0, _bolt: PhantomData }
     }
 
     /// Emits on the default stream, anchored to the input.

@@ -46,11 +46,8 @@ impl OutputDeclarer {
 
     /// Declares a stream by field names, for dynamic code.
     pub fn declare_fields(&mut self, stream: &str, fields: &[&str], direct: bool) -> &mut Self {
-        let decl = StreamDecl {
-            name: stream.to_owned(),
-            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
-            direct,
-        };
+        let decl =
+            StreamDecl { name: stream.to_owned(), fields: fields.iter().map(|f| (*f).to_owned()).collect(), direct };
         if self.streams.iter().flatten().any(|s| s.name == stream) {
             self.errors.push(format!("stream `{stream}` is declared twice"));
         } else if let Some(dup) = duplicate(fields) {

@@ -101,7 +101,9 @@ pub enum ConfigError {
         found: String,
     },
     /// The key exists but cannot be set per component.
-    #[error("config key `{key}` applies to the whole topology and cannot be set per component (per-component keys: {allowed})")]
+    #[error(
+        "config key `{key}` applies to the whole topology and cannot be set per component (per-component keys: {allowed})"
+    )]
     NotPerComponent {
         /// The key.
         key: String,
@@ -272,9 +274,7 @@ impl Config {
 
     /// Applies a `key=value` override, as `-c key=value` on the command line.
     pub fn apply_override(&mut self, assignment: &str) -> Result<&mut Self, ConfigError> {
-        let (key, value) = assignment
-            .split_once('=')
-            .ok_or_else(|| ConfigError::Malformed(assignment.to_owned()))?;
+        let (key, value) = assignment.split_once('=').ok_or_else(|| ConfigError::Malformed(assignment.to_owned()))?;
         self.set_text(key.trim(), value)
     }
 
@@ -337,6 +337,7 @@ impl<'de> Deserialize<'de> for Config {
 
 /// Per-component overrides of the keys that may differ between components.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ComponentConfig {
     entries: BTreeMap<String, ConfigValue>,
 }

@@ -36,11 +36,7 @@ impl TaskLayout {
 
     /// The tasks of a component, ascending; empty for an unknown component.
     pub fn tasks(&self, component: &str) -> &[TaskId] {
-        self.components
-            .iter()
-            .find(|(id, _)| id == component)
-            .map(|(_, tasks)| tasks.as_slice())
-            .unwrap_or(&[])
+        self.components.iter().find(|(id, _)| id == component).map(|(_, tasks)| tasks.as_slice()).unwrap_or(&[])
     }
 
     /// The component a task belongs to.

@@ -14,8 +14,8 @@ pub mod tuple;
 pub mod value;
 
 pub use builder::{
-    BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields, Source,
-    SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,
+    BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields,
+    Source, SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,
 };
 pub use collector::{Anchored, BoltCollector, EmitError, SpoutCollector, Transfer};
 pub use component::{
@@ -25,6 +25,7 @@ pub use config::{ComponentConfig, Config, ConfigError, ConfigValue};
 pub use context::{TaskLayout, TopologyContext};
 pub use grouping::{CustomGrouping, Grouping, GroupingSpec};
 pub use tuple::{
-    DEFAULT_STREAM, FieldKey, MessageId, StreamMeta, SYSTEM_COMPONENT, TICK_STREAM, TaskId, Tuple, TupleError, TypedTuple,
+    DEFAULT_STREAM, FieldKey, MessageId, SYSTEM_COMPONENT, StreamMeta, TICK_STREAM, TaskId, Tuple, TupleError,
+    TypedTuple,
 };
 pub use value::{FromValue, IntoValue, Str, Value, ValueTypeError, Values};

@@ -41,16 +41,9 @@ impl StreamMeta {
     /// grows with the number of distinct streams ever declared, not with topologies submitted.
     pub fn intern(component: &str, stream: &str, fields: &[&str]) -> &'static StreamMeta {
         static TABLE: OnceLock<Mutex<HashMap<InternKey, &'static StreamMeta>>> = OnceLock::new();
-        let key = (
-            component.to_owned(),
-            stream.to_owned(),
-            fields.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>(),
-        );
+        let key = (component.to_owned(), stream.to_owned(), fields.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>());
         // A poisoned lock only means another thread panicked while inserting; the map is intact.
-        let mut table = TABLE
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut table = TABLE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(meta) = table.get(&key) {
             return meta;
         }
@@ -160,10 +153,7 @@ impl Tuple {
 
     /// The value at a position, converted to `T`.
     pub fn get_as<T: FromValue>(&self, index: usize) -> Result<T, TupleError> {
-        let value = self.values.get(index).ok_or(TupleError::NoSuchIndex {
-            index,
-            len: self.values.len(),
-        })?;
+        let value = self.values.get(index).ok_or(TupleError::NoSuchIndex { index, len: self.values.len() })?;
         T::from_value(value).map_err(|source| TupleError::Field {
             field: self.meta.fields.get(index).copied().unwrap_or("?").to_owned(),
             source,
@@ -178,10 +168,7 @@ impl Tuple {
 
     /// The string at a position, borrowed.
     pub fn str(&self, index: usize) -> Result<&str, TupleError> {
-        let value = self.values.get(index).ok_or(TupleError::NoSuchIndex {
-            index,
-            len: self.values.len(),
-        })?;
+        let value = self.values.get(index).ok_or(TupleError::NoSuchIndex { index, len: self.values.len() })?;
         value.as_str().ok_or_else(|| TupleError::Field {
             field: self.meta.fields.get(index).copied().unwrap_or("?").to_owned(),
             source: ValueTypeError { expected: "string", found: value.type_name() },
@@ -385,10 +372,7 @@ mod tests {
         assert_eq!(t.get_field_as::<u64>("count"), Ok(2));
         assert_eq!(t.source_component(), "count");
         let err = t.get_field_as::<u64>("cnt").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "stream `default` of `count` has no field `cnt`; its fields are: word, count"
-        );
+        assert_eq!(err.to_string(), "stream `default` of `count` has no field `cnt`; its fields are: word, count");
         assert!(matches!(t.get_as::<u64>(0), Err(TupleError::Field { .. })));
         assert!(Tuple::tick(1).is_tick());
         assert!(!t.is_tick());

@@ -352,10 +352,7 @@ mod tests {
     fn conversions_round_trip_and_name_the_wrong_type() {
         assert_eq!(u32::from_value(&7u32.into_value()), Ok(7));
         assert_eq!(String::from_value(&"hi".into_value()).as_deref(), Ok("hi"));
-        assert_eq!(
-            u8::from_value(&Value::Str(Str::new("x"))),
-            Err(ValueTypeError { expected: "u8", found: "string" })
-        );
+        assert_eq!(u8::from_value(&Value::Str(Str::new("x"))), Err(ValueTypeError { expected: "u8", found: "string" }));
         assert_eq!(u8::from_value(&Value::U64(300)).unwrap_err().expected, "u8");
         assert_eq!(Option::<u64>::from_value(&Value::Null), Ok(None));
     }

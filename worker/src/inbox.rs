@@ -62,10 +62,7 @@ pub fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(capacity));
     let stats = Arc::new(QueueStats { capacity, peak: AtomicUsize::new(0) });
-    (
-        InboxSender { tx, permits: permits.clone(), stats: stats.clone() },
-        InboxReceiver { rx, permits, stats },
-    )
+    (InboxSender { tx, permits: permits.clone(), stats: stats.clone() }, InboxReceiver { rx, permits, stats })
 }
 
 impl InboxSender {

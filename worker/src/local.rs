@@ -76,7 +76,12 @@ impl LocalCluster {
         self.submit_with_status(name, topology, TopologyStatus::Inactive)
     }
 
-    fn submit_with_status(&self, name: &str, topology: &Topology, status: TopologyStatus) -> Result<(), LocalClusterError> {
+    fn submit_with_status(
+        &self,
+        name: &str,
+        topology: &Topology,
+        status: TopologyStatus,
+    ) -> Result<(), LocalClusterError> {
         validate_name(name)?;
         let mut topologies = self.lock();
         if topologies.contains_key(name) {

@@ -86,13 +86,18 @@ impl ComponentRoutes {
 /// The mutable state of one subscription's grouping, per emitting executor.
 enum Chooser {
     /// Round-robin over a shuffled order: exactly even, like Storm's `ShuffleGrouping`.
-    RoundRobin { order: Vec<TaskId>, next: usize },
+    RoundRobin {
+        order: Vec<TaskId>,
+        next: usize,
+    },
     Fields,
     All,
     Global,
     Direct,
     Random,
-    PartialKey { load: Vec<u64> },
+    PartialKey {
+        load: Vec<u64>,
+    },
     Custom(Box<dyn CustomGrouping>),
 }
 
@@ -172,7 +177,11 @@ impl Router {
             .streams
             .iter()
             .map(|s| match s {
-                Some(s) => s.subscribers.iter().map(|sub| Chooser::new(sub, &routes.component, s.meta.stream, is_local)).collect(),
+                Some(s) => s
+                    .subscribers
+                    .iter()
+                    .map(|sub| Chooser::new(sub, &routes.component, s.meta.stream, is_local))
+                    .collect(),
                 None => Vec::new(),
             })
             .collect();
@@ -266,10 +275,7 @@ impl Router {
     ) -> Result<&'static StreamMeta, EmitError> {
         let routes = &self.routes;
         let Some(Some(s)) = routes.streams.get(stream as usize) else {
-            return Err(EmitError::UnknownStream {
-                component: routes.component.clone(),
-                stream: format!("#{stream}"),
-            });
+            return Err(EmitError::UnknownStream { component: routes.component.clone(), stream: format!("#{stream}") });
         };
         if s.direct != direct.is_some() {
             return Err(EmitError::DirectMismatch {
@@ -342,7 +348,10 @@ impl Transfer for Router {
             .iter()
             .position(|s| s.as_ref().is_some_and(|s| s.meta.stream == stream))
             .map(|i| i as StreamIdx)
-            .ok_or_else(|| EmitError::UnknownStream { component: self.routes.component.clone(), stream: stream.to_owned() })
+            .ok_or_else(|| EmitError::UnknownStream {
+                component: self.routes.component.clone(),
+                stream: stream.to_owned(),
+            })
     }
 
     fn route(
