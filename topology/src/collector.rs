@@ -181,6 +181,10 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
 pub(crate) type Roots = SmallVec<[u64; 2]>;
 
 fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t Tuple>) -> Roots {
+    let mut anchors = anchors.into_iter().filter(|t| !t.message_id().is_empty()).peekable();
+    if anchors.peek().is_none() {
+        return Roots::new();
+    }
     anchors.into_iter().flat_map(|t| t.message_id().anchors().iter().map(|(root, _)| *root)).collect()
 }
 

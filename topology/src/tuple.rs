@@ -277,6 +277,10 @@ pub enum TupleError {
 
 /// A Rust struct that is a tuple schema: named fields that convert to and from [`Value`]s.
 /// Implemented by `#[derive(Tuple)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a typed tuple",
+    note = "derive it with #[derive(Tuple)]; a component without a default stream has `Default = NoOutput`, so `emit` is unavailable: emit on a named stream with `emit_on`"
+)]
 pub trait TypedTuple: Sized + Send + 'static {
     /// The field names, in order.
     const FIELDS: &'static [&'static str];

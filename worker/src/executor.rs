@@ -223,6 +223,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                 let mut last_flush = Instant::now();
                 loop {
                     execute(&mut parts, &mut bolts, first_task, &component, &mut batch).await;
+                    inbox.recycle(std::mem::take(&mut batch.tuples));
                     parts.router.flush_full().await;
                     match inbox.try_recv() {
                         Some(next) => {

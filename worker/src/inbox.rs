@@ -1,8 +1,8 @@
 //! An executor's input queue: batches of tuples, bounded in tuples (not batches), so the memory a
 //! queue holds is capped by `topology.executor.receive.buffer.size` whatever the batch sizes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use squall_topology::{TaskId, Tuple};
 use tokio::sync::{Semaphore, mpsc};
@@ -23,6 +23,15 @@ pub struct QueueStats {
     peak: AtomicUsize,
 }
 
+/// Emptied batch buffers travelling back from the receiver to the senders.
+#[derive(Debug, Default)]
+struct BufferPool {
+    spare: Mutex<Vec<Vec<Tuple>>>,
+}
+
+/// Buffers kept per queue: enough for every batch the queue can hold to come back.
+const MAX_SPARE_BUFFERS: usize = 64;
+
 impl QueueStats {
     /// The most tuples ever queued at once.
     pub fn peak(&self) -> usize {
@@ -41,6 +50,7 @@ pub struct InboxSender {
     tx: mpsc::UnboundedSender<Batch>,
     permits: Arc<Semaphore>,
     stats: Arc<QueueStats>,
+    pool: Arc<BufferPool>,
 }
 
 /// The receiving side, owned by the executor.
@@ -49,6 +59,7 @@ pub struct InboxReceiver {
     rx: mpsc::UnboundedReceiver<Batch>,
     permits: Arc<Semaphore>,
     stats: Arc<QueueStats>,
+    pool: Arc<BufferPool>,
 }
 
 /// The receiving executor is gone.
@@ -62,7 +73,11 @@ pub fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(capacity));
     let stats = Arc::new(QueueStats { capacity, peak: AtomicUsize::new(0) });
-    (InboxSender { tx, permits: permits.clone(), stats: stats.clone() }, InboxReceiver { rx, permits, stats })
+    let pool = Arc::new(BufferPool::default());
+    (
+        InboxSender { tx, permits: permits.clone(), stats: stats.clone(), pool: pool.clone() },
+        InboxReceiver { rx, permits, stats, pool },
+    )
 }
 
 impl InboxSender {
@@ -80,6 +95,12 @@ impl InboxSender {
     /// The queue's occupancy.
     pub fn stats(&self) -> &Arc<QueueStats> {
         &self.stats
+    }
+
+    /// An empty buffer for the next batch to this queue, reused when one came back.
+    pub fn spare_buffer(&self, capacity: usize) -> Vec<Tuple> {
+        let spare = self.pool.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
     /// The most tuples a batch sent here may hold.
@@ -106,6 +127,15 @@ impl InboxReceiver {
     /// The queue's occupancy.
     pub fn stats(&self) -> &Arc<QueueStats> {
         &self.stats
+    }
+
+    /// Hands an emptied batch buffer back to the senders.
+    pub fn recycle(&self, mut buffer: Vec<Tuple>) {
+        buffer.clear();
+        let mut spare = self.pool.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < MAX_SPARE_BUFFERS {
+            spare.push(buffer);
+        }
     }
 
     fn release(&self, batch: &Batch) {

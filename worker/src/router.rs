@@ -141,6 +141,12 @@ fn key_hash(values: &[Value], keys: &[usize], seed: u64) -> u64 {
     hasher.finish()
 }
 
+/// Maps a hash onto `0..n` without a division (Lemire's multiply-shift); the same in every
+/// process, which fields grouping needs.
+fn bucket(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
 type Targets = SmallVec<[TaskId; 8]>;
 
 /// Routes the emits of one executor's tasks and batches them per destination task.
@@ -231,12 +237,13 @@ impl Router {
     }
 
     async fn send(&mut self, task: TaskId) {
-        let buffer = &mut self.out[task as usize];
-        let tuples = std::mem::replace(buffer, Vec::with_capacity(self.batch_size));
         let Some(Some(dest)) = self.destinations.get(task as usize) else {
             tracing::warn!(task, "dropping tuples for a task with no executor");
+            self.out[task as usize].clear();
             return;
         };
+        // Reuse a buffer the receiver has emptied: warm memory, no allocation per batch.
+        let tuples = std::mem::replace(&mut self.out[task as usize], dest.spare_buffer(self.batch_size));
         // A single call may have emitted more than a queue holds: send it in pieces.
         let mut tuples = tuples;
         while tuples.len() > dest.capacity() {
@@ -296,8 +303,7 @@ impl Router {
                     }
                 }
                 Chooser::Fields => {
-                    let h = key_hash(values, &sub.keys, 0);
-                    targets.push(tasks[(h % tasks.len() as u64) as usize]);
+                    targets.push(tasks[bucket(key_hash(values, &sub.keys, 0), tasks.len())]);
                 }
                 Chooser::All => targets.extend(tasks.iter().copied()),
                 Chooser::Global => targets.push(tasks[0]),
@@ -308,9 +314,8 @@ impl Router {
                 }
                 Chooser::Random => targets.push(tasks[fastrand::usize(..tasks.len())]),
                 Chooser::PartialKey { load } => {
-                    let n = tasks.len() as u64;
-                    let a = (key_hash(values, &sub.keys, 0) % n) as usize;
-                    let b = (key_hash(values, &sub.keys, 0x9e37_79b9_7f4a_7c15) % n) as usize;
+                    let a = bucket(key_hash(values, &sub.keys, 0), tasks.len());
+                    let b = bucket(key_hash(values, &sub.keys, 0x9e37_79b9_7f4a_7c15), tasks.len());
                     let pick = if load[b] < load[a] { b } else { a };
                     load[pick] += 1;
                     targets.push(tasks[pick]);
