@@ -185,7 +185,7 @@ fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t Tuple>) -> Roots {
     if anchors.peek().is_none() {
         return Roots::new();
     }
-    anchors.into_iter().flat_map(|t| t.message_id().anchors().iter().map(|(root, _)| *root)).collect()
+    anchors.flat_map(|t| t.message_id().anchors().iter().map(|(root, _)| *root)).collect()
 }
 
 /// What a bolt emits with. Plain `emit*` calls anchor the new tuple to the input being executed
