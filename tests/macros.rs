@@ -373,10 +373,18 @@ impl Transfer for Recorder {
         values: Values,
         direct: Option<TaskId>,
         _roots: &[u64],
-    ) -> Result<u64, EmitError> {
+    ) -> Result<squall::Routed, EmitError> {
         self.routed.push((stream, values, direct));
-        Ok(0)
+        Ok(squall::Routed { tasks: 1, edges: 0 })
     }
+
+    fn acking(&self) -> bool {
+        false
+    }
+
+    fn to_acker(&mut self, _src: TaskId, _message: squall::AckerMessage) {}
+
+    fn to_task(&mut self, _dest: TaskId, _tuple: squall::Tuple) {}
 }
 
 #[test]
@@ -429,16 +437,16 @@ async fn a_derived_bolt_executes() {
 #[tokio::test]
 async fn a_derived_spout_emits() {
     let mut rec = Recorder::default();
-    let mut acked = Vec::new();
-    let mut out = SpoutCollector::<DirectDefault>::new(&mut rec, 1, &mut acked);
+    let (mut tracked, mut acked) = (Vec::new(), Vec::new());
+    let mut out = SpoutCollector::<DirectDefault>::new(&mut rec, 1, &mut tracked, &mut acked);
     DirectDefault.next_tuple(&mut out).await.unwrap();
     assert_eq!(rec.routed, vec![(0, values!["to two"], Some(2))]);
 
     let mut rec = Recorder::default();
-    let mut acked = Vec::new();
+    let (mut tracked, mut acked) = (Vec::new(), Vec::new());
     let mut lines = Lines { lines: vec!["b", "a"] };
     for _ in 0..3 {
-        let mut out = SpoutCollector::<Lines>::new(&mut rec, 1, &mut acked);
+        let mut out = SpoutCollector::<Lines>::new(&mut rec, 1, &mut tracked, &mut acked);
         lines.next_tuple(&mut out).await.unwrap();
     }
     assert_eq!(rec.routed, vec![(0, values!["a"], None), (0, values!["b"], None)]);

@@ -5,8 +5,9 @@ use std::marker::PhantomData;
 
 use smallvec::SmallVec;
 
+use crate::ack::AckerMessage;
 use crate::component::{Bolt, DirectStream, Spout, Stream, StreamIdx};
-use crate::tuple::{TaskId, Tuple, TypedTuple};
+use crate::tuple::{MessageId, TaskId, Tuple, TypedTuple};
 use crate::value::{Value, Values};
 
 /// An emit that could not be routed.
@@ -54,15 +55,25 @@ pub enum EmitError {
     },
 }
 
-/// The runtime's side of a collector: routes an emitted tuple to its destination tasks. The
-/// worker implements it; one instance serves all tasks of an executor.
+/// How one emit was routed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Copies sent (one per destination task).
+    pub tasks: usize,
+    /// XOR of the edge ids given to the copies (0 when untracked).
+    pub edges: u64,
+}
+
+/// The runtime's side of a collector: routes an emitted tuple to its destination tasks and
+/// carries acking messages. The worker implements it; one instance serves all tasks of an
+/// executor.
 pub trait Transfer: Send {
     /// The index of a stream of the task's component, by name.
     fn stream_index(&self, task: TaskId, stream: &str) -> Result<StreamIdx, EmitError>;
 
     /// Routes one tuple emitted by task `src` on `stream` (to `direct` for direct streams).
-    /// `roots` are the tuple trees it belongs to; each copy sent gets a fresh edge id per root.
-    /// Returns the XOR of the edge ids created (0 when `roots` is empty).
+    /// `roots` are the tuple trees it belongs to; each copy sent gets a fresh edge id, the same
+    /// for every root.
     fn route(
         &mut self,
         src: TaskId,
@@ -70,7 +81,21 @@ pub trait Transfer: Send {
         values: Values,
         direct: Option<TaskId>,
         roots: &[u64],
-    ) -> Result<u64, EmitError>;
+    ) -> Result<Routed, EmitError>;
+
+    /// Whether the topology has acker tasks. Without them a tracked tuple is acked at emit.
+    fn acking(&self) -> bool;
+
+    /// Sends an acking message from task `src` to the acker task that owns its root.
+    fn to_acker(&mut self, src: TaskId, message: AckerMessage);
+
+    /// Sends a system tuple straight to a task (an acker's notices to a spout).
+    fn to_task(&mut self, dest: TaskId, tuple: Tuple);
+}
+
+/// A new random tree or edge id; never 0, which means "complete" to the acker.
+pub(crate) fn random_id() -> u64 {
+    fastrand::u64(1..)
 }
 
 /// What a spout emits with.
@@ -79,15 +104,22 @@ pub struct SpoutCollector<'a, C: Spout> {
     task: TaskId,
     emitted: usize,
     done: bool,
-    /// Ids whose trees are complete at emit (no ackers): the driver acks them after the call.
+    /// Trees started by this call: (root id, message id), for the driver's pending map.
+    tracked: &'a mut Vec<(u64, C::MsgId)>,
+    /// Ids complete at emit (no ackers, or no destination): the driver acks them.
     acked: &'a mut Vec<C::MsgId>,
     _spout: PhantomData<fn(&C)>,
 }
 
 impl<'a, C: Spout> SpoutCollector<'a, C> {
     /// A collector for one `next_tuple` call of `task`. The runtime makes these.
-    pub fn new(transfer: &'a mut dyn Transfer, task: TaskId, acked: &'a mut Vec<C::MsgId>) -> Self {
-        SpoutCollector { transfer, task, emitted: 0, done: false, acked, _spout: PhantomData }
+    pub fn new(
+        transfer: &'a mut dyn Transfer,
+        task: TaskId,
+        tracked: &'a mut Vec<(u64, C::MsgId)>,
+        acked: &'a mut Vec<C::MsgId>,
+    ) -> Self {
+        SpoutCollector { transfer, task, emitted: 0, done: false, tracked, acked, _spout: PhantomData }
     }
 
     /// Emits an untracked tuple on the default stream.
@@ -98,8 +130,8 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
         self.raw(0, tuple.into_values(), None, None)
     }
 
-    /// Emits a tuple on the default stream, tracked by `id`: the spout's `ack(id)` or `fail(id)`
-    /// is called once its tree completes or fails.
+    /// Emits a tuple on the default stream, tracked by `id`: the spout's `ack(id)` is called once
+    /// every tuple of its tree is acked, `fail(id)` if one fails or the tree times out.
     pub fn emit_with_id(&mut self, tuple: C::Default, id: C::MsgId) -> Result<(), EmitError>
     where
         C::Default: TypedTuple,
@@ -132,7 +164,7 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
         self.raw(stream.index(), tuple.into_values(), Some(task), None)
     }
 
-    /// Emits values on a stream named at run time, optionally tracked, optionally direct.
+    /// Emits values on a stream named at run time, optionally direct, optionally tracked.
     pub fn emit_values(
         &mut self,
         stream: &str,
@@ -144,8 +176,9 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
         self.raw(index, values, direct, id)
     }
 
-    /// Says this spout will emit nothing more. Its task stops calling `next_tuple`; a topology
-    /// whose spouts are all done completes once every tuple is processed.
+    /// Says this spout will emit nothing more. Its task stops calling `next_tuple` and closes
+    /// once its tracked trees are acked or failed; a topology whose spouts are all done
+    /// completes once every tuple is processed.
     pub fn done(&mut self) {
         self.done = true;
     }
@@ -167,41 +200,80 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
         direct: Option<TaskId>,
         id: Option<C::MsgId>,
     ) -> Result<(), EmitError> {
-        self.transfer.route(self.task, stream, values, direct, &[])?;
-        self.emitted += 1;
-        if let Some(id) = id {
-            // Without acker tasks a tree is complete as soon as it is emitted (Storm's rule).
-            self.acked.push(id);
+        match id {
+            Some(id) if self.transfer.acking() => {
+                let root = random_id();
+                let routed = self.transfer.route(self.task, stream, values, direct, &[root])?;
+                if routed.tasks == 0 {
+                    // Nobody subscribes: the tree is complete already (Storm acks at once too).
+                    self.acked.push(id);
+                } else {
+                    let init = AckerMessage::Init { root, value: routed.edges, spout_task: self.task };
+                    self.transfer.to_acker(self.task, init);
+                    self.tracked.push((root, id));
+                }
+            }
+            id => {
+                self.transfer.route(self.task, stream, values, direct, &[])?;
+                // Without acker tasks a tree is complete as soon as it is emitted (Storm's rule).
+                self.acked.extend(id);
+            }
         }
+        self.emitted += 1;
         Ok(())
     }
 }
 
-/// Root ids of the trees a set of anchors belongs to.
+/// Root ids of the trees a set of anchors belongs to, each once.
 pub(crate) type Roots = SmallVec<[u64; 2]>;
 
-fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t Tuple>) -> Roots {
-    let mut anchors = anchors.into_iter().filter(|t| !t.message_id().is_empty()).peekable();
-    if anchors.peek().is_none() {
-        return Roots::new();
+fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t MessageId>) -> Roots {
+    let mut roots: Roots = anchors.into_iter().flat_map(|id| id.anchors().iter().map(|(root, _)| *root)).collect();
+    if roots.len() > 1 {
+        roots.sort_unstable();
+        roots.dedup();
     }
-    anchors.flat_map(|t| t.message_id().anchors().iter().map(|(root, _)| *root)).collect()
+    roots
 }
 
-/// What a bolt emits with. Plain `emit*` calls anchor the new tuple to the input being executed
-/// (Storm's basic bolt); `anchored` and `unanchored` choose otherwise.
+/// What a bolt emits and acks with.
+///
+/// Plain `emit*` calls anchor the new tuple to the input being executed; `anchored` and
+/// `unanchored` choose otherwise. With [`Bolt::AUTO_ACK`] (the default) the input is acked
+/// when `execute` returns `Ok` and failed when it returns an error; otherwise call
+/// [`BoltCollector::ack`] / [`BoltCollector::fail`] for every input, now or later.
 pub struct BoltCollector<'a, C: Bolt> {
     transfer: &'a mut dyn Transfer,
     task: TaskId,
+    input: MessageId,
     input_roots: Roots,
+    /// Whether the input was acked or failed explicitly.
+    settled: bool,
+    /// Per root, the XOR of child edges not yet reported to the acker. Folded into the next
+    /// ack of a tuple of that root, or sent on its own when the call ends.
+    edges: SmallVec<[(u64, u64); 2]>,
     emitted: usize,
+    acked: usize,
+    failed: usize,
     _bolt: PhantomData<fn(&C)>,
 }
 
 impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// A collector for one `execute` call of `task` on `input`. The runtime makes these.
     pub fn new(transfer: &'a mut dyn Transfer, task: TaskId, input: Option<&Tuple>) -> Self {
-        BoltCollector { transfer, task, input_roots: roots_of(input), emitted: 0, _bolt: PhantomData }
+        let input = input.map(|t| t.message_id().clone()).unwrap_or_default();
+        BoltCollector {
+            transfer,
+            task,
+            input_roots: roots_of([&input]),
+            input,
+            settled: false,
+            edges: SmallVec::new(),
+            emitted: 0,
+            acked: 0,
+            failed: 0,
+            _bolt: PhantomData,
+        }
     }
 
     /// Emits on the default stream, anchored to the input.
@@ -247,9 +319,10 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     }
 
     /// Emits anchored to the given tuples instead of the input (multi-anchoring: a join or an
-    /// aggregate emits once for many inputs).
+    /// aggregate emits once for many inputs). The new tuple completes its trees only once it
+    /// is acked too.
     pub fn anchored<'c>(&'c mut self, anchors: &[&Tuple]) -> Anchored<'c, 'a, C> {
-        let roots = roots_of(anchors.iter().copied());
+        let roots = roots_of(anchors.iter().map(|t| t.message_id()));
         Anchored { collector: self, roots }
     }
 
@@ -258,9 +331,80 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         Anchored { collector: self, roots: Roots::new() }
     }
 
+    /// Acks a tuple: this bolt is done with it. Its trees complete once all their tuples are
+    /// acked. Ack each tuple once.
+    pub fn ack(&mut self, tuple: &Tuple) {
+        self.ack_id(tuple.message_id());
+    }
+
+    /// Fails a tuple: the spout of each of its trees gets `fail` at once.
+    pub fn fail(&mut self, tuple: &Tuple) {
+        self.fail_id(tuple.message_id());
+    }
+
+    /// Restarts the timeout of a tuple's trees, for a bolt that holds a tuple a long time.
+    pub fn reset_timeout(&mut self, tuple: &Tuple) {
+        for root in roots_of([tuple.message_id()]) {
+            self.transfer.to_acker(self.task, AckerMessage::ResetTimeout { root });
+        }
+    }
+
     /// How many tuples this collector emitted.
     pub fn emitted(&self) -> usize {
         self.emitted
+    }
+
+    /// Ends the `execute` call: with `auto_ack`, acks the input on success or fails it on
+    /// error unless the bolt already did; then reports child edges still unreported. Returns
+    /// (acked, failed) counts. The runtime calls this.
+    pub fn finish(mut self, success: bool, auto_ack: bool) -> (usize, usize) {
+        if auto_ack && !self.settled && !self.input.is_empty() {
+            let input = std::mem::take(&mut self.input);
+            if success { self.ack_id(&input) } else { self.fail_id(&input) }
+        }
+        for (root, value) in std::mem::take(&mut self.edges) {
+            if value != 0 {
+                self.transfer.to_acker(self.task, AckerMessage::Ack { root, value });
+            }
+        }
+        (self.acked, self.failed)
+    }
+
+    fn ack_id(&mut self, id: &MessageId) {
+        if id.is_empty() {
+            return;
+        }
+        for &(root, edge) in id.anchors() {
+            let children = self.take_edges(root);
+            self.transfer.to_acker(self.task, AckerMessage::Ack { root, value: edge ^ children });
+        }
+        self.settle(id);
+        self.acked += 1;
+    }
+
+    fn fail_id(&mut self, id: &MessageId) {
+        if id.is_empty() {
+            return;
+        }
+        for root in roots_of([id]) {
+            self.take_edges(root);
+            self.transfer.to_acker(self.task, AckerMessage::Fail { root });
+        }
+        self.settle(id);
+        self.failed += 1;
+    }
+
+    fn settle(&mut self, id: &MessageId) {
+        if *id == self.input {
+            self.settled = true;
+        }
+    }
+
+    fn take_edges(&mut self, root: u64) -> u64 {
+        match self.edges.iter().position(|(r, _)| *r == root) {
+            Some(i) => self.edges.swap_remove(i).1,
+            None => 0,
+        }
     }
 
     fn raw(
@@ -270,8 +414,16 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         direct: Option<TaskId>,
         roots: &[u64],
     ) -> Result<(), EmitError> {
-        self.transfer.route(self.task, stream, values, direct, roots)?;
+        let routed = self.transfer.route(self.task, stream, values, direct, roots)?;
         self.emitted += 1;
+        if routed.edges != 0 {
+            for &root in roots {
+                match self.edges.iter_mut().find(|(r, _)| *r == root) {
+                    Some((_, value)) => *value ^= routed.edges,
+                    None => self.edges.push((root, routed.edges)),
+                }
+            }
+        }
         Ok(())
     }
 }

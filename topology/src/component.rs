@@ -186,13 +186,19 @@ pub trait Spout: Outputs + Send + Sized + 'static {
 ///
 /// One instance runs per task, cloned from the instance given to the builder.
 pub trait Bolt: Outputs + Send + Sized + 'static {
+    /// Storm's basic bolt: when true (the default), `execute` returning `Ok` acks the input and
+    /// returning an error fails it. Set it to false to ack and fail with `out.ack` / `out.fail`
+    /// yourself — needed to hold tuples past `execute` (joins, batching, windows).
+    const AUTO_ACK: bool = true;
+
     /// Called once per task before the first tuple.
     fn prepare(&mut self, ctx: &TopologyContext) -> impl Future<Output = Result<(), ComponentError>> + Send {
         let _ = ctx;
         async { Ok(()) }
     }
 
-    /// Processes one input tuple. An error is logged and counted; the topology goes on.
+    /// Processes one input tuple. An error is logged and counted (and fails the input with
+    /// `AUTO_ACK`); the topology goes on.
     fn execute(
         &mut self,
         input: Tuple,

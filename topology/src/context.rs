@@ -34,6 +34,20 @@ impl TaskLayout {
         TaskLayout { components, task_component }
     }
 
+    /// This layout plus system components (the ackers), numbered after every user task so
+    /// that turning acking on or off never renumbers the user's tasks.
+    pub fn with_system(&self, system: &[(&str, u32)]) -> TaskLayout {
+        let mut layout = self.clone();
+        let mut next = layout.task_component.len() as TaskId;
+        for (id, tasks) in system {
+            let index = layout.components.len();
+            layout.components.push(((*id).to_owned(), (next..next + tasks).collect()));
+            layout.task_component.extend(std::iter::repeat_n(index, *tasks as usize));
+            next += tasks;
+        }
+        layout
+    }
+
     /// The tasks of a component, ascending; empty for an unknown component.
     pub fn tasks(&self, component: &str) -> &[TaskId] {
         self.components.iter().find(|(id, _)| id == component).map(|(_, tasks)| tasks.as_slice()).unwrap_or(&[])

@@ -7,7 +7,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
+use crate::ack::{RotatingMap, SpoutNotice};
 use crate::collector::{BoltCollector, SpoutCollector, Transfer};
 use crate::component::{Bolt, ComponentError, OutputDeclarer, Spout};
 use crate::context::TopologyContext;
@@ -23,6 +25,8 @@ pub struct SpoutProgress {
     pub emitted: usize,
     /// Whether the last `next_tuple` call emitted nothing: the executor should back off.
     pub idle: bool,
+    /// Whether `topology.max.spout.pending` trees are in flight: wait for acks.
+    pub throttled: bool,
     /// Whether the spout said it is done.
     pub done: bool,
 }
@@ -34,10 +38,24 @@ pub struct BatchOutcome {
     pub executed: usize,
     /// Tuples emitted.
     pub emitted: usize,
+    /// Tuples acked.
+    pub acked: usize,
+    /// Tuples failed.
+    pub failed: usize,
     /// `execute` calls that returned an error.
     pub errors: usize,
     /// The first error of the batch, if any.
     pub first_error: Option<ComponentError>,
+}
+
+/// Hears how a spout's tuple trees end, for metrics.
+pub trait SpoutObserver: Send {
+    /// A tree completed `latency` after its root was emitted.
+    fn acked(&mut self, latency: Duration);
+    /// A tree failed.
+    fn failed(&mut self);
+    /// A tree timed out (and the spout's `fail` was called).
+    fn timed_out(&mut self);
 }
 
 /// A spout task, type-erased at the batch boundary.
@@ -48,13 +66,23 @@ pub trait ErasedSpout: Send {
     fn activate(&mut self) -> BoxFuture<'_, ()>;
     /// Calls `deactivate`.
     fn deactivate(&mut self) -> BoxFuture<'_, ()>;
-    /// Calls `next_tuple` until `max_emits` tuples are emitted, a call emits nothing, or the
-    /// spout is done.
+    /// Calls `next_tuple` until `max_emits` tuples are emitted, a call emits nothing, the spout
+    /// is done, or `topology.max.spout.pending` trees are in flight.
     fn next_batch<'a>(
         &'a mut self,
         max_emits: usize,
         transfer: &'a mut dyn Transfer,
+        observer: &'a mut dyn SpoutObserver,
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>>;
+    /// Handles the acker's notices (tuples from `__acker`) for this task, draining them: calls
+    /// `ack` / `fail`, restarts timeouts.
+    fn notices<'a>(&'a mut self, notices: &'a mut Vec<Tuple>, observer: &'a mut dyn SpoutObserver)
+    -> BoxFuture<'a, ()>;
+    /// Rotates the pending trees (every `topology.message.timeout.secs`): trees older than two
+    /// rotations time out and the spout's `fail` is called.
+    fn expire<'a>(&'a mut self, observer: &'a mut dyn SpoutObserver) -> BoxFuture<'a, ()>;
+    /// Trees in flight.
+    fn pending(&self) -> usize;
     /// Calls `close`.
     fn close(&mut self) -> BoxFuture<'_, Result<(), ComponentError>>;
 }
@@ -98,7 +126,14 @@ pub struct Prototype<C>(pub C);
 
 impl<C: Spout + Clone + Sync> SpoutFactory for Prototype<C> {
     fn create(&self, task: TaskId) -> Box<dyn ErasedSpout> {
-        Box::new(SpoutDriver { spout: self.0.clone(), task, acked: Vec::new() })
+        Box::new(SpoutDriver {
+            spout: self.0.clone(),
+            task,
+            pending: RotatingMap::new(2),
+            max_pending: None,
+            tracked: Vec::new(),
+            acked: Vec::new(),
+        })
     }
 
     fn declare_outputs(&self, declarer: &mut OutputDeclarer) {
@@ -127,11 +162,16 @@ impl<C: Bolt + Clone + Sync> BoltFactory for Prototype<C> {
 struct SpoutDriver<C: Spout> {
     spout: C,
     task: TaskId,
+    /// Trees in flight: root id → (message id, emit time).
+    pending: RotatingMap<u64, (C::MsgId, Instant)>,
+    max_pending: Option<usize>,
+    tracked: Vec<(u64, C::MsgId)>,
     acked: Vec<C::MsgId>,
 }
 
 impl<C: Spout> ErasedSpout for SpoutDriver<C> {
     fn open<'a>(&'a mut self, ctx: &'a TopologyContext) -> BoxFuture<'a, Result<(), ComponentError>> {
+        self.max_pending = ctx.config().max_spout_pending.map(|m| m as usize);
         Box::pin(self.spout.open(ctx))
     }
 
@@ -147,15 +187,27 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
         &'a mut self,
         max_emits: usize,
         transfer: &'a mut dyn Transfer,
+        observer: &'a mut dyn SpoutObserver,
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>> {
         Box::pin(async move {
             let mut progress = SpoutProgress::default();
             while progress.emitted < max_emits {
-                let mut out = SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.acked);
+                if self.max_pending.is_some_and(|max| self.pending.len() >= max) {
+                    progress.throttled = true;
+                    break;
+                }
+                let mut out = SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.tracked, &mut self.acked);
                 let result = self.spout.next_tuple(&mut out).await;
                 let (emitted, done) = (out.emitted(), out.is_done());
                 progress.emitted += emitted;
+                if !self.tracked.is_empty() {
+                    let now = Instant::now();
+                    for (root, id) in self.tracked.drain(..) {
+                        self.pending.insert(root, (id, now));
+                    }
+                }
                 for id in self.acked.drain(..) {
+                    observer.acked(Duration::ZERO);
                     self.spout.ack(id).await;
                 }
                 result?;
@@ -170,6 +222,49 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
             }
             Ok(progress)
         })
+    }
+
+    fn notices<'a>(
+        &'a mut self,
+        notices: &'a mut Vec<Tuple>,
+        observer: &'a mut dyn SpoutObserver,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            for tuple in notices.drain(..) {
+                match SpoutNotice::from_tuple(&tuple) {
+                    Some(SpoutNotice::Acked(root)) => {
+                        if let Some((id, emitted_at)) = self.pending.remove(&root) {
+                            observer.acked(emitted_at.elapsed());
+                            self.spout.ack(id).await;
+                        }
+                    }
+                    Some(SpoutNotice::Failed(root)) => {
+                        if let Some((id, _)) = self.pending.remove(&root) {
+                            observer.failed();
+                            self.spout.fail(id).await;
+                        }
+                    }
+                    Some(SpoutNotice::ResetTimeout(root)) => {
+                        self.pending.touch(root);
+                    }
+                    None => tracing::warn!(task = self.task, ?tuple, "spout got a tuple that is not an acker notice"),
+                }
+            }
+        })
+    }
+
+    fn expire<'a>(&'a mut self, observer: &'a mut dyn SpoutObserver) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let expired: Vec<_> = self.pending.rotate().collect();
+            for (_, (id, _)) in expired {
+                observer.timed_out();
+                self.spout.fail(id).await;
+            }
+        })
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), ComponentError>> {
@@ -198,6 +293,9 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
                 let mut out = BoltCollector::<C>::new(&mut *transfer, self.task, Some(&tuple));
                 let result = self.bolt.execute(tuple, &mut out).await;
                 outcome.emitted += out.emitted();
+                let (acked, failed) = out.finish(result.is_ok(), C::AUTO_ACK);
+                outcome.acked += acked;
+                outcome.failed += failed;
                 outcome.executed += 1;
                 if let Err(e) = result {
                     outcome.errors += 1;

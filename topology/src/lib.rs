@@ -3,6 +3,7 @@
 //! This crate knows nothing of threads, sockets or ZooKeeper: it describes a topology and gives
 //! the runtime (`squall-worker`) type-erased, batch-at-a-time handles on the user's components.
 
+pub mod ack;
 pub mod builder;
 pub mod collector;
 pub mod component;
@@ -13,11 +14,12 @@ pub mod grouping;
 pub mod tuple;
 pub mod value;
 
+pub use ack::{ACKER_COMPONENT, AckerMessage, ReplayQueue, SpoutNotice};
 pub use builder::{
     BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields,
     Source, SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,
 };
-pub use collector::{Anchored, BoltCollector, EmitError, SpoutCollector, Transfer};
+pub use collector::{Anchored, BoltCollector, EmitError, Routed, SpoutCollector, Transfer};
 pub use component::{
     Bolt, ComponentError, DirectStream, NoOutput, OutputDeclarer, Outputs, Spout, Stream, StreamDecl, StreamIdx,
 };

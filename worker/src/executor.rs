@@ -61,6 +61,8 @@ pub struct ExecutorParts {
     pub batch_size: usize,
     /// Tick tuple period for bolts.
     pub tick: Option<Duration>,
+    /// Spouts: how long a tree may take before it times out (with acking and timeouts on).
+    pub message_timeout: Option<Duration>,
 }
 
 /// How often partially filled output batches are sent even while busy.
@@ -79,7 +81,7 @@ fn status_now(status: &mut watch::Receiver<TopologyStatus>) -> TopologyStatus {
     *status.borrow_and_update()
 }
 
-/// Runs spout tasks until they are all done or the topology is killed.
+/// Runs spout tasks until they are all done (and their trees settled) or the topology is killed.
 pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn ErasedSpout>>) -> Vec<TaskFailure> {
     let mut failures = Vec::new();
     let component = parts.component.clone();
@@ -91,7 +93,13 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
     if !failures.is_empty() {
         return failures;
     }
+    let stats = parts.stats.clone();
+    let mut observer: &ExecutorStats = &stats;
     let tasks: Vec<TaskId> = parts.contexts.iter().map(|c| c.task_id()).collect();
+    let first_task = tasks.first().copied().unwrap_or(0);
+    let mut inbox = parts.inbox.take();
+    let mut received: Option<Batch> = None;
+    let mut next_rotation = parts.message_timeout.map(|t| Instant::now() + t);
     let mut done = vec![false; spouts.len()];
     let mut active = false;
     let mut idle_rounds = 0u32;
@@ -114,54 +122,77 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             }
             _ => {}
         }
-        if !active {
-            parts.router.flush_all().await;
-            if parts.status.changed().await.is_err() {
-                break;
-            }
-            continue;
-        }
-        let mut idle = true;
-        for (i, spout) in spouts.iter_mut().enumerate() {
-            if done[i] {
-                continue;
-            }
-            match spout.next_batch(parts.batch_size, &mut parts.router).await {
-                Ok(progress) => {
-                    idle &= progress.idle;
-                    done[i] = progress.done;
+
+        // The acker's notices: acks, fails, timeout resets. Handled whatever the status.
+        if let Some(inbox) = inbox.as_mut() {
+            while let Some(mut batch) = received.take().or_else(|| inbox.try_recv()) {
+                if let Some(spout) = batch.task.checked_sub(first_task).and_then(|i| spouts.get_mut(i as usize)) {
+                    spout.notices(&mut batch.tuples, &mut observer).await;
                 }
-                Err(e) => {
-                    tracing::warn!(component, task = tasks[i], error = %e, "next_tuple failed");
-                    parts.stats.add_errors(1, e.to_string());
-                }
+                inbox.recycle(std::mem::take(&mut batch.tuples));
             }
         }
-        let (emitted, transferred) = parts.router.take_counts();
-        parts.stats.add_emits(emitted, transferred);
-        if done.iter().all(|d| *d) {
+        if let (Some(at), Some(timeout)) = (next_rotation, parts.message_timeout)
+            && Instant::now() >= at
+        {
+            for spout in &mut spouts {
+                spout.expire(&mut observer).await;
+            }
+            next_rotation = Some(at + timeout);
+        }
+
+        let all_done = done.iter().all(|d| *d);
+        if all_done && spouts.iter().all(|s| s.pending() == 0) {
             break;
         }
-        parts.router.flush_full().await;
-        if idle {
-            parts.router.flush_all().await;
-            last_flush = Instant::now();
-            idle_rounds += 1;
-            // Storm's progressive wait: a few yields, then 1 ms sleeps, waking on status changes.
-            if idle_rounds < 8 {
-                tokio::task::yield_now().await;
-            } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-                    _ = parts.status.changed() => {}
+        let mut wait = true;
+        if active && !all_done {
+            for (i, spout) in spouts.iter_mut().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                match spout.next_batch(parts.batch_size, &mut parts.router, &mut observer).await {
+                    Ok(progress) => {
+                        wait &= progress.idle || progress.throttled || progress.done;
+                        done[i] = progress.done;
+                    }
+                    Err(e) => {
+                        tracing::warn!(component, task = tasks[i], error = %e, "next_tuple failed");
+                        parts.stats.add_errors(1, e.to_string());
+                    }
                 }
             }
-        } else {
+            parts.flush_counts();
+            parts.router.flush_full().await;
+        }
+        if !wait {
             idle_rounds = 0;
             if parts.router.has_pending() && last_flush.elapsed() >= FLUSH_INTERVAL {
                 parts.router.flush_all().await;
                 last_flush = Instant::now();
             }
+            continue;
+        }
+
+        // Nothing to emit now: send what is buffered, then wait for a notice, a status change,
+        // the next timeout rotation, or (when idle) a short back-off as Storm's spout wait.
+        parts.router.flush_all().await;
+        last_flush = Instant::now();
+        idle_rounds = idle_rounds.saturating_add(1);
+        if idle_rounds < 8 && active && !all_done {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let backoff = if active && !all_done { Duration::from_millis(1) } else { Duration::from_millis(100) };
+        let until = next_rotation.map_or(backoff, |at| at.saturating_duration_since(Instant::now()).min(backoff));
+        tokio::select! {
+            batch = recv_or_pending(&mut inbox) => received = batch,
+            changed = parts.status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep(until) => {}
         }
     }
     parts.router.flush_all().await;
@@ -176,6 +207,17 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         }
     }
     failures
+}
+
+/// The next batch of an optional inbox; never ready without one (or once it is closed).
+async fn recv_or_pending(inbox: &mut Option<InboxReceiver>) -> Option<Batch> {
+    match inbox {
+        Some(inbox) => match inbox.recv().await {
+            Some(batch) => Some(batch),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs bolt tasks until every upstream executor is gone and the queue is drained, or the
@@ -213,8 +255,9 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                 let secs = parts.tick.map_or(0, |t| t.as_secs());
                 for bolt in bolts.iter_mut() {
                     batch_buf.push(Tuple::tick(secs));
+                    let started = Instant::now();
                     let outcome = bolt.execute_batch(&mut batch_buf, &mut parts.router).await;
-                    record(&mut parts, &component, first_task, outcome);
+                    record(&mut parts, &component, first_task, outcome, started.elapsed());
                 }
                 parts.router.flush_all().await;
             }
@@ -260,12 +303,20 @@ async fn execute(
         tracing::warn!(component, task = batch.task, "batch for a task this executor does not run; dropped");
         return;
     };
+    let started = Instant::now();
     let outcome = bolt.execute_batch(&mut batch.tuples, &mut parts.router).await;
-    record(parts, component, batch.task, outcome);
+    record(parts, component, batch.task, outcome, started.elapsed());
 }
 
-fn record(parts: &mut ExecutorParts, component: &str, task: TaskId, outcome: squall_topology::driver::BatchOutcome) {
-    parts.stats.add_executed(outcome.executed as u64);
+fn record(
+    parts: &mut ExecutorParts,
+    component: &str,
+    task: TaskId,
+    outcome: squall_topology::driver::BatchOutcome,
+    took: Duration,
+) {
+    parts.stats.add_executed(outcome.executed as u64, took);
+    parts.stats.add_acks(outcome.acked as u64, outcome.failed as u64);
     parts.flush_counts();
     if let Some(e) = outcome.first_error {
         tracing::warn!(component, task, errors = outcome.errors, error = %e, "execute failed");

@@ -21,6 +21,7 @@ pub struct Batch {
 pub struct QueueStats {
     capacity: usize,
     peak: AtomicUsize,
+    queued: AtomicUsize,
 }
 
 /// Emptied batch buffers travelling back from the receiver to the senders.
@@ -36,6 +37,11 @@ impl QueueStats {
     /// The most tuples ever queued at once.
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Tuples queued now.
+    pub fn depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// The queue's capacity in tuples.
@@ -72,7 +78,7 @@ pub fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
     let capacity = capacity.max(1);
     let (tx, rx) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(capacity));
-    let stats = Arc::new(QueueStats { capacity, peak: AtomicUsize::new(0) });
+    let stats = Arc::new(QueueStats { capacity, peak: AtomicUsize::new(0), queued: AtomicUsize::new(0) });
     let pool = Arc::new(BufferPool::default());
     (
         InboxSender { tx, permits: permits.clone(), stats: stats.clone(), pool: pool.clone() },
@@ -89,6 +95,7 @@ impl InboxSender {
         permit.forget();
         let queued = self.stats.capacity - self.permits.available_permits();
         self.stats.peak.fetch_max(queued, Ordering::Relaxed);
+        self.stats.queued.store(queued, Ordering::Relaxed);
         self.tx.send(batch).map_err(|_| InboxClosed)
     }
 
@@ -140,6 +147,8 @@ impl InboxReceiver {
 
     fn release(&self, batch: &Batch) {
         self.permits.add_permits(batch.tuples.len().min(self.stats.capacity));
+        let queued = self.stats.capacity.saturating_sub(self.permits.available_permits());
+        self.stats.queued.store(queued, Ordering::Relaxed);
     }
 }
 

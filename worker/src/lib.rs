@@ -1,7 +1,9 @@
 //! Squall's runtime: executors, routing by grouping, bounded queues with backpressure, metrics,
 //! and [`LocalCluster`], the in-process mode.
 
+pub mod acker;
 pub mod executor;
+pub mod histogram;
 pub mod inbox;
 pub mod local;
 pub mod metrics;

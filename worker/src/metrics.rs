@@ -1,22 +1,29 @@
 //! Per-executor counters, aggregated per component for `LocalCluster::metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use squall_topology::driver::SpoutObserver;
 
+use crate::histogram::{Histogram, quantile_us};
 use crate::inbox::QueueStats;
 
-/// Counters of one executor, updated once per batch.
+/// Counters of one executor, updated once per batch (latencies once per tree).
 #[derive(Debug, Default)]
 pub struct ExecutorStats {
     emitted: AtomicU64,
     transferred: AtomicU64,
     executed: AtomicU64,
+    execute_nanos: AtomicU64,
+    acked: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    complete_latency: Histogram,
 }
 
 impl ExecutorStats {
@@ -29,8 +36,18 @@ impl ExecutorStats {
         }
     }
 
-    pub(crate) fn add_executed(&self, executed: u64) {
+    pub(crate) fn add_executed(&self, executed: u64, took: Duration) {
         self.executed.fetch_add(executed, Ordering::Relaxed);
+        self.execute_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_acks(&self, acked: u64, failed: u64) {
+        if acked > 0 {
+            self.acked.fetch_add(acked, Ordering::Relaxed);
+        }
+        if failed > 0 {
+            self.failed.fetch_add(failed, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn add_errors(&self, errors: u64, last: String) {
@@ -39,8 +56,24 @@ impl ExecutorStats {
     }
 }
 
+impl SpoutObserver for &ExecutorStats {
+    fn acked(&mut self, latency: Duration) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+        self.complete_latency.record(latency);
+    }
+
+    fn failed(&mut self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn timed_out(&mut self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters of one component, summed over its executors.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComponentMetrics {
     /// Tuples emitted (one per emit call).
     pub emitted: u64,
@@ -48,10 +81,26 @@ pub struct ComponentMetrics {
     pub transferred: u64,
     /// Tuples executed (bolts; tick tuples included).
     pub executed: u64,
+    /// Mean time per `execute`, in milliseconds.
+    pub execute_latency_ms: f64,
+    /// Spouts: trees completed. Bolts: tuples acked.
+    pub acked: u64,
+    /// Spouts: trees failed, timeouts included. Bolts: tuples failed.
+    pub failed: u64,
+    /// Spouts: trees that timed out.
+    pub timed_out: u64,
+    /// Spouts: time from emit to tree completion, median, in milliseconds.
+    pub complete_latency_p50_ms: Option<f64>,
+    /// Spouts: 99th percentile of the complete latency, in milliseconds.
+    pub complete_latency_p99_ms: Option<f64>,
+    /// Spouts: the largest complete latency, in milliseconds.
+    pub complete_latency_max_ms: Option<f64>,
     /// `execute` / `next_tuple` calls that returned an error.
     pub errors: u64,
     /// The latest such error.
     pub last_error: Option<String>,
+    /// Tuples waiting in its executors' input queues now.
+    pub queue_depth: usize,
     /// The most tuples ever waiting in one of its executors' input queues.
     pub queue_peak: usize,
     /// The capacity of each of its executors' input queues, in tuples.
@@ -59,7 +108,7 @@ pub struct ComponentMetrics {
 }
 
 /// The counters of every component of a topology.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopologyMetrics {
     /// By component id.
     pub components: BTreeMap<String, ComponentMetrics>,
@@ -85,18 +134,38 @@ impl MetricsRegistry {
 
     pub(crate) fn snapshot(&self) -> TopologyMetrics {
         let mut metrics = TopologyMetrics::default();
+        let mut latencies: BTreeMap<&str, (Vec<u64>, u64, u64)> = BTreeMap::new();
         for (component, stats, queue) in &self.executors {
             let m = metrics.components.entry(component.clone()).or_default();
-            m.emitted += stats.emitted.load(Ordering::Relaxed);
-            m.transferred += stats.transferred.load(Ordering::Relaxed);
-            m.executed += stats.executed.load(Ordering::Relaxed);
-            m.errors += stats.errors.load(Ordering::Relaxed);
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            m.emitted += load(&stats.emitted);
+            m.transferred += load(&stats.transferred);
+            m.executed += load(&stats.executed);
+            m.acked += load(&stats.acked);
+            m.failed += load(&stats.failed);
+            m.timed_out += load(&stats.timed_out);
+            m.errors += load(&stats.errors);
             if let Some(e) = stats.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
                 m.last_error = Some(e);
             }
             if let Some(q) = queue {
+                m.queue_depth += q.depth();
                 m.queue_peak = m.queue_peak.max(q.peak());
                 m.queue_capacity = q.capacity();
+            }
+            let entry = latencies.entry(component).or_default();
+            stats.complete_latency.add_to(&mut entry.0);
+            entry.1 = entry.1.max(stats.complete_latency.max_us());
+            entry.2 += load(&stats.execute_nanos);
+        }
+        for (component, (counts, max_us, execute_nanos)) in latencies {
+            let Some(m) = metrics.components.get_mut(component) else { continue };
+            let ms = |us: u64| us as f64 / 1000.0;
+            m.complete_latency_p50_ms = quantile_us(&counts, 0.5).map(ms);
+            m.complete_latency_p99_ms = quantile_us(&counts, 0.99).map(ms);
+            m.complete_latency_max_ms = m.complete_latency_p50_ms.map(|_| ms(max_us));
+            if m.executed > 0 {
+                m.execute_latency_ms = execute_nanos as f64 / m.executed as f64 / 1e6;
             }
         }
         metrics

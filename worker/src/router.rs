@@ -9,7 +9,8 @@ use smallvec::SmallVec;
 use squall_topology::collector::check_arity;
 use squall_topology::grouping::CustomGrouping;
 use squall_topology::{
-    EmitError, Grouping, MessageId, StreamIdx, StreamMeta, TaskId, Topology, Transfer, Tuple, Value, Values,
+    AckerMessage, EmitError, Grouping, MessageId, Routed, StreamIdx, StreamMeta, TaskId, Topology, Transfer, Tuple,
+    Value, Values,
 };
 
 use crate::inbox::{Batch, InboxSender};
@@ -42,6 +43,11 @@ struct Subscriber {
 }
 
 impl ComponentRoutes {
+    /// The routes of a system component that emits only system tuples (the acker).
+    pub fn system(component: &str) -> Arc<ComponentRoutes> {
+        Arc::new(ComponentRoutes { component: component.to_owned(), streams: Vec::new() })
+    }
+
     /// The routes of every component of a topology, by component id.
     pub fn for_topology(topology: &Topology) -> Vec<(String, Arc<ComponentRoutes>)> {
         topology
@@ -155,6 +161,8 @@ pub struct Router {
     /// `choosers[stream][subscriber]`.
     choosers: Vec<Vec<Chooser>>,
     destinations: Destinations,
+    /// The acker tasks, ascending; empty without acking.
+    ackers: Arc<[TaskId]>,
     /// Tuples waiting to be sent, by destination task id.
     out: Vec<Vec<Tuple>>,
     /// Destination tasks whose buffer reached the batch size.
@@ -175,6 +183,7 @@ impl Router {
     pub fn new(
         routes: Arc<ComponentRoutes>,
         destinations: Destinations,
+        ackers: Arc<[TaskId]>,
         batch_size: usize,
         debug: bool,
         is_local: &dyn Fn(TaskId) -> bool,
@@ -196,6 +205,7 @@ impl Router {
             routes,
             choosers,
             destinations,
+            ackers,
             out,
             full: Vec::new(),
             dirty: Vec::new(),
@@ -260,6 +270,7 @@ impl Router {
 
     fn push(&mut self, task: TaskId, tuple: Tuple) {
         let Some(buffer) = self.out.get_mut(task as usize) else {
+            tracing::warn!(task, "dropping a tuple for an unknown task");
             return;
         };
         if buffer.is_empty() {
@@ -269,7 +280,6 @@ impl Router {
         if buffer.len() == self.batch_size {
             self.full.push(task);
         }
-        self.transferred += 1;
     }
 
     fn targets(
@@ -366,7 +376,7 @@ impl Transfer for Router {
         values: Values,
         direct: Option<TaskId>,
         roots: &[u64],
-    ) -> Result<u64, EmitError> {
+    ) -> Result<Routed, EmitError> {
         let mut targets = Targets::new();
         let meta = self.targets(src, stream, &values, direct, &mut targets)?;
         if self.debug {
@@ -381,12 +391,31 @@ impl Transfer for Router {
             let id = if roots.is_empty() {
                 MessageId::default()
             } else {
-                let edge = fastrand::u64(..);
+                let edge = fastrand::u64(1..);
                 edges_xor ^= edge;
                 MessageId::from_anchors(roots.iter().map(|root| (*root, edge)))
             };
             self.push(task, Tuple::new(meta, src, copy, id));
         }
-        Ok(edges_xor)
+        self.transferred += targets.len() as u64;
+        Ok(Routed { tasks: targets.len(), edges: edges_xor })
+    }
+
+    fn acking(&self) -> bool {
+        !self.ackers.is_empty()
+    }
+
+    fn to_acker(&mut self, src: TaskId, message: AckerMessage) {
+        if self.ackers.is_empty() {
+            return;
+        }
+        // Root ids are uniformly random, so their bits pick the acker evenly.
+        let acker = self.ackers[bucket(message.root(), self.ackers.len())];
+        let tuple = message.to_tuple(&self.routes.component, src);
+        self.push(acker, tuple);
+    }
+
+    fn to_task(&mut self, dest: TaskId, tuple: Tuple) {
+        self.push(dest, tuple);
     }
 }

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use squall_topology::{ComponentDef, Factory, TaskId, Topology, TopologyContext};
+use squall_topology::{ACKER_COMPONENT, Factory, TaskId, Topology, TopologyContext};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::acker::AckerFactory;
 use crate::executor::{ExecutorParts, TaskFailure, TopologyStatus, run_bolts, run_spouts};
-use crate::inbox::{InboxSender, inbox};
+use crate::inbox::{InboxReceiver, InboxSender, inbox};
 use crate::metrics::{ExecutorStats, MetricsRegistry, TopologyMetrics};
 use crate::router::{ComponentRoutes, Router};
 
@@ -33,43 +34,77 @@ pub fn executor_ranges(tasks: &[TaskId], executors: u32) -> Vec<&[TaskId]> {
     ranges
 }
 
+/// Acker notices to a spout are never refused: their number is bounded by the spout's trees
+/// in flight, and a spout blocked on backpressure must not block the acker in turn (that
+/// cycle would deadlock: spout → bolt → acker → spout).
+const SPOUT_NOTICE_CAPACITY: usize = 1 << 28;
+
+/// One executor to start: its component, tasks, and input queue.
+struct ExecutorPlan {
+    component: String,
+    tasks: Vec<TaskId>,
+    inbox: Option<InboxReceiver>,
+}
+
 impl RunningTopology {
     /// Starts every executor of `topology` on the current tokio runtime, with spouts in
-    /// `status` (active or inactive).
+    /// `status` (active or inactive). With `topology.acker.executors` above zero (by default
+    /// one per worker), acker tasks are added after the user's tasks.
     pub fn launch(name: &str, topology: &Topology, status: TopologyStatus) -> RunningTopology {
         let (status_tx, _) = watch::channel(status);
-        let layout = topology.layout().clone();
+        let config = topology.config();
+        let acker_count = config.acker_executors.unwrap_or(config.workers);
+        let layout = Arc::new(topology.layout().with_system(&[(ACKER_COMPONENT, acker_count)]));
+        let ackers: Arc<[TaskId]> = layout.tasks(ACKER_COMPONENT).into();
         let topology_name: Arc<str> = name.into();
         let routes = ComponentRoutes::for_topology(topology);
+        let spout_tasks: Vec<TaskId> = topology
+            .components()
+            .iter()
+            .filter(|c| matches!(c.factory, Factory::Spout(_)))
+            .flat_map(|c| layout.tasks(&c.id).iter().copied())
+            .collect();
 
-        // One input queue per bolt executor.
+        // One input queue per executor: bolts get tuples, ackers acking messages, spouts (with
+        // acking) the ackers' notices.
         let mut senders: Vec<Option<InboxSender>> = vec![None; layout.task_count() + 1];
-        let mut receivers = Vec::new();
+        let mut plans = Vec::new();
+        let mut plan = |component: &str, range: &[TaskId], capacity: Option<usize>| {
+            let inbox = capacity.map(|capacity| {
+                let (tx, rx) = inbox(capacity);
+                for task in range {
+                    senders[*task as usize] = Some(tx.clone());
+                }
+                rx
+            });
+            plans.push(ExecutorPlan { component: component.to_owned(), tasks: range.to_vec(), inbox });
+        };
         for component in topology.components() {
-            let config = topology.config().with_overrides(&component.config);
+            let config = config.with_overrides(&component.config);
             for range in executor_ranges(layout.tasks(&component.id), component.parallelism) {
-                let queue = match component.factory {
-                    Factory::Bolt(_) => {
-                        let (tx, rx) = inbox(config.receive_buffer_size as usize);
-                        for task in range {
-                            senders[*task as usize] = Some(tx.clone());
-                        }
-                        Some(rx)
-                    }
-                    Factory::Spout(_) => None,
+                let capacity = match component.factory {
+                    Factory::Bolt(_) => Some(config.receive_buffer_size as usize),
+                    Factory::Spout(_) => (!ackers.is_empty()).then_some(SPOUT_NOTICE_CAPACITY),
                 };
-                receivers.push((component.id.clone(), range.to_vec(), queue));
+                plan(&component.id, range, capacity);
             }
         }
+        for acker in ackers.iter() {
+            plan(ACKER_COMPONENT, &[*acker], Some(config.receive_buffer_size as usize));
+        }
 
-        // Each component's router reaches only its subscribers, so a bolt's queue closes once
-        // every executor upstream of it has stopped: that is how a finished topology drains.
-        let destinations_of = |source: &ComponentDef| {
+        // Each router reaches only its subscribers (and the ackers), so a bolt's queue closes
+        // once every executor upstream of it has stopped: that is how a finished topology drains.
+        let destinations_of = |source: &str| {
             let mut dest: Vec<Option<InboxSender>> = vec![None; senders.len()];
-            for sub in topology.components() {
-                if sub.inputs.iter().any(|i| i.component == source.id) {
-                    for task in layout.tasks(&sub.id) {
-                        dest[*task as usize] = senders[*task as usize].clone();
+            let mut reach = |task: TaskId| dest[task as usize] = senders[task as usize].clone();
+            if source == ACKER_COMPONENT {
+                spout_tasks.iter().for_each(|t| reach(*t));
+            } else {
+                ackers.iter().for_each(|t| reach(*t));
+                for sub in topology.components() {
+                    if sub.inputs.iter().any(|i| i.component == source) {
+                        layout.tasks(&sub.id).iter().for_each(|t| reach(*t));
                     }
                 }
             }
@@ -78,13 +113,25 @@ impl RunningTopology {
 
         let mut metrics = MetricsRegistry::default();
         let mut executors = Vec::new();
-        for (component_id, tasks, queue) in receivers {
-            let Some(component) = topology.component(&component_id) else { continue };
-            let config = Arc::new(topology.config().with_overrides(&component.config));
-            let component_routes = routes.iter().find(|(id, _)| *id == component_id).map(|(_, r)| r.clone());
-            let Some(component_routes) = component_routes else { continue };
+        for ExecutorPlan { component: component_id, tasks, inbox } in plans {
+            let (config, factory, component_routes) = if component_id == ACKER_COMPONENT {
+                let mut acker_config = config.clone();
+                // The acker forgets trees on its own clock: one tick per message timeout.
+                acker_config.tick_tuple_freq_secs =
+                    config.enable_message_timeouts.then_some(config.message_timeout_secs);
+                (acker_config, Factory::Bolt(Arc::new(AckerFactory)), ComponentRoutes::system(ACKER_COMPONENT))
+            } else {
+                let Some(component) = topology.component(&component_id) else { continue };
+                let Some((_, r)) = routes.iter().find(|(id, _)| *id == component_id) else { continue };
+                (config.with_overrides(&component.config), component.factory.clone(), r.clone())
+            };
+            let config = Arc::new(config);
             let stats = Arc::new(ExecutorStats::default());
-            metrics.register(&component_id, stats.clone(), queue.as_ref().map(|q| q.stats().clone()));
+            let queue_stats = match factory {
+                Factory::Bolt(_) => inbox.as_ref().map(|q| q.stats().clone()),
+                Factory::Spout(_) => None,
+            };
+            metrics.register(&component_id, stats.clone(), queue_stats);
             let parts = ExecutorParts {
                 component: component_id.clone(),
                 contexts: tasks
@@ -93,18 +140,21 @@ impl RunningTopology {
                     .collect(),
                 router: Router::new(
                     component_routes,
-                    destinations_of(component),
+                    destinations_of(&component_id),
+                    ackers.clone(),
                     config.producer_batch_size as usize,
                     config.debug,
                     &|_| true,
                 ),
-                inbox: queue,
+                inbox,
                 status: status_tx.subscribe(),
                 stats,
                 batch_size: config.producer_batch_size as usize,
                 tick: config.tick_tuple_freq_secs.map(|s| Duration::from_secs(s.into())),
+                message_timeout: (config.enable_message_timeouts && !ackers.is_empty())
+                    .then(|| Duration::from_secs(config.message_timeout_secs.into())),
             };
-            let handle = match &component.factory {
+            let handle = match factory {
                 Factory::Spout(f) => {
                     let spouts = tasks.iter().map(|t| f.create(*t)).collect();
                     tokio::spawn(run_spouts(parts, spouts))
