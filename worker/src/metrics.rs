@@ -160,7 +160,8 @@ impl MetricsRegistry {
         }
         for (component, (counts, max_us, execute_nanos)) in latencies {
             let Some(m) = metrics.components.get_mut(component) else { continue };
-            let ms = |us: u64| us as f64 / 1000.0;
+            // A quantile is its bucket's upper bound, which may pass the largest value seen.
+            let ms = |us: u64| us.min(max_us) as f64 / 1000.0;
             m.complete_latency_p50_ms = quantile_us(&counts, 0.5).map(ms);
             m.complete_latency_p99_ms = quantile_us(&counts, 0.99).map(ms);
             m.complete_latency_max_ms = m.complete_latency_p50_ms.map(|_| ms(max_us));
