@@ -499,10 +499,12 @@ async fn with_zero_ackers_tuples_are_acked_at_emit_and_no_acker_exists() {
     let report = squall_tests::run_to_completion(&b.build().unwrap()).await;
     assert_eq!(*lock(&sees.ackers), Some(vec![]));
     assert!(!report.metrics.components.contains_key(ACKER_COMPONENT));
-    let o = lock(&spout.outcomes);
-    assert_eq!(ids(&o.acked), (0..500).collect::<Vec<_>>());
-    // Acked during the very call that emitted it: never more than one in flight.
-    assert!(o.max_in_flight <= 1);
+    {
+        let o = lock(&spout.outcomes);
+        assert_eq!(ids(&o.acked), (0..500).collect::<Vec<_>>());
+        // Acked during the very call that emitted it: never more than one in flight.
+        assert!(o.max_in_flight <= 1);
+    }
 
     // The default: one acker per worker, numbered after the user's tasks.
     let sees = SeesAckers::default();
