@@ -63,6 +63,37 @@ struct Args {
     /// Tokio worker threads (default: the number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Track every spout tuple with acking (one acker task) and report complete latency.
+    #[arg(long)]
+    acking: bool,
+    /// With --acking, `topology.max.spout.pending` per spout task.
+    #[arg(long, default_value_t = 5_000)]
+    max_pending: u32,
+    /// Pace the spout to this many tuples per second at the sink (words/s for word-count),
+    /// to measure latency below peak load.
+    #[arg(long)]
+    rate: Option<u64>,
+}
+
+/// Paces a spout: `next_tuple` emits only while the spout is behind its schedule.
+#[derive(Clone, Default)]
+struct Pace {
+    per_sec: Option<f64>,
+    started: Option<Instant>,
+    emitted: u64,
+}
+
+impl Pace {
+    fn ready(&mut self) -> bool {
+        let Some(per_sec) = self.per_sec else { return true };
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let due = started.elapsed().as_secs_f64() * per_sec;
+        if (self.emitted as f64) < due {
+            self.emitted += 1;
+            return true;
+        }
+        false
+    }
 }
 
 #[derive(Tuple)]
@@ -84,14 +115,25 @@ struct Word {
 #[squall(output = Payload)]
 struct ConstSpout {
     alloc: bool,
+    acking: bool,
+    pace: Pace,
+    next_id: u64,
 }
 
 impl Spout for ConstSpout {
-    type MsgId = ();
+    type MsgId = u64;
 
     async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
+        if !self.pace.ready() {
+            return Ok(());
+        }
         let payload = if self.alloc { Str::from(String::from(PAYLOAD)) } else { Str::new_static(PAYLOAD) };
-        out.emit(Payload { payload })?;
+        if self.acking {
+            self.next_id += 1;
+            out.emit_with_id(Payload { payload }, self.next_id)?;
+        } else {
+            out.emit(Payload { payload })?;
+        }
         Ok(())
     }
 }
@@ -117,13 +159,25 @@ impl Bolt for NullBolt {
 #[squall(output = Sentence)]
 struct SentenceSpout {
     next: usize,
+    acking: bool,
+    pace: Pace,
+    next_id: u64,
 }
 
 impl Spout for SentenceSpout {
-    type MsgId = ();
+    type MsgId = u64;
 
     async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
-        out.emit(Sentence { text: Str::new_static(SENTENCES[self.next]) })?;
+        if !self.pace.ready() {
+            return Ok(());
+        }
+        let sentence = Sentence { text: Str::new_static(SENTENCES[self.next]) };
+        if self.acking {
+            self.next_id += 1;
+            out.emit_with_id(sentence, self.next_id)?;
+        } else {
+            out.emit(sentence)?;
+        }
         self.next = (self.next + 1) % SENTENCES.len();
         Ok(())
     }
@@ -168,13 +222,23 @@ impl Bolt for Count {
 
 fn build(args: &Args) -> Result<Topology, BuildError> {
     let mut builder = TopologyBuilder::new();
+    let config = builder.config_mut();
+    if args.acking {
+        config.acker_executors = Some(1);
+        config.max_spout_pending = Some(args.max_pending);
+    } else {
+        config.acker_executors = Some(0);
+    }
     match args.workload {
         Workload::ConstNull => {
-            builder.spout("spout", ConstSpout { alloc: args.alloc_strings }, 1);
+            let pace = Pace { per_sec: args.rate.map(|r| r as f64), ..Pace::default() };
+            builder.spout("spout", ConstSpout { alloc: args.alloc_strings, acking: args.acking, pace, next_id: 0 }, 1);
             builder.bolt("null", NullBolt::default(), args.parallelism).shuffle_grouping("spout");
         }
         Workload::WordCount => {
-            builder.spout("sentences", SentenceSpout::default(), 1);
+            // Eight words per sentence: pace sentences at an eighth of the word rate.
+            let pace = Pace { per_sec: args.rate.map(|r| r as f64 / 8.0), ..Pace::default() };
+            builder.spout("sentences", SentenceSpout { acking: args.acking, pace, ..SentenceSpout::default() }, 1);
             builder.bolt("split", Split, args.parallelism).shuffle_grouping("sentences");
             builder.bolt("count", Count::default(), args.parallelism).fields_grouping("split", ["word"]);
         }
@@ -202,7 +266,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     let name = format!("{:?}", args.workload).to_lowercase();
-    let tuples_per_sec = runtime.block_on(async {
+    let (tuples_per_sec, spout_metrics) = runtime.block_on(async {
         let cluster = LocalCluster::new();
         cluster.submit(&name, &topology)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -216,18 +280,30 @@ fn main() -> anyhow::Result<()> {
             last = now;
         }
         let rate = (last.1 - start_count) as f64 / (last.0 - start).as_secs_f64();
+        let spout = if matches!(args.workload, Workload::ConstNull) { "spout" } else { "sentences" };
+        let metrics = cluster.metrics(&name)?.component(spout);
         cluster.kill(&name, Duration::ZERO).await?;
-        anyhow::Ok(rate)
+        anyhow::Ok((rate, metrics))
     })?;
     let workload = match args.workload {
         Workload::ConstNull => "const-null",
         Workload::WordCount => "word-count",
     };
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "workload": workload,
         "tuples_per_sec": tuples_per_sec.round(),
         "peak_rss_mb": (peak_rss_mb()? * 10.0).round() / 10.0,
     });
+    if args.acking {
+        result["acking"] = true.into();
+        result["acked"] = spout_metrics.acked.into();
+        result["complete_latency_p50_ms"] = spout_metrics.complete_latency_p50_ms.into();
+        result["complete_latency_p99_ms"] = spout_metrics.complete_latency_p99_ms.into();
+        result["complete_latency_max_ms"] = spout_metrics.complete_latency_max_ms.into();
+    }
+    if let Some(rate) = args.rate {
+        result["rate"] = rate.into();
+    }
     println!("{result}");
     Ok(())
 }

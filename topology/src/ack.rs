@@ -97,6 +97,28 @@ fn acker_meta(stream: &'static str) -> &'static StreamMeta {
     }
 }
 
+/// The interned stream metadata of one component's acking messages: look it up once per
+/// executor, not per message.
+#[derive(Debug, Clone, Copy)]
+pub struct AckStreams {
+    init: &'static StreamMeta,
+    ack: &'static StreamMeta,
+    fail: &'static StreamMeta,
+    reset: &'static StreamMeta,
+}
+
+impl AckStreams {
+    /// The acking streams of `component`.
+    pub fn of(component: &str) -> Self {
+        AckStreams {
+            init: meta(component, ACK_INIT_STREAM),
+            ack: meta(component, ACK_ACK_STREAM),
+            fail: meta(component, ACK_FAIL_STREAM),
+            reset: meta(component, ACK_RESET_TIMEOUT_STREAM),
+        }
+    }
+}
+
 impl AckerMessage {
     /// The root id, which picks the acker task.
     pub fn root(&self) -> u64 {
@@ -108,28 +130,28 @@ impl AckerMessage {
         }
     }
 
-    /// The message as a tuple from `component`'s task `src`.
-    pub fn to_tuple(self, component: &str, src: TaskId) -> Tuple {
+    /// The message as a tuple from task `src` of the component whose streams are `streams`.
+    pub fn to_tuple(self, streams: &AckStreams, src: TaskId) -> Tuple {
         let mut values = Values::new();
-        let stream = match self {
+        let meta = match self {
             AckerMessage::Init { root, value, spout_task } => {
                 values.extend([Value::U64(root), Value::U64(value), Value::U64(spout_task.into())]);
-                ACK_INIT_STREAM
+                streams.init
             }
             AckerMessage::Ack { root, value } => {
                 values.extend([Value::U64(root), Value::U64(value)]);
-                ACK_ACK_STREAM
+                streams.ack
             }
             AckerMessage::Fail { root } => {
                 values.push(Value::U64(root));
-                ACK_FAIL_STREAM
+                streams.fail
             }
             AckerMessage::ResetTimeout { root } => {
                 values.push(Value::U64(root));
-                ACK_RESET_TIMEOUT_STREAM
+                streams.reset
             }
         };
-        Tuple::new(meta(component, stream), src, values, Default::default())
+        Tuple::new(meta, src, values, Default::default())
     }
 
     /// Reads a message from a tuple on an acker input stream.
@@ -191,6 +213,17 @@ impl<K: Hash + Eq, V> RotatingMap<K, V> {
             bucket.remove(&key);
         }
         self.buckets[0].insert(key, value);
+    }
+
+    /// Inserts a key known to be absent (a fresh random id) into the newest bucket.
+    pub fn insert_new(&mut self, key: K, value: V) {
+        self.buckets[0].insert(key, value);
+    }
+
+    /// The value of a key, inserted into the newest bucket with `make` when absent.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        let position = self.buckets.iter().position(|b| b.contains_key(&key)).unwrap_or(0);
+        self.buckets[position].entry(key).or_insert_with(make)
     }
 
     /// The value of a key.
@@ -327,7 +360,7 @@ mod tests {
             AckerMessage::Fail { root: 4 },
             AckerMessage::ResetTimeout { root: 5 },
         ] {
-            assert_eq!(AckerMessage::from_tuple(&m.to_tuple("split", 3)), Some(m));
+            assert_eq!(AckerMessage::from_tuple(&m.to_tuple(&AckStreams::of("split"), 3)), Some(m));
         }
         for n in [SpoutNotice::Acked(1), SpoutNotice::Failed(2), SpoutNotice::ResetTimeout(3)] {
             let t = n.to_tuple(9);

@@ -191,6 +191,8 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>> {
         Box::pin(async move {
             let mut progress = SpoutProgress::default();
+            // One clock reading per batch: emit times are precise to a batch's duration.
+            let now = Instant::now();
             while progress.emitted < max_emits {
                 if self.max_pending.is_some_and(|max| self.pending.len() >= max) {
                     progress.throttled = true;
@@ -200,11 +202,8 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
                 let result = self.spout.next_tuple(&mut out).await;
                 let (emitted, done) = (out.emitted(), out.is_done());
                 progress.emitted += emitted;
-                if !self.tracked.is_empty() {
-                    let now = Instant::now();
-                    for (root, id) in self.tracked.drain(..) {
-                        self.pending.insert(root, (id, now));
-                    }
+                for (root, id) in self.tracked.drain(..) {
+                    self.pending.insert_new(root, (id, now));
                 }
                 for id in self.acked.drain(..) {
                     observer.acked(Duration::ZERO);
@@ -230,11 +229,12 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
         observer: &'a mut dyn SpoutObserver,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let now = Instant::now();
             for tuple in notices.drain(..) {
                 match SpoutNotice::from_tuple(&tuple) {
                     Some(SpoutNotice::Acked(root)) => {
                         if let Some((id, emitted_at)) = self.pending.remove(&root) {
-                            observer.acked(emitted_at.elapsed());
+                            observer.acked(now.saturating_duration_since(emitted_at));
                             self.spout.ack(id).await;
                         }
                     }

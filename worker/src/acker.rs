@@ -34,14 +34,7 @@ impl Acker {
             }
             return;
         }
-        let tree = match self.trees.get_mut(&root) {
-            Some(tree) => tree,
-            None => {
-                self.trees.insert(root, Tree::default());
-                let Some(tree) = self.trees.get_mut(&root) else { return };
-                tree
-            }
-        };
+        let tree = self.trees.get_or_insert_with(root, Tree::default);
         match message {
             AckerMessage::Init { value, spout_task, .. } => {
                 tree.value ^= value;

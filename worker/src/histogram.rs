@@ -50,12 +50,14 @@ fn upper_bound(index: usize) -> u64 {
 }
 
 impl Histogram {
-    /// Records one latency.
+    /// Records one latency. Only one thread may record into a histogram.
     pub fn record(&self, latency: Duration) {
         let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.counts[bucket(us)].fetch_add(1, Ordering::Relaxed);
-        self.max.fetch_max(us, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::bump(&self.counts[bucket(us)], 1);
+        if us > self.max.load(Ordering::Relaxed) {
+            self.max.store(us, Ordering::Relaxed);
+        }
+        crate::metrics::bump(&self.total, 1);
     }
 
     /// Adds another histogram's counts into `into` (bucket by bucket).

@@ -11,7 +11,14 @@ use squall_topology::driver::SpoutObserver;
 use crate::histogram::{Histogram, quantile_us};
 use crate::inbox::QueueStats;
 
-/// Counters of one executor, updated once per batch (latencies once per tree).
+/// Adds to a counter that only one executor writes: a plain load and store, no locked
+/// read-modify-write on the hot path. Readers may see a value one update old.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// Counters of one executor, written only by that executor, updated once per batch (latencies
+/// once per tree).
 #[derive(Debug, Default)]
 pub struct ExecutorStats {
     emitted: AtomicU64,
@@ -29,46 +36,46 @@ pub struct ExecutorStats {
 impl ExecutorStats {
     pub(crate) fn add_emits(&self, emitted: u64, transferred: u64) {
         if emitted > 0 {
-            self.emitted.fetch_add(emitted, Ordering::Relaxed);
+            bump(&self.emitted, emitted);
         }
         if transferred > 0 {
-            self.transferred.fetch_add(transferred, Ordering::Relaxed);
+            bump(&self.transferred, transferred);
         }
     }
 
     pub(crate) fn add_executed(&self, executed: u64, took: Duration) {
-        self.executed.fetch_add(executed, Ordering::Relaxed);
-        self.execute_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        bump(&self.executed, executed);
+        bump(&self.execute_nanos, took.as_nanos() as u64);
     }
 
     pub(crate) fn add_acks(&self, acked: u64, failed: u64) {
         if acked > 0 {
-            self.acked.fetch_add(acked, Ordering::Relaxed);
+            bump(&self.acked, acked);
         }
         if failed > 0 {
-            self.failed.fetch_add(failed, Ordering::Relaxed);
+            bump(&self.failed, failed);
         }
     }
 
     pub(crate) fn add_errors(&self, errors: u64, last: String) {
-        self.errors.fetch_add(errors, Ordering::Relaxed);
+        bump(&self.errors, errors);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
     }
 }
 
 impl SpoutObserver for &ExecutorStats {
     fn acked(&mut self, latency: Duration) {
-        self.acked.fetch_add(1, Ordering::Relaxed);
+        bump(&self.acked, 1);
         self.complete_latency.record(latency);
     }
 
     fn failed(&mut self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        bump(&self.failed, 1);
     }
 
     fn timed_out(&mut self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        self.timed_out.fetch_add(1, Ordering::Relaxed);
+        bump(&self.failed, 1);
+        bump(&self.timed_out, 1);
     }
 }
 

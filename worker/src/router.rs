@@ -4,12 +4,12 @@
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use rustc_hash::FxHasher;
+use rustc_hash::{FxHashMap, FxHasher};
 use smallvec::SmallVec;
 use squall_topology::collector::check_arity;
 use squall_topology::grouping::CustomGrouping;
 use squall_topology::{
-    AckerMessage, EmitError, Grouping, MessageId, Routed, StreamIdx, StreamMeta, TaskId, Topology, Transfer, Tuple,
+    AckStreams, AckerMessage, EmitError, Grouping, MessageId, Routed, StreamIdx, StreamMeta, TaskId, Topology, Transfer, Tuple,
     Value, Values,
 };
 
@@ -163,6 +163,10 @@ pub struct Router {
     destinations: Destinations,
     /// The acker tasks, ascending; empty without acking.
     ackers: Arc<[TaskId]>,
+    ack_streams: AckStreams,
+    /// Per acker (by position in `ackers`): root → index of its `Ack` tuple in the acker's
+    /// unsent buffer, so further acks of the same tree are XORed into one message.
+    unsent_acks: Vec<FxHashMap<u64, usize>>,
     /// Tuples waiting to be sent, by destination task id.
     out: Vec<Vec<Tuple>>,
     /// Destination tasks whose buffer reached the batch size.
@@ -201,10 +205,13 @@ impl Router {
             })
             .collect();
         let out = (0..destinations.len()).map(|_| Vec::new()).collect();
+        let ack_streams = AckStreams::of(&routes.component);
         Router {
             routes,
             choosers,
             destinations,
+            ack_streams,
+            unsent_acks: vec![FxHashMap::default(); ackers.len()],
             ackers,
             out,
             full: Vec::new(),
@@ -252,6 +259,9 @@ impl Router {
             self.out[task as usize].clear();
             return;
         };
+        if let Ok(i) = self.ackers.binary_search(&task) {
+            self.unsent_acks[i].clear();
+        }
         // Reuse a buffer the receiver has emptied: warm memory, no allocation per batch.
         let tuples = std::mem::replace(&mut self.out[task as usize], dest.spare_buffer(self.batch_size));
         // A single call may have emitted more than a queue holds: send it in pieces.
@@ -410,8 +420,23 @@ impl Transfer for Router {
             return;
         }
         // Root ids are uniformly random, so their bits pick the acker evenly.
-        let acker = self.ackers[bucket(message.root(), self.ackers.len())];
-        let tuple = message.to_tuple(&self.routes.component, src);
+        let index = bucket(message.root(), self.ackers.len());
+        let acker = self.ackers[index];
+        if let AckerMessage::Ack { root, value } = message {
+            // XOR is associative: acks of one tree waiting in the same buffer merge into one
+            // message (a word count's eight word acks become one).
+            let buffer = &mut self.out[acker as usize];
+            match self.unsent_acks[index].get(&root).and_then(|&i| buffer.get_mut(i)) {
+                Some(unsent) => {
+                    unsent.xor_value(1, value);
+                    return;
+                }
+                None => {
+                    self.unsent_acks[index].insert(root, buffer.len());
+                }
+            }
+        }
+        let tuple = message.to_tuple(&self.ack_streams, src);
         self.push(acker, tuple);
     }
 
