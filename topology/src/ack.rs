@@ -193,75 +193,69 @@ impl SpoutNotice {
     }
 }
 
-/// A map whose entries expire after between `buckets - 1` and `buckets` rotations (Storm's
-/// `RotatingMap`): inserts go to the newest bucket, `rotate` drops the oldest.
+/// A map whose entries expire after between `buckets - 1` and `buckets` rotations, as Storm's
+/// `RotatingMap`, kept as one hash map with a generation stamp per entry: every operation is one
+/// lookup, and `rotate` (once per timeout) scans the map.
 #[derive(Debug)]
 pub struct RotatingMap<K, V> {
-    /// Newest first.
-    buckets: VecDeque<FxHashMap<K, V>>,
+    entries: FxHashMap<K, (V, u64)>,
+    generation: u64,
+    buckets: u64,
 }
 
 impl<K: Hash + Eq, V> RotatingMap<K, V> {
     /// A map with `buckets` buckets (at least 2).
     pub fn new(buckets: usize) -> Self {
-        RotatingMap { buckets: (0..buckets.max(2)).map(|_| FxHashMap::default()).collect() }
+        RotatingMap { entries: FxHashMap::default(), generation: 0, buckets: buckets.max(2) as u64 }
     }
 
-    /// Inserts into the newest bucket (removing the key from older ones).
+    /// Inserts or replaces, restarting the key's expiry.
     pub fn insert(&mut self, key: K, value: V) {
-        for bucket in self.buckets.iter_mut().skip(1) {
-            bucket.remove(&key);
-        }
-        self.buckets[0].insert(key, value);
+        self.entries.insert(key, (value, self.generation));
     }
 
-    /// Inserts a key known to be absent (a fresh random id) into the newest bucket.
-    pub fn insert_new(&mut self, key: K, value: V) {
-        self.buckets[0].insert(key, value);
-    }
-
-    /// The value of a key, inserted into the newest bucket with `make` when absent.
+    /// The value of a key, inserted with `make` when absent.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        let position = self.buckets.iter().position(|b| b.contains_key(&key)).unwrap_or(0);
-        self.buckets[position].entry(key).or_insert_with(make)
+        let generation = self.generation;
+        &mut self.entries.entry(key).or_insert_with(|| (make(), generation)).0
     }
 
     /// The value of a key.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.buckets.iter_mut().find_map(|b| b.get_mut(key))
+        self.entries.get_mut(key).map(|(v, _)| v)
     }
 
     /// Removes a key.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        self.buckets.iter_mut().find_map(|b| b.remove(key))
+        self.entries.remove(key).map(|(v, _)| v)
     }
 
-    /// Moves a key to the newest bucket, restarting its expiry.
+    /// Restarts a key's expiry.
     pub fn touch(&mut self, key: K) -> bool {
-        match self.remove(&key) {
-            Some(value) => {
-                self.buckets[0].insert(key, value);
+        match self.entries.get_mut(&key) {
+            Some(entry) => {
+                entry.1 = self.generation;
                 true
             }
             None => false,
         }
     }
 
-    /// Drops the oldest bucket and returns its entries: they have expired.
-    pub fn rotate(&mut self) -> impl Iterator<Item = (K, V)> {
-        let expired = self.buckets.pop_back().unwrap_or_default();
-        self.buckets.push_front(FxHashMap::default());
-        expired.into_iter()
+    /// Advances one rotation and returns the entries that expired with it.
+    pub fn rotate(&mut self) -> impl Iterator<Item = (K, V)> + '_ {
+        self.generation += 1;
+        let (generation, buckets) = (self.generation, self.buckets);
+        self.entries.extract_if(move |_, (_, stamp)| generation - *stamp >= buckets).map(|(k, (v, _))| (k, v))
     }
 
     /// How many entries there are.
     pub fn len(&self) -> usize {
-        self.buckets.iter().map(|b| b.len()).sum()
+        self.entries.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.buckets.iter().all(|b| b.is_empty())
+        self.entries.is_empty()
     }
 }
 

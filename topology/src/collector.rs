@@ -228,7 +228,10 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
 pub(crate) type Roots = SmallVec<[u64; 2]>;
 
 fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t MessageId>) -> Roots {
-    let mut roots: Roots = anchors.into_iter().flat_map(|id| id.anchors().iter().map(|(root, _)| *root)).collect();
+    let mut roots = Roots::new();
+    for id in anchors {
+        roots.extend(id.anchors().iter().map(|(root, _)| *root));
+    }
     if roots.len() > 1 {
         roots.sort_unstable();
         roots.dedup();

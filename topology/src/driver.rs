@@ -203,7 +203,7 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
                 let (emitted, done) = (out.emitted(), out.is_done());
                 progress.emitted += emitted;
                 for (root, id) in self.tracked.drain(..) {
-                    self.pending.insert_new(root, (id, now));
+                    self.pending.insert(root, (id, now));
                 }
                 for id in self.acked.drain(..) {
                     observer.acked(Duration::ZERO);

@@ -6,7 +6,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Mutex, OnceLock};
 
-use smallvec::SmallVec;
 
 use crate::value::{FromValue, Value, ValueTypeError, Values};
 
@@ -71,26 +70,42 @@ impl StreamMeta {
 }
 
 /// The acking ids a tuple carries: for each spout tuple tree it belongs to, the root id and this
-/// tuple's edge id. Empty when the tuple is not tracked.
+/// tuple's edge id. Empty when the tuple is not tracked. One tree (the common case) is stored
+/// inline; several (multi-anchoring) share one allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MessageId {
-    anchors: SmallVec<[(u64, u64); 1]>,
+pub enum MessageId {
+    /// Not tracked.
+    #[default]
+    Untracked,
+    /// In one tree: (root id, edge id).
+    One([(u64, u64); 1]),
+    /// In several trees.
+    Many(std::sync::Arc<[(u64, u64)]>),
 }
 
 impl MessageId {
     /// A message id for a tuple that belongs to the given (root id, edge id) pairs.
     pub fn from_anchors(anchors: impl IntoIterator<Item = (u64, u64)>) -> Self {
-        MessageId { anchors: anchors.into_iter().collect() }
+        let mut anchors = anchors.into_iter();
+        let Some(first) = anchors.next() else { return MessageId::Untracked };
+        match anchors.next() {
+            None => MessageId::One([first]),
+            Some(second) => MessageId::Many([first, second].into_iter().chain(anchors).collect()),
+        }
     }
 
     /// The (root id, edge id) pairs.
     pub fn anchors(&self) -> &[(u64, u64)] {
-        &self.anchors
+        match self {
+            MessageId::Untracked => &[],
+            MessageId::One(one) => one,
+            MessageId::Many(many) => many,
+        }
     }
 
     /// Whether the tuple belongs to no tracked tree.
     pub fn is_empty(&self) -> bool {
-        self.anchors.is_empty()
+        matches!(self, MessageId::Untracked)
     }
 }
 

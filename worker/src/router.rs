@@ -4,7 +4,7 @@
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::FxHasher;
 use smallvec::SmallVec;
 use squall_topology::collector::check_arity;
 use squall_topology::grouping::CustomGrouping;
@@ -164,9 +164,9 @@ pub struct Router {
     /// The acker tasks, ascending; empty without acking.
     ackers: Arc<[TaskId]>,
     ack_streams: AckStreams,
-    /// Per acker (by position in `ackers`): root → index of its `Ack` tuple in the acker's
-    /// unsent buffer, so further acks of the same tree are XORed into one message.
-    unsent_acks: Vec<FxHashMap<u64, usize>>,
+    /// Per acker (by position in `ackers`): the root and buffer index of the last `Ack` pushed
+    /// to it, so consecutive acks of one tree are XORed into one message.
+    last_ack: Vec<Option<(u64, usize)>>,
     /// Tuples waiting to be sent, by destination task id.
     out: Vec<Vec<Tuple>>,
     /// Destination tasks whose buffer reached the batch size.
@@ -211,7 +211,7 @@ impl Router {
             choosers,
             destinations,
             ack_streams,
-            unsent_acks: vec![FxHashMap::default(); ackers.len()],
+            last_ack: vec![None; ackers.len()],
             ackers,
             out,
             full: Vec::new(),
@@ -260,7 +260,7 @@ impl Router {
             return;
         };
         if let Ok(i) = self.ackers.binary_search(&task) {
-            self.unsent_acks[i].clear();
+            self.last_ack[i] = None;
         }
         // Reuse a buffer the receiver has emptied: warm memory, no allocation per batch.
         let tuples = std::mem::replace(&mut self.out[task as usize], dest.spare_buffer(self.batch_size));
@@ -423,18 +423,17 @@ impl Transfer for Router {
         let index = bucket(message.root(), self.ackers.len());
         let acker = self.ackers[index];
         if let AckerMessage::Ack { root, value } = message {
-            // XOR is associative: acks of one tree waiting in the same buffer merge into one
-            // message (a word count's eight word acks become one).
+            // XOR is associative: consecutive acks of one tree waiting in the same buffer merge
+            // into one message (a word count's eight word acks become one).
             let buffer = &mut self.out[acker as usize];
-            match self.unsent_acks[index].get(&root).and_then(|&i| buffer.get_mut(i)) {
-                Some(unsent) => {
-                    unsent.xor_value(1, value);
-                    return;
-                }
-                None => {
-                    self.unsent_acks[index].insert(root, buffer.len());
-                }
+            if let Some((last_root, i)) = self.last_ack[index]
+                && last_root == root
+                && let Some(unsent) = buffer.get_mut(i)
+            {
+                unsent.xor_value(1, value);
+                return;
             }
+            self.last_ack[index] = Some((root, buffer.len()));
         }
         let tuple = message.to_tuple(&self.ack_streams, src);
         self.push(acker, tuple);
