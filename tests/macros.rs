@@ -382,9 +382,9 @@ impl Transfer for Recorder {
         false
     }
 
-    fn to_acker(&mut self, _src: TaskId, _message: squall::AckerMessage) {}
+    fn to_acker(&mut self, _message: squall::AckerMessage) {}
 
-    fn to_task(&mut self, _dest: TaskId, _tuple: squall::Tuple) {}
+    fn notify_spout(&mut self, _spout_task: TaskId, _notice: squall::SpoutNotice) {}
 }
 
 #[test]

@@ -8,30 +8,21 @@
 //! (adding them). Each edge is XORed in exactly twice, so the value is zero exactly when every
 //! tuple of the tree has been acked.
 //!
-//! These are ordinary tuples on system streams, so acking needs nothing but the transport.
+//! These messages travel in the same batches as tuples ([`Control`]), so acking needs nothing
+//! but the transport.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
-use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
-use crate::tuple::{StreamMeta, TaskId, Tuple};
-use crate::value::{Value, Values};
+use crate::tuple::TaskId;
 
 /// The component id of the acker tasks.
 pub const ACKER_COMPONENT: &str = "__acker";
-/// Spout → acker: a new tree (root, XOR of the root tuple's edges, spout task).
-pub const ACK_INIT_STREAM: &str = "__ack_init";
-/// Task → acker: XOR these edges into the tree. Acker → spout: the tree is complete.
-pub const ACK_ACK_STREAM: &str = "__ack_ack";
-/// Task → acker: the tree failed. Acker → spout: the tree failed.
-pub const ACK_FAIL_STREAM: &str = "__ack_fail";
-/// Task → acker → spout: restart the tree's timeout.
-pub const ACK_RESET_TIMEOUT_STREAM: &str = "__ack_reset_timeout";
-
 /// A message to the acker task that owns `root`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckerMessage {
     /// A spout emitted a tracked tuple.
     Init {
@@ -62,7 +53,7 @@ pub enum AckerMessage {
 }
 
 /// What an acker tells a spout task about one of its trees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpoutNotice {
     /// Every tuple of the tree was acked.
     Acked(u64),
@@ -72,51 +63,14 @@ pub enum SpoutNotice {
     ResetTimeout(u64),
 }
 
-fn meta(component: &str, stream: &'static str) -> &'static StreamMeta {
-    let fields: &[&str] = match stream {
-        ACK_INIT_STREAM => &["id", "val", "task"],
-        ACK_ACK_STREAM => &["id", "val"],
-        _ => &["id"],
-    };
-    StreamMeta::intern(component, stream, fields)
-}
-
-fn acker_meta(stream: &'static str) -> &'static StreamMeta {
-    static METAS: OnceLock<[&'static StreamMeta; 3]> = OnceLock::new();
-    let metas = METAS.get_or_init(|| {
-        [
-            meta(ACKER_COMPONENT, ACK_ACK_STREAM),
-            meta(ACKER_COMPONENT, ACK_FAIL_STREAM),
-            meta(ACKER_COMPONENT, ACK_RESET_TIMEOUT_STREAM),
-        ]
-    });
-    match stream {
-        ACK_ACK_STREAM => metas[0],
-        ACK_FAIL_STREAM => metas[1],
-        _ => metas[2],
-    }
-}
-
-/// The interned stream metadata of one component's acking messages: look it up once per
-/// executor, not per message.
-#[derive(Debug, Clone, Copy)]
-pub struct AckStreams {
-    init: &'static StreamMeta,
-    ack: &'static StreamMeta,
-    fail: &'static StreamMeta,
-    reset: &'static StreamMeta,
-}
-
-impl AckStreams {
-    /// The acking streams of `component`.
-    pub fn of(component: &str) -> Self {
-        AckStreams {
-            init: meta(component, ACK_INIT_STREAM),
-            ack: meta(component, ACK_ACK_STREAM),
-            fail: meta(component, ACK_FAIL_STREAM),
-            reset: meta(component, ACK_RESET_TIMEOUT_STREAM),
-        }
-    }
+/// A control message between tasks: acking traffic, carried in batches beside the tuples (as
+/// Heron carries acks in control tuple sets) so it costs a few bytes, not a tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// To an acker task.
+    Acker(AckerMessage),
+    /// From an acker to a spout task.
+    Notice(SpoutNotice),
 }
 
 impl AckerMessage {
@@ -128,68 +82,6 @@ impl AckerMessage {
             | AckerMessage::Fail { root }
             | AckerMessage::ResetTimeout { root } => root,
         }
-    }
-
-    /// The message as a tuple from task `src` of the component whose streams are `streams`.
-    pub fn to_tuple(self, streams: &AckStreams, src: TaskId) -> Tuple {
-        let mut values = Values::new();
-        let meta = match self {
-            AckerMessage::Init { root, value, spout_task } => {
-                values.extend([Value::U64(root), Value::U64(value), Value::U64(spout_task.into())]);
-                streams.init
-            }
-            AckerMessage::Ack { root, value } => {
-                values.extend([Value::U64(root), Value::U64(value)]);
-                streams.ack
-            }
-            AckerMessage::Fail { root } => {
-                values.push(Value::U64(root));
-                streams.fail
-            }
-            AckerMessage::ResetTimeout { root } => {
-                values.push(Value::U64(root));
-                streams.reset
-            }
-        };
-        Tuple::new(meta, src, values, Default::default())
-    }
-
-    /// Reads a message from a tuple on an acker input stream.
-    pub fn from_tuple(tuple: &Tuple) -> Option<AckerMessage> {
-        let v = tuple.values();
-        let u = |i: usize| v.get(i).and_then(Value::as_u64);
-        Some(match tuple.source_stream() {
-            ACK_INIT_STREAM => AckerMessage::Init { root: u(0)?, value: u(1)?, spout_task: u32::try_from(u(2)?).ok()? },
-            ACK_ACK_STREAM => AckerMessage::Ack { root: u(0)?, value: u(1)? },
-            ACK_FAIL_STREAM => AckerMessage::Fail { root: u(0)? },
-            ACK_RESET_TIMEOUT_STREAM => AckerMessage::ResetTimeout { root: u(0)? },
-            _ => return None,
-        })
-    }
-}
-
-impl SpoutNotice {
-    /// The notice as a tuple from acker task `src`.
-    pub fn to_tuple(self, src: TaskId) -> Tuple {
-        let (stream, root) = match self {
-            SpoutNotice::Acked(root) => (ACK_ACK_STREAM, root),
-            SpoutNotice::Failed(root) => (ACK_FAIL_STREAM, root),
-            SpoutNotice::ResetTimeout(root) => (ACK_RESET_TIMEOUT_STREAM, root),
-        };
-        let mut values = Values::new();
-        values.push(Value::U64(root));
-        Tuple::new(acker_meta(stream), src, values, Default::default())
-    }
-
-    /// Reads a notice from a tuple an acker sent.
-    pub fn from_tuple(tuple: &Tuple) -> Option<SpoutNotice> {
-        let root = tuple.values().first().and_then(Value::as_u64)?;
-        Some(match tuple.source_stream() {
-            ACK_ACK_STREAM => SpoutNotice::Acked(root),
-            ACK_FAIL_STREAM => SpoutNotice::Failed(root),
-            ACK_RESET_TIMEOUT_STREAM => SpoutNotice::ResetTimeout(root),
-            _ => return None,
-        })
     }
 }
 
@@ -345,23 +237,6 @@ impl<K: Hash + Eq + Clone, T: Clone> ReplayQueue<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_round_trip_through_tuples() {
-        for m in [
-            AckerMessage::Init { root: 1, value: u64::MAX, spout_task: 7 },
-            AckerMessage::Ack { root: 2, value: 3 },
-            AckerMessage::Fail { root: 4 },
-            AckerMessage::ResetTimeout { root: 5 },
-        ] {
-            assert_eq!(AckerMessage::from_tuple(&m.to_tuple(&AckStreams::of("split"), 3)), Some(m));
-        }
-        for n in [SpoutNotice::Acked(1), SpoutNotice::Failed(2), SpoutNotice::ResetTimeout(3)] {
-            let t = n.to_tuple(9);
-            assert_eq!(t.source_component(), ACKER_COMPONENT);
-            assert_eq!(SpoutNotice::from_tuple(&t), Some(n));
-        }
-    }
 
     #[test]
     fn rotating_map_expires_after_the_last_bucket() {

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use smallvec::SmallVec;
 
-use crate::ack::AckerMessage;
+use crate::ack::{AckerMessage, SpoutNotice};
 use crate::component::{Bolt, DirectStream, Spout, Stream, StreamIdx};
 use crate::tuple::{MessageId, TaskId, Tuple, TypedTuple};
 use crate::value::{Value, Values};
@@ -86,11 +86,11 @@ pub trait Transfer: Send {
     /// Whether the topology has acker tasks. Without them a tracked tuple is acked at emit.
     fn acking(&self) -> bool;
 
-    /// Sends an acking message from task `src` to the acker task that owns its root.
-    fn to_acker(&mut self, src: TaskId, message: AckerMessage);
+    /// Sends an acking message to the acker task that owns its root.
+    fn to_acker(&mut self, message: AckerMessage);
 
-    /// Sends a system tuple straight to a task (an acker's notices to a spout).
-    fn to_task(&mut self, dest: TaskId, tuple: Tuple);
+    /// Sends an acker's notice to a spout task.
+    fn notify_spout(&mut self, spout_task: TaskId, notice: SpoutNotice);
 }
 
 /// A new random tree or edge id; never 0, which means "complete" to the acker.
@@ -209,7 +209,7 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
                     self.acked.push(id);
                 } else {
                     let init = AckerMessage::Init { root, value: routed.edges, spout_task: self.task };
-                    self.transfer.to_acker(self.task, init);
+                    self.transfer.to_acker(init);
                     self.tracked.push((root, id));
                 }
             }
@@ -348,7 +348,7 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// Restarts the timeout of a tuple's trees, for a bolt that holds a tuple a long time.
     pub fn reset_timeout(&mut self, tuple: &Tuple) {
         for root in roots_of([tuple.message_id()]) {
-            self.transfer.to_acker(self.task, AckerMessage::ResetTimeout { root });
+            self.transfer.to_acker(AckerMessage::ResetTimeout { root });
         }
     }
 
@@ -367,7 +367,7 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         }
         for (root, value) in std::mem::take(&mut self.edges) {
             if value != 0 {
-                self.transfer.to_acker(self.task, AckerMessage::Ack { root, value });
+                self.transfer.to_acker(AckerMessage::Ack { root, value });
             }
         }
         (self.acked, self.failed)
@@ -379,7 +379,7 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         }
         for &(root, edge) in id.anchors() {
             let children = self.take_edges(root);
-            self.transfer.to_acker(self.task, AckerMessage::Ack { root, value: edge ^ children });
+            self.transfer.to_acker(AckerMessage::Ack { root, value: edge ^ children });
         }
         self.settle(id);
         self.acked += 1;
@@ -391,7 +391,7 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         }
         for root in roots_of([id]) {
             self.take_edges(root);
-            self.transfer.to_acker(self.task, AckerMessage::Fail { root });
+            self.transfer.to_acker(AckerMessage::Fail { root });
         }
         self.settle(id);
         self.failed += 1;

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use crate::ack::{RotatingMap, SpoutNotice};
+use crate::ack::{Control, RotatingMap, SpoutNotice};
 use crate::collector::{BoltCollector, SpoutCollector, Transfer};
 use crate::component::{Bolt, ComponentError, OutputDeclarer, Spout};
 use crate::context::TopologyContext;
@@ -74,9 +74,9 @@ pub trait ErasedSpout: Send {
         transfer: &'a mut dyn Transfer,
         observer: &'a mut dyn SpoutObserver,
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>>;
-    /// Handles the acker's notices (tuples from `__acker`) for this task, draining them: calls
-    /// `ack` / `fail`, restarts timeouts.
-    fn notices<'a>(&'a mut self, notices: &'a mut Vec<Tuple>, observer: &'a mut dyn SpoutObserver)
+    /// Handles the acker's notices for this task, draining them: calls `ack` / `fail`,
+    /// restarts timeouts.
+    fn notices<'a>(&'a mut self, notices: &'a mut Vec<Control>, observer: &'a mut dyn SpoutObserver)
     -> BoxFuture<'a, ()>;
     /// Rotates the pending trees (every `topology.message.timeout.secs`): trees older than two
     /// rotations time out and the spout's `fail` is called.
@@ -97,6 +97,14 @@ pub trait ErasedBolt: Send {
         tuples: &'a mut Vec<Tuple>,
         transfer: &'a mut dyn Transfer,
     ) -> BoxFuture<'a, BatchOutcome>;
+    /// Handles control messages (only system bolts get any), draining them.
+    fn control(&mut self, messages: &mut Vec<Control>, transfer: &mut dyn Transfer) {
+        let _ = transfer;
+        if !messages.is_empty() {
+            tracing::warn!(count = messages.len(), "bolt got control messages meant for an acker or a spout");
+            messages.clear();
+        }
+    }
     /// Calls `cleanup`.
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ComponentError>>;
 }
@@ -225,29 +233,31 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
 
     fn notices<'a>(
         &'a mut self,
-        notices: &'a mut Vec<Tuple>,
+        notices: &'a mut Vec<Control>,
         observer: &'a mut dyn SpoutObserver,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let now = Instant::now();
-            for tuple in notices.drain(..) {
-                match SpoutNotice::from_tuple(&tuple) {
-                    Some(SpoutNotice::Acked(root)) => {
+            for control in notices.drain(..) {
+                match control {
+                    Control::Notice(SpoutNotice::Acked(root)) => {
                         if let Some((id, emitted_at)) = self.pending.remove(&root) {
                             observer.acked(now.saturating_duration_since(emitted_at));
                             self.spout.ack(id).await;
                         }
                     }
-                    Some(SpoutNotice::Failed(root)) => {
+                    Control::Notice(SpoutNotice::Failed(root)) => {
                         if let Some((id, _)) = self.pending.remove(&root) {
                             observer.failed();
                             self.spout.fail(id).await;
                         }
                     }
-                    Some(SpoutNotice::ResetTimeout(root)) => {
+                    Control::Notice(SpoutNotice::ResetTimeout(root)) => {
                         self.pending.touch(root);
                     }
-                    None => tracing::warn!(task = self.task, ?tuple, "spout got a tuple that is not an acker notice"),
+                    Control::Acker(message) => {
+                        tracing::warn!(task = self.task, ?message, "spout got a message meant for an acker")
+                    }
                 }
             }
         })

@@ -215,15 +215,6 @@ impl Tuple {
         self.source_task
     }
 
-    /// XORs `value` into the integer at `index` (merging acking messages). Does nothing when
-    /// that value is not an integer.
-    #[doc(hidden)]
-    pub fn xor_value(&mut self, index: usize, value: u64) {
-        if let Some(Value::U64(v)) = self.values.get_mut(index) {
-            *v ^= value;
-        }
-    }
-
     /// The stream metadata of this tuple.
     pub fn meta(&self) -> &'static StreamMeta {
         self.meta

@@ -4,7 +4,7 @@
 use squall_topology::ack::RotatingMap;
 use squall_topology::driver::{BatchOutcome, BoltFactory, BoxFuture, ErasedBolt};
 use squall_topology::{
-    AckerMessage, ComponentError, OutputDeclarer, SpoutNotice, TaskId, TopologyContext, Transfer, Tuple,
+    AckerMessage, ComponentError, Control, OutputDeclarer, SpoutNotice, TaskId, TopologyContext, Transfer, Tuple,
 };
 
 /// One tuple tree as the acker sees it.
@@ -30,7 +30,7 @@ impl Acker {
         if let AckerMessage::ResetTimeout { .. } = message {
             self.trees.touch(root);
             if let Some(spout) = self.trees.get_mut(&root).and_then(|t| t.spout_task) {
-                transfer.to_task(spout, SpoutNotice::ResetTimeout(root).to_tuple(self.task));
+                transfer.notify_spout(spout, SpoutNotice::ResetTimeout(root));
             }
             return;
         }
@@ -53,7 +53,7 @@ impl Acker {
             return;
         };
         self.trees.remove(&root);
-        transfer.to_task(spout, notice.to_tuple(self.task));
+        transfer.notify_spout(spout, notice);
     }
 }
 
@@ -65,7 +65,7 @@ impl ErasedBolt for Acker {
     fn execute_batch<'a>(
         &'a mut self,
         tuples: &'a mut Vec<Tuple>,
-        transfer: &'a mut dyn Transfer,
+        _transfer: &'a mut dyn Transfer,
     ) -> BoxFuture<'a, BatchOutcome> {
         let mut outcome = BatchOutcome::default();
         for tuple in tuples.drain(..) {
@@ -77,12 +77,18 @@ impl ErasedBolt for Acker {
                 }
                 continue;
             }
-            match AckerMessage::from_tuple(&tuple) {
-                Some(message) => self.handle(message, transfer),
-                None => tracing::warn!(task = self.task, ?tuple, "acker got a tuple that is not an acking message"),
-            }
+            tracing::warn!(task = self.task, ?tuple, "acker got a tuple; it takes only acking messages");
         }
         Box::pin(async move { outcome })
+    }
+
+    fn control(&mut self, messages: &mut Vec<Control>, transfer: &mut dyn Transfer) {
+        for message in messages.drain(..) {
+            match message {
+                Control::Acker(message) => self.handle(message, transfer),
+                Control::Notice(notice) => tracing::warn!(task = self.task, ?notice, "acker got a spout notice"),
+            }
+        }
     }
 
     fn cleanup(&mut self) -> BoxFuture<'_, Result<(), ComponentError>> {

@@ -127,7 +127,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         if let Some(inbox) = inbox.as_mut() {
             while let Some(mut batch) = received.take().or_else(|| inbox.try_recv()) {
                 if let Some(spout) = batch.task.checked_sub(first_task).and_then(|i| spouts.get_mut(i as usize)) {
-                    spout.notices(&mut batch.tuples, &mut observer).await;
+                    spout.notices(&mut batch.control, &mut observer).await;
                 }
                 inbox.recycle(std::mem::take(&mut batch.tuples));
             }
@@ -303,9 +303,17 @@ async fn execute(
         tracing::warn!(component, task = batch.task, "batch for a task this executor does not run; dropped");
         return;
     };
-    let started = Instant::now();
-    let outcome = bolt.execute_batch(&mut batch.tuples, &mut parts.router).await;
-    record(parts, component, batch.task, outcome, started.elapsed());
+    if !batch.tuples.is_empty() {
+        let started = Instant::now();
+        let outcome = bolt.execute_batch(&mut batch.tuples, &mut parts.router).await;
+        record(parts, component, batch.task, outcome, started.elapsed());
+    }
+    if !batch.control.is_empty() {
+        let started = Instant::now();
+        let handled = batch.control.len() as u64;
+        bolt.control(&mut batch.control, &mut parts.router);
+        parts.stats.add_executed(handled, started.elapsed());
+    }
 }
 
 fn record(

@@ -4,16 +4,30 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use squall_topology::{TaskId, Tuple};
+use squall_topology::{Control, TaskId, Tuple};
 use tokio::sync::{Semaphore, mpsc};
 
-/// Tuples for one task, moved between executors as one unit.
-#[derive(Debug)]
+/// Tuples and control messages for one task, moved between executors as one unit.
+#[derive(Debug, Default)]
 pub struct Batch {
-    /// The task the tuples are for.
+    /// The task they are for.
     pub task: TaskId,
     /// The tuples.
     pub tuples: Vec<Tuple>,
+    /// Acking messages.
+    pub control: Vec<Control>,
+}
+
+impl Batch {
+    /// How many queue slots the batch takes: one per tuple or control message.
+    pub fn len(&self) -> usize {
+        self.tuples.len() + self.control.len()
+    }
+
+    /// Whether it carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.tuples.is_empty() && self.control.is_empty()
+    }
 }
 
 /// Queue occupancy, observable while the topology runs.
@@ -90,7 +104,7 @@ impl InboxSender {
     /// Queues a batch, waiting while the queue is full: this wait is the backpressure that
     /// reaches the spouts. The batch must not exceed the capacity.
     pub async fn send(&self, batch: Batch) -> Result<(), InboxClosed> {
-        let n = batch.tuples.len().min(self.stats.capacity) as u32;
+        let n = batch.len().min(self.stats.capacity) as u32;
         let permit = self.permits.acquire_many(n).await.map_err(|_| InboxClosed)?;
         permit.forget();
         let queued = self.stats.capacity - self.permits.available_permits();
@@ -146,7 +160,7 @@ impl InboxReceiver {
     }
 
     fn release(&self, batch: &Batch) {
-        self.permits.add_permits(batch.tuples.len().min(self.stats.capacity));
+        self.permits.add_permits(batch.len().min(self.stats.capacity));
         let queued = self.stats.capacity.saturating_sub(self.permits.available_permits());
         self.stats.queued.store(queued, Ordering::Relaxed);
     }

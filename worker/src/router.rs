@@ -9,7 +9,8 @@ use smallvec::SmallVec;
 use squall_topology::collector::check_arity;
 use squall_topology::grouping::CustomGrouping;
 use squall_topology::{
-    AckStreams, AckerMessage, EmitError, Grouping, MessageId, Routed, StreamIdx, StreamMeta, TaskId, Topology, Transfer, Tuple,
+    AckerMessage, Control, EmitError, Grouping, MessageId, Routed, SpoutNotice, StreamIdx, StreamMeta, TaskId, Topology,
+    Transfer, Tuple,
     Value, Values,
 };
 
@@ -163,12 +164,13 @@ pub struct Router {
     destinations: Destinations,
     /// The acker tasks, ascending; empty without acking.
     ackers: Arc<[TaskId]>,
-    ack_streams: AckStreams,
     /// Per acker (by position in `ackers`): the root and buffer index of the last `Ack` pushed
     /// to it, so consecutive acks of one tree are XORed into one message.
     last_ack: Vec<Option<(u64, usize)>>,
     /// Tuples waiting to be sent, by destination task id.
     out: Vec<Vec<Tuple>>,
+    /// Control messages waiting to be sent, by destination task id.
+    control: Vec<Vec<Control>>,
     /// Destination tasks whose buffer reached the batch size.
     full: Vec<TaskId>,
     /// Destination tasks with a non-empty buffer.
@@ -205,12 +207,12 @@ impl Router {
             })
             .collect();
         let out = (0..destinations.len()).map(|_| Vec::new()).collect();
-        let ack_streams = AckStreams::of(&routes.component);
+        let control = (0..destinations.len()).map(|_| Vec::new()).collect();
         Router {
             routes,
             choosers,
             destinations,
-            ack_streams,
+            control,
             last_ack: vec![None; ackers.len()],
             ackers,
             out,
@@ -227,17 +229,21 @@ impl Router {
     /// Sends every buffer that reached the batch size, waiting while a destination is full.
     pub async fn flush_full(&mut self) {
         while let Some(task) = self.full.pop() {
-            if self.out[task as usize].len() >= self.batch_size {
+            if self.buffered(task) >= self.batch_size {
                 self.send(task).await;
             }
         }
+    }
+
+    fn buffered(&self, task: TaskId) -> usize {
+        self.out[task as usize].len() + self.control[task as usize].len()
     }
 
     /// Sends every non-empty buffer.
     pub async fn flush_all(&mut self) {
         self.full.clear();
         while let Some(task) = self.dirty.pop() {
-            if !self.out[task as usize].is_empty() {
+            if self.buffered(task) > 0 {
                 self.send(task).await;
             }
         }
@@ -257,23 +263,43 @@ impl Router {
         let Some(Some(dest)) = self.destinations.get(task as usize) else {
             tracing::warn!(task, "dropping tuples for a task with no executor");
             self.out[task as usize].clear();
+            self.control[task as usize].clear();
             return;
         };
         if let Ok(i) = self.ackers.binary_search(&task) {
             self.last_ack[i] = None;
         }
         // Reuse a buffer the receiver has emptied: warm memory, no allocation per batch.
-        let tuples = std::mem::replace(&mut self.out[task as usize], dest.spare_buffer(self.batch_size));
+        let mut tuples = if self.out[task as usize].is_empty() {
+            Vec::new()
+        } else {
+            std::mem::replace(&mut self.out[task as usize], dest.spare_buffer(self.batch_size))
+        };
+        let control = std::mem::take(&mut self.control[task as usize]);
         // A single call may have emitted more than a queue holds: send it in pieces.
-        let mut tuples = tuples;
-        while tuples.len() > dest.capacity() {
-            let rest = tuples.split_off(dest.capacity());
-            if dest.send(Batch { task, tuples }).await.is_err() {
+        let capacity = dest.capacity();
+        while tuples.len() > capacity {
+            let rest = tuples.split_off(capacity);
+            if dest.send(Batch { task, tuples, control: Vec::new() }).await.is_err() {
                 return;
             }
             tuples = rest;
         }
-        if dest.send(Batch { task, tuples }).await.is_err() {
+        let mut batch = Batch { task, tuples, control };
+        if batch.len() > capacity {
+            let control = std::mem::take(&mut batch.control);
+            if dest.send(batch).await.is_err() {
+                return;
+            }
+            for chunk in control.chunks(capacity) {
+                let batch = Batch { task, tuples: Vec::new(), control: chunk.to_vec() };
+                if dest.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        if dest.send(batch).await.is_err() {
             tracing::debug!(task, "destination executor stopped; dropping its tuples");
         }
     }
@@ -283,11 +309,26 @@ impl Router {
             tracing::warn!(task, "dropping a tuple for an unknown task");
             return;
         };
-        if buffer.is_empty() {
+        let before = buffer.len() + self.control[task as usize].len();
+        buffer.push(tuple);
+        self.note_buffered(task, before);
+    }
+
+    fn push_control(&mut self, task: TaskId, message: Control) {
+        let Some(buffer) = self.control.get_mut(task as usize) else {
+            tracing::warn!(task, "dropping a control message for an unknown task");
+            return;
+        };
+        let before = buffer.len() + self.out[task as usize].len();
+        buffer.push(message);
+        self.note_buffered(task, before);
+    }
+
+    fn note_buffered(&mut self, task: TaskId, before: usize) {
+        if before == 0 {
             self.dirty.push(task);
         }
-        buffer.push(tuple);
-        if buffer.len() == self.batch_size {
+        if before + 1 == self.batch_size {
             self.full.push(task);
         }
     }
@@ -415,7 +456,7 @@ impl Transfer for Router {
         !self.ackers.is_empty()
     }
 
-    fn to_acker(&mut self, src: TaskId, message: AckerMessage) {
+    fn to_acker(&mut self, message: AckerMessage) {
         if self.ackers.is_empty() {
             return;
         }
@@ -425,21 +466,20 @@ impl Transfer for Router {
         if let AckerMessage::Ack { root, value } = message {
             // XOR is associative: consecutive acks of one tree waiting in the same buffer merge
             // into one message (a word count's eight word acks become one).
-            let buffer = &mut self.out[acker as usize];
+            let buffer = &mut self.control[acker as usize];
             if let Some((last_root, i)) = self.last_ack[index]
                 && last_root == root
-                && let Some(unsent) = buffer.get_mut(i)
+                && let Some(Control::Acker(AckerMessage::Ack { value: unsent, .. })) = buffer.get_mut(i)
             {
-                unsent.xor_value(1, value);
+                *unsent ^= value;
                 return;
             }
             self.last_ack[index] = Some((root, buffer.len()));
         }
-        let tuple = message.to_tuple(&self.ack_streams, src);
-        self.push(acker, tuple);
+        self.push_control(acker, Control::Acker(message));
     }
 
-    fn to_task(&mut self, dest: TaskId, tuple: Tuple) {
-        self.push(dest, tuple);
+    fn notify_spout(&mut self, spout_task: TaskId, notice: SpoutNotice) {
+        self.push_control(spout_task, Control::Notice(notice));
     }
 }
