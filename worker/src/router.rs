@@ -275,7 +275,11 @@ impl Router {
         } else {
             std::mem::replace(&mut self.out[task as usize], dest.spare_buffer(self.batch_size))
         };
-        let control = std::mem::take(&mut self.control[task as usize]);
+        let control = if self.control[task as usize].is_empty() {
+            Vec::new()
+        } else {
+            std::mem::replace(&mut self.control[task as usize], Vec::with_capacity(self.batch_size))
+        };
         // A single call may have emitted more than a queue holds: send it in pieces.
         let capacity = dest.capacity();
         while tuples.len() > capacity {
