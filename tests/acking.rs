@@ -127,7 +127,7 @@ impl Bolt for AckEveryOther {
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
         let Msg { seq } = input.to()?;
         lock(&self.seen).push(seq);
-        if self.received % 2 == 0 {
+        if self.received.is_multiple_of(2) {
             out.ack(&input);
         }
         self.received += 1;

@@ -194,7 +194,7 @@ impl Bolt for Picky {
 
     async fn execute(&mut self, input: Tuple, _out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
         let seq: u64 = input.get_field_as("seq")?;
-        if seq % 3 == 0 {
+        if seq.is_multiple_of(3) {
             return Err(format!("tuple {seq} is divisible by three").into());
         }
         Ok(())

@@ -55,7 +55,7 @@ impl Spout for SequenceSpout {
         }
         let seq = self.next;
         out.emit(Keyed { key: Str::from(format!("k{}", seq % self.keys)), seq })?;
-        if self.errors_every > 0 && seq % self.errors_every == 0 {
+        if self.errors_every > 0 && seq.is_multiple_of(self.errors_every) {
             out.emit_on(Self::ERRORS, Problem { seq })?;
         }
         self.next += 1;

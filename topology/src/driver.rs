@@ -76,8 +76,11 @@ pub trait ErasedSpout: Send {
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>>;
     /// Handles the acker's notices for this task, draining them: calls `ack` / `fail`,
     /// restarts timeouts.
-    fn notices<'a>(&'a mut self, notices: &'a mut Vec<Control>, observer: &'a mut dyn SpoutObserver)
-    -> BoxFuture<'a, ()>;
+    fn notices<'a>(
+        &'a mut self,
+        notices: &'a mut Vec<Control>,
+        observer: &'a mut dyn SpoutObserver,
+    ) -> BoxFuture<'a, ()>;
     /// Rotates the pending trees (every `topology.message.timeout.secs`): trees older than two
     /// rotations time out and the spout's `fail` is called.
     fn expire<'a>(&'a mut self, observer: &'a mut dyn SpoutObserver) -> BoxFuture<'a, ()>;

@@ -6,7 +6,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Mutex, OnceLock};
 
-
 use crate::value::{FromValue, Value, ValueTypeError, Values};
 
 /// The id of a task: unique within a topology, numbered from 1 as in Storm.

@@ -9,9 +9,8 @@ use smallvec::SmallVec;
 use squall_topology::collector::check_arity;
 use squall_topology::grouping::CustomGrouping;
 use squall_topology::{
-    AckerMessage, Control, EmitError, Grouping, MessageId, Routed, SpoutNotice, StreamIdx, StreamMeta, TaskId, Topology,
-    Transfer, Tuple,
-    Value, Values,
+    AckerMessage, Control, EmitError, Grouping, MessageId, Routed, SpoutNotice, StreamIdx, StreamMeta, TaskId,
+    Topology, Transfer, Tuple, Value, Values,
 };
 
 use crate::inbox::{Batch, InboxSender};
