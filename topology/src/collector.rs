@@ -264,11 +264,14 @@ pub struct BoltCollector<'a, C: Bolt> {
 impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// A collector for one `execute` call of `task` on `input`. The runtime makes these.
     pub fn new(transfer: &'a mut dyn Transfer, task: TaskId, input: Option<&Tuple>) -> Self {
-        let input = input.map(|t| t.message_id().clone()).unwrap_or_default();
+        let input = match input.map(Tuple::message_id) {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => MessageId::Untracked,
+        };
         BoltCollector {
             transfer,
             task,
-            input_roots: roots_of([&input]),
+            input_roots: if input.is_empty() { Roots::new() } else { roots_of([&input]) },
             input,
             settled: false,
             edges: SmallVec::new(),
@@ -360,14 +363,16 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// Ends the `execute` call: with `auto_ack`, acks the input on success or fails it on
     /// error unless the bolt already did; then reports child edges still unreported. Returns
     /// (acked, failed) counts. The runtime calls this.
-    pub fn finish(mut self, success: bool, auto_ack: bool) -> (usize, usize) {
+    pub fn finish(&mut self, success: bool, auto_ack: bool) -> (usize, usize) {
         if auto_ack && !self.settled && !self.input.is_empty() {
             let input = std::mem::take(&mut self.input);
             if success { self.ack_id(&input) } else { self.fail_id(&input) }
         }
-        for (root, value) in std::mem::take(&mut self.edges) {
-            if value != 0 {
-                self.transfer.to_acker(AckerMessage::Ack { root, value });
+        if !self.edges.is_empty() {
+            for (root, value) in std::mem::take(&mut self.edges) {
+                if value != 0 {
+                    self.transfer.to_acker(AckerMessage::Ack { root, value });
+                }
             }
         }
         (self.acked, self.failed)

@@ -228,7 +228,8 @@ impl Router {
     /// Sends every buffer that reached the batch size, waiting while a destination is full.
     pub async fn flush_full(&mut self) {
         while let Some(task) = self.full.pop() {
-            if self.buffered(task) >= self.batch_size {
+            if self.out[task as usize].len() >= self.batch_size || self.control[task as usize].len() >= self.batch_size
+            {
                 self.send(task).await;
             }
         }
@@ -312,9 +313,9 @@ impl Router {
             tracing::warn!(task, "dropping a tuple for an unknown task");
             return;
         };
-        let before = buffer.len() + self.control[task as usize].len();
         buffer.push(tuple);
-        self.note_buffered(task, before);
+        let len = buffer.len();
+        self.note_buffered(task, len);
     }
 
     fn push_control(&mut self, task: TaskId, message: Control) {
@@ -322,16 +323,18 @@ impl Router {
             tracing::warn!(task, "dropping a control message for an unknown task");
             return;
         };
-        let before = buffer.len() + self.out[task as usize].len();
         buffer.push(message);
-        self.note_buffered(task, before);
+        let len = buffer.len();
+        self.note_buffered(task, len);
     }
 
-    fn note_buffered(&mut self, task: TaskId, before: usize) {
-        if before == 0 {
+    /// Tuple and control buffers are counted apart: a task may be listed twice as dirty or
+    /// full, which the flushes tolerate, and the hot path touches only one buffer.
+    fn note_buffered(&mut self, task: TaskId, len: usize) {
+        if len == 1 {
             self.dirty.push(task);
         }
-        if before + 1 == self.batch_size {
+        if len == self.batch_size {
             self.full.push(task);
         }
     }
