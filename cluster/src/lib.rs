@@ -1,0 +1,1 @@
+//! The ZooKeeper schema shared by Nimbus, supervisors and workers (being written).
