@@ -1,1 +1,3 @@
+//! The `squall` command (being written).
+
 fn main() {}
