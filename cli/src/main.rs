@@ -1,3 +1,359 @@
-//! The `squall` command (being written).
+//! `squall`: submit and manage topologies on a Squall cluster, and run its daemons.
 
-fn main() {}
+mod daemons;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use squall_nimbus::api::{RebalanceRequest, SubmitRequest, TopologyDetails, TopologySummary};
+use squall_nimbus::client::NimbusClient;
+use squall_topology::{Config, TopologySpec};
+
+use crate::settings::Settings;
+
+#[derive(Parser, Debug)]
+#[command(name = "squall", version, about = "Submit and manage Squall topologies; run Nimbus and supervisors")]
+struct Cli {
+    /// Cluster settings (default: ./squall.toml when it exists, else everything on localhost).
+    #[arg(long, global = true, env = "SQUALL_CONF")]
+    config: Option<PathBuf>,
+    /// Nimbus addresses (`host:port`), overriding `nimbus.seeds`.
+    #[arg(long, global = true, value_delimiter = ',')]
+    nimbus: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload a topology binary and run it on the cluster.
+    Submit {
+        /// The topology program (built with `squall::main`).
+        binary: PathBuf,
+        /// The topology's name.
+        #[arg(long)]
+        name: String,
+        /// Override a config key, e.g. `-c topology.workers=4`. Repeatable.
+        #[arg(short = 'c', long = "config-value", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Start with spouts deactivated.
+        #[arg(long)]
+        inactive: bool,
+        /// How long to wait for every worker to run, in seconds (0: do not wait).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Kill a topology: deactivate its spouts, let it drain for `--wait` seconds, stop it.
+    Kill {
+        /// The topology.
+        name: String,
+        /// Seconds to drain before stopping (Storm's `-w`).
+        #[arg(short, long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Let a topology's spouts emit.
+    Activate {
+        /// The topology.
+        name: String,
+    },
+    /// Stop a topology's spouts from emitting; bolts go on.
+    Deactivate {
+        /// The topology.
+        name: String,
+    },
+    /// Change a topology's number of workers or a component's parallelism.
+    Rebalance {
+        /// The topology.
+        name: String,
+        /// The new number of workers.
+        #[arg(short = 'n', long)]
+        workers: Option<u32>,
+        /// `component=parallelism`. Repeatable.
+        #[arg(short = 'e', long = "executors", value_name = "COMPONENT=N")]
+        executors: Vec<String>,
+    },
+    /// List the topologies.
+    List,
+    /// Show where a topology runs and its counters.
+    Describe {
+        /// The topology.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a Nimbus (the master).
+    Nimbus {
+        /// The host to advertise.
+        #[arg(long)]
+        host: Option<String>,
+        /// The port of the HTTP API.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Where to keep artifacts.
+        #[arg(long)]
+        local_dir: Option<PathBuf>,
+    },
+    /// Run a supervisor (a node daemon that runs workers).
+    Supervisor {
+        /// Its id.
+        #[arg(long)]
+        id: Option<String>,
+        /// The host its workers advertise.
+        #[arg(long)]
+        host: Option<String>,
+        /// Worker ports, e.g. `6700,6701`.
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
+        /// Where to keep artifacts and worker logs.
+        #[arg(long)]
+        local_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if !cli.nimbus.is_empty() {
+        settings.nimbus.seeds = cli.nimbus.clone();
+    }
+    let client = NimbusClient::new(settings.nimbus.seeds.clone(), Duration::from_secs(60));
+    match cli.command {
+        Command::Submit { binary, name, overrides, inactive, wait } => {
+            submit(&client, &binary, &name, &overrides, inactive, wait)
+        }
+        Command::Kill { name, wait } => {
+            let summary = client.kill(&name, wait)?;
+            println!("killing topology `{}`: spouts deactivated, stopping in {wait} s", summary.name);
+            Ok(())
+        }
+        Command::Activate { name } => {
+            client.activate(&name)?;
+            println!("activated topology `{name}`");
+            Ok(())
+        }
+        Command::Deactivate { name } => {
+            client.deactivate(&name)?;
+            println!("deactivated topology `{name}`");
+            Ok(())
+        }
+        Command::Rebalance { name, workers, executors } => {
+            let mut parallelism = BTreeMap::new();
+            for assignment in &executors {
+                let (component, n) = assignment
+                    .split_once('=')
+                    .with_context(|| format!("`-e {assignment}` is not of the form component=parallelism"))?;
+                let n: u32 = n.trim().parse().with_context(|| format!("`{n}` in `-e {assignment}` is not a number"))?;
+                parallelism.insert(component.trim().to_owned(), n);
+            }
+            if workers.is_none() && parallelism.is_empty() {
+                bail!("nothing to rebalance: give -n WORKERS and/or -e COMPONENT=N");
+            }
+            let summary = client.rebalance(&name, &RebalanceRequest { workers, parallelism })?;
+            println!("rebalancing topology `{}` to {} workers", summary.name, summary.workers);
+            Ok(())
+        }
+        Command::List => {
+            let topologies = client.list()?;
+            print_list(&topologies);
+            Ok(())
+        }
+        Command::Describe { name, json } => {
+            let details = client.describe(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&details)?);
+            } else {
+                print_details(&details);
+            }
+            Ok(())
+        }
+        Command::Nimbus { host, port, local_dir } => {
+            if let Some(host) = host {
+                settings.nimbus.host = host;
+            }
+            if let Some(port) = port {
+                settings.nimbus.port = port;
+            }
+            if let Some(dir) = local_dir {
+                settings.nimbus.local_dir = dir;
+            }
+            daemons::nimbus(&settings)
+        }
+        Command::Supervisor { id, host, ports, local_dir } => {
+            if id.is_some() {
+                settings.supervisor.id = id;
+            }
+            if let Some(host) = host {
+                settings.supervisor.host = host;
+            }
+            if !ports.is_empty() {
+                settings.supervisor.ports = ports;
+            }
+            if let Some(dir) = local_dir {
+                settings.supervisor.local_dir = dir;
+            }
+            daemons::supervisor(&settings)
+        }
+    }
+}
+
+/// Runs the binary with `--describe` to learn its spec, which also proves it is a topology program.
+fn describe_binary(binary: &Path) -> anyhow::Result<TopologySpec> {
+    let meta = std::fs::metadata(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a file", binary.display());
+    }
+    let output = std::process::Command::new(binary)
+        .arg("--describe")
+        .env("RUST_LOG", "error")
+        .output()
+        .with_context(|| format!("cannot run {}; is it an executable built for this machine?", binary.display()))?;
+    let not_topology = |why: String| {
+        anyhow::anyhow!(
+            "{} is not a Squall topology binary: running it with --describe {why}; build it with `squall::main`",
+            binary.display()
+        )
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(not_topology(format!("failed ({}): {}", output.status, stderr.lines().last().unwrap_or(""))));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| not_topology(format!("did not print a topology spec ({e})")))
+}
+
+fn submit(
+    client: &NimbusClient,
+    binary: &Path,
+    name: &str,
+    overrides: &[String],
+    inactive: bool,
+    wait: u64,
+) -> anyhow::Result<()> {
+    let spec = describe_binary(binary)?;
+    let mut config = Config::default();
+    let mut overrides_map = BTreeMap::new();
+    for assignment in overrides {
+        config.apply_override(assignment)?;
+        if let Some((k, v)) = assignment.split_once('=') {
+            overrides_map.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let bar = ProgressBar::new(bytes.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("uploading {bytes:>10} / {total_bytes} [{bar:30}] {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let uploaded = client.upload(&bytes, &mut |sent| bar.set_position(sent))?;
+    bar.finish_and_clear();
+    println!("uploaded {} ({} bytes, sha256 {})", binary.display(), uploaded.size, &uploaded.hash[..12]);
+    let request =
+        SubmitRequest { name: name.to_owned(), artifact: uploaded.hash, spec, config: overrides_map, inactive };
+    let summary = client.submit(&request)?;
+    println!("submitted topology `{}` (id {}) with {} workers", summary.name, summary.id, summary.workers);
+    if wait == 0 {
+        return Ok(());
+    }
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let details = client.describe(name)?;
+        let s = &details.summary;
+        spinner.set_message(format!(
+            "{}/{} workers running{}",
+            s.workers_running,
+            s.workers,
+            s.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+        if s.workers_running >= s.workers && s.workers > 0 {
+            spinner.finish_and_clear();
+            println!("topology `{name}` is running:");
+            for w in &details.workers {
+                println!("  {}:{} on supervisor {} — tasks {:?}", w.host, w.port, w.supervisor, w.tasks);
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            bail!(
+                "topology `{name}` was submitted but is not running after {wait} s: {}/{} workers up{}; see `squall describe {name}`",
+                s.workers_running,
+                s.workers,
+                s.reason.as_ref().map(|r| format!(", {r}")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn print_list(topologies: &[TopologySummary]) {
+    if topologies.is_empty() {
+        println!("no topologies");
+        return;
+    }
+    println!("{:<20} {:<10} {:>8} {:>6} {:>8}  note", "name", "status", "workers", "tasks", "uptime");
+    for t in topologies {
+        println!(
+            "{:<20} {:<10} {:>3}/{:<4} {:>6} {:>7}s  {}",
+            t.name,
+            t.status,
+            t.workers_running,
+            t.workers,
+            t.tasks,
+            t.uptime_secs,
+            t.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn print_details(details: &TopologyDetails) {
+    let s = &details.summary;
+    println!(
+        "topology `{}` (id {}): {}, {}/{} workers, {} tasks, up {} s",
+        s.name, s.id, s.status, s.workers_running, s.workers, s.tasks, s.uptime_secs
+    );
+    if let Some(reason) = &s.reason {
+        println!("  note: {reason}");
+    }
+    println!("workers:");
+    for w in &details.workers {
+        let beat = w.heartbeat_age_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".into());
+        println!("  {}:{} supervisor {} tasks {:?} heartbeat {beat}", w.host, w.port, w.supervisor, w.tasks);
+    }
+    println!("components:");
+    for c in &details.components {
+        let m = &c.metrics;
+        let get = |k: &str| m.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        println!(
+            "  {:<16} {:<6} p={:<3} tasks {:?} emitted {} executed {} acked {} failed {}",
+            c.id,
+            c.kind,
+            c.parallelism,
+            c.tasks,
+            get("emitted"),
+            get("executed"),
+            get("acked"),
+            get("failed")
+        );
+    }
+}

@@ -1,1 +1,31 @@
-//! The ZooKeeper schema shared by Nimbus, supervisors and workers (being written).
+//! The ZooKeeper schema shared by Nimbus, supervisors and workers.
+//!
+//! - [`paths`] names every node, relative to a chroot (default [`paths::DEFAULT_CHROOT`]) so several
+//!   clusters can share one ZooKeeper.
+//! - [`records`] holds the serde types stored there, as JSON so `zkCli.sh get` can read them.
+//! - [`ClusterState`] is the typed client: reads, writes, compare-and-set updates, ephemeral
+//!   registrations that survive session loss, and watches that re-arm themselves.
+//! - [`LeaderElection`] elects one Nimbus with ephemeral sequential nodes.
+//! - [`testing`] starts a real ZooKeeper server for tests.
+
+mod backoff;
+mod election;
+mod error;
+mod nodes;
+pub mod paths;
+pub mod records;
+mod session;
+mod state;
+mod store;
+pub mod testing;
+mod watches;
+
+pub use election::LeaderElection;
+pub use error::ClusterError;
+pub use records::{
+    Assignment, ErrorRecord, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus, WorkerAssignment,
+    WorkerHeartbeat,
+};
+pub use state::{ClusterState, DEFAULT_CONNECT_DEADLINE};
+/// The ZooKeeper client this crate is built on, for [`ClusterState::client`].
+pub use zookeeper_client;

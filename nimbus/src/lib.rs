@@ -1,1 +1,9 @@
-//! Squall nimbus (being written).
+//! Nimbus, Squall's master: stores uploaded topology binaries by hash, schedules topologies onto
+//! supervisors' worker slots through ZooKeeper, watches their health, and serves the CLI's API.
+
+pub mod api;
+pub mod artifacts;
+pub mod client;
+mod http;
+pub mod scheduler;
+pub mod server;

@@ -26,6 +26,9 @@ pub enum AppError {
     /// Tasks failed.
     #[error("{} task(s) failed; first: {}", .0.failures.len(), .0.failures.first().map(|f| f.to_string()).unwrap_or_default())]
     Failed(Box<RunReport>),
+    /// Worker mode failed.
+    #[error("worker: {0}")]
+    Worker(Box<dyn std::error::Error + Send + Sync>),
 }
 
 #[derive(Parser, Debug)]
@@ -44,6 +47,8 @@ struct Cli {
 enum Mode {
     /// Run the topology in this process (the default).
     Local(LocalArgs),
+    /// Run one worker of the topology on a cluster (started by a supervisor).
+    Worker(crate::worker_mode::WorkerArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -74,14 +79,15 @@ struct LocalArgs {
 /// ```
 ///
 /// Modes: no arguments (or `local`) runs it in-process until its spouts are done (`--seconds N`
-/// to stop earlier); `--describe` prints its spec as JSON. The exit code is 1 when the topology
-/// does not build or a task fails.
+/// to stop earlier); `--describe` prints its spec as JSON (which `squall submit` reads);
+/// `worker …` runs one worker of a cluster assignment (a supervisor starts it). The exit code is
+/// 1 when the topology does not build or a task fails.
 pub fn main<F>(build: F) -> ExitCode
 where
     F: Fn() -> Result<Topology, BuildError>,
 {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.mode, Some(Mode::Worker(_))));
     match run(cli, build) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -104,6 +110,11 @@ where
     }
     let args = match cli.mode {
         Some(Mode::Local(args)) => args,
+        Some(Mode::Worker(args)) => {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AppError::Runtime)?;
+            return runtime.block_on(crate::worker_mode::run(args, topology));
+        }
         None => cli.local,
     };
     for assignment in &args.config {
@@ -154,8 +165,10 @@ fn program_name() -> String {
         .unwrap_or_else(|| "topology".to_owned())
 }
 
-fn init_tracing() {
+fn init_tracing(worker: bool) {
+    // A worker's output is its log file: say what it does. Local runs stay quiet.
+    let default = if worker { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

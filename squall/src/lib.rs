@@ -54,6 +54,7 @@
 //! ```
 
 mod app;
+mod worker_mode;
 
 pub use app::{AppError, main};
 pub use squall_macros::{Bolt, Spout, Tuple};

@@ -1,5 +1,7 @@
 //! Shared components and helpers for the integration tests: a spout that emits a known
-//! sequence and a bolt that records what each task received.
+//! sequence, a bolt that records what each task received, and [`sandbox::ClusterSandbox`].
+
+pub mod sandbox;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

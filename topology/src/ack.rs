@@ -163,7 +163,7 @@ impl<K: Hash + Eq, V> RotatingMap<K, V> {
 /// assert!(q.ack(&1));      // in `Spout::ack`
 /// assert_eq!(q.in_flight(), 1);
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReplayQueue<K, T> {
     in_flight: FxHashMap<K, T>,
     failed: VecDeque<K>,

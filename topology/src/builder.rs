@@ -595,6 +595,25 @@ impl Topology {
         &mut self.config
     }
 
+    /// Changes a component's number of executors (a rebalance); its tasks stay as they are, so
+    /// `parallelism` must be between 1 and its task count.
+    pub fn set_parallelism(&mut self, component: &str, parallelism: u32) -> Result<(), BuildError> {
+        let def =
+            self.components.iter_mut().find(|c| c.id == component).ok_or_else(|| BuildError::UnknownComponent {
+                subscriber: "rebalance".to_owned(),
+                component: component.to_owned(),
+                known: String::new(),
+            })?;
+        if parallelism == 0 {
+            return Err(BuildError::ZeroParallelism(component.to_owned()));
+        }
+        if parallelism > def.tasks {
+            return Err(BuildError::TooFewTasks { component: component.to_owned(), tasks: def.tasks, parallelism });
+        }
+        def.parallelism = parallelism;
+        Ok(())
+    }
+
     /// The task ids of every component.
     pub fn layout(&self) -> &Arc<TaskLayout> {
         &self.layout

@@ -9,8 +9,10 @@ pub mod local;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
+pub mod transport;
+pub mod wire;
 
 pub use executor::{TaskFailure, TopologyStatus};
 pub use local::{LocalCluster, LocalClusterError, RunReport};
 pub use metrics::{ComponentMetrics, TopologyMetrics};
-pub use runtime::RunningTopology;
+pub use runtime::{LaunchError, RunningTopology, WorkerPlan};

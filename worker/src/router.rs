@@ -13,10 +13,52 @@ use squall_topology::{
     Topology, Transfer, Tuple, Value, Values,
 };
 
-use crate::inbox::{Batch, InboxSender};
+use crate::inbox::{Batch, InboxClosed, InboxSender};
+use crate::transport::RemoteSender;
 
-/// Where each task's tuples go: the inbox of the executor that runs it. Indexed by task id.
-pub type Destinations = Arc<Vec<Option<InboxSender>>>;
+/// Where each task's tuples go, indexed by task id: the inbox of the executor that runs it, or
+/// the lane to the worker that does.
+pub type Destinations = Arc<Vec<Option<Destination>>>;
+
+/// Where one task's tuples go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// An executor of this worker.
+    Local(InboxSender),
+    /// A task of another worker.
+    Remote(RemoteSender),
+}
+
+impl Destination {
+    /// Both kinds end in a bounded queue of batches: one code path, no dispatch per call
+    /// beyond picking the queue.
+    fn queue(&self) -> &InboxSender {
+        match self {
+            Destination::Local(inbox) => inbox,
+            Destination::Remote(remote) => remote.queue(),
+        }
+    }
+
+    /// Queues a batch, waiting while the destination is full (backpressure).
+    pub async fn send(&self, batch: Batch) -> Result<(), InboxClosed> {
+        self.queue().send(batch).await
+    }
+
+    /// The most tuples a batch sent here may hold.
+    pub fn capacity(&self) -> usize {
+        self.queue().capacity()
+    }
+
+    /// An empty buffer for the next batch to this destination, reused when one came back.
+    pub fn spare_buffer(&self, capacity: usize) -> Vec<Tuple> {
+        self.queue().spare_buffer(capacity)
+    }
+
+    /// Whether the task runs in this worker.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Destination::Local(_))
+    }
+}
 
 /// The static routing of one component's output streams.
 #[derive(Debug)]

@@ -1,23 +1,81 @@
-//! Instantiating a topology: queues, routers and one tokio task per executor.
+//! Instantiating a topology: queues, routers and one tokio task per executor; in a cluster, only
+//! the executors of this worker's tasks, with lanes to the other workers and a server for theirs.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use squall_topology::{ACKER_COMPONENT, Factory, TaskId, Topology, TopologyContext};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::acker::AckerFactory;
 use crate::executor::{ExecutorParts, TaskFailure, TopologyStatus, run_bolts, run_spouts};
-use crate::inbox::{InboxReceiver, InboxSender, inbox};
+use crate::inbox::{InboxReceiver, inbox};
 use crate::metrics::{ExecutorStats, MetricsRegistry, TopologyMetrics};
-use crate::router::{ComponentRoutes, Router};
+use crate::router::{ComponentRoutes, Destination, Router};
+use crate::transport::{InboundLanes, Lane, RemoteSender, TransportServer, WireIdentity};
+use crate::wire::StreamTable;
 
 /// A topology whose executors run on the current tokio runtime.
 pub struct RunningTopology {
     status: watch::Sender<TopologyStatus>,
     executors: Vec<(String, JoinHandle<Vec<TaskFailure>>)>,
+    /// Lane writers: each ends once it has said Bye (or the topology is stopped).
+    writers: Vec<JoinHandle<()>>,
+    server: Option<JoinHandle<()>>,
+    local_addr: Option<SocketAddr>,
     metrics: MetricsRegistry,
+}
+
+/// What one worker of a topology runs and where the rest runs.
+#[derive(Debug)]
+pub struct WorkerPlan {
+    /// The topology's id, with its version: connections from workers of any other are refused.
+    pub topology_id: String,
+    /// The tasks this worker runs (acker tasks included, numbered after the user's tasks).
+    pub local_tasks: HashSet<TaskId>,
+    /// The worker running each other task.
+    pub remote: HashMap<TaskId, SocketAddr>,
+    /// Where this worker accepts its peers' connections (its assigned port).
+    pub listener: TcpListener,
+    /// This worker's address as the other workers' `remote` maps name it; by default the
+    /// listener's address (set it when listening on a wildcard address).
+    pub advertised_addr: Option<SocketAddr>,
+}
+
+/// A [`WorkerPlan`] that cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A task is listed as local and remote.
+    #[error("task {task} is assigned to this worker and to {peer}")]
+    AssignedTwice {
+        /// The task.
+        task: TaskId,
+        /// The other worker.
+        peer: SocketAddr,
+    },
+    /// A task is assigned to no worker.
+    #[error("task {task} of `{component}` is assigned to no worker")]
+    Unassigned {
+        /// The task.
+        task: TaskId,
+        /// Its component.
+        component: String,
+    },
+    /// The plan names a task the topology does not have.
+    #[error("task {task} does not exist: the topology has tasks 1 to {count}")]
+    UnknownTask {
+        /// The task.
+        task: TaskId,
+        /// How many tasks the topology has.
+        count: usize,
+    },
+    /// The listener's address cannot be read.
+    #[error("cannot read the listening address: {0}")]
+    Listener(#[source] std::io::Error),
 }
 
 /// Splits `tasks` into `executors` contiguous ranges whose sizes differ by at most one.
@@ -34,6 +92,19 @@ pub fn executor_ranges(tasks: &[TaskId], executors: u32) -> Vec<&[TaskId]> {
     ranges
 }
 
+/// The runs of consecutive task ids among `tasks` (ascending) that satisfy `keep`: an executor
+/// runs a contiguous range of tasks.
+fn local_runs(tasks: &[TaskId], keep: impl Fn(TaskId) -> bool) -> Vec<Vec<TaskId>> {
+    let mut runs: Vec<Vec<TaskId>> = Vec::new();
+    for &task in tasks.iter().filter(|t| keep(**t)) {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|last| last + 1 == task) => run.push(task),
+            _ => runs.push(vec![task]),
+        }
+    }
+    runs
+}
+
 /// Acker notices to a spout are never refused: their number is bounded by the spout's trees
 /// in flight, and a spout blocked on backpressure must not block the acker in turn (that
 /// cycle would deadlock: spout → bolt → acker → spout).
@@ -46,127 +117,74 @@ struct ExecutorPlan {
     inbox: Option<InboxReceiver>,
 }
 
+/// Where a task runs, seen from this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Local,
+    Remote(SocketAddr),
+}
+
+/// The network side of a worker: its plan, checked.
+struct Network {
+    topology_id: String,
+    listener: TcpListener,
+    advertised: SocketAddr,
+}
+
 impl RunningTopology {
     /// Starts every executor of `topology` on the current tokio runtime, with spouts in
     /// `status` (active or inactive). With `topology.acker.executors` above zero (by default
     /// one per worker), acker tasks are added after the user's tasks.
     pub fn launch(name: &str, topology: &Topology, status: TopologyStatus) -> RunningTopology {
-        let (status_tx, _) = watch::channel(status);
-        let config = topology.config();
-        let acker_count = config.acker_executors.unwrap_or(config.workers);
-        let layout = Arc::new(topology.layout().with_system(&[(ACKER_COMPONENT, acker_count)]));
-        let ackers: Arc<[TaskId]> = layout.tasks(ACKER_COMPONENT).into();
-        let topology_name: Arc<str> = name.into();
-        let routes = ComponentRoutes::for_topology(topology);
-        let spout_tasks: Vec<TaskId> = topology
-            .components()
-            .iter()
-            .filter(|c| matches!(c.factory, Factory::Spout(_)))
-            .flat_map(|c| layout.tasks(&c.id).iter().copied())
-            .collect();
+        let layout = topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]);
+        let placement = vec![Placement::Local; layout.task_count() + 1];
+        start(name, topology, status, placement, None)
+    }
 
-        // One input queue per executor: bolts get tuples, ackers acking messages, spouts (with
-        // acking) the ackers' notices.
-        let mut senders: Vec<Option<InboxSender>> = vec![None; layout.task_count() + 1];
-        let mut plans = Vec::new();
-        let mut plan = |component: &str, range: &[TaskId], capacity: Option<usize>| {
-            let inbox = capacity.map(|capacity| {
-                let (tx, rx) = inbox(capacity);
-                for task in range {
-                    senders[*task as usize] = Some(tx.clone());
-                }
-                rx
-            });
-            plans.push(ExecutorPlan { component: component.to_owned(), tasks: range.to_vec(), inbox });
-        };
-        for component in topology.components() {
-            let config = config.with_overrides(&component.config);
-            for range in executor_ranges(layout.tasks(&component.id), component.parallelism) {
-                let capacity = match component.factory {
-                    Factory::Bolt(_) => Some(config.receive_buffer_size as usize),
-                    Factory::Spout(_) => (!ackers.is_empty()).then_some(SPOUT_NOTICE_CAPACITY),
-                };
-                plan(&component.id, range, capacity);
+    /// Starts this worker's share of `topology`: the executors of `plan.local_tasks`, a lane to
+    /// every other worker it sends to, and a server on `plan.listener` for the workers that send
+    /// to it. Every worker of the topology must build the same topology (same components,
+    /// parallelism and streams) and be given the same assignment.
+    ///
+    /// Executors are formed as in local mode, then restricted to the local tasks: a worker given
+    /// whole executors runs exactly those.
+    pub fn launch_worker(
+        name: &str,
+        topology: &Topology,
+        status: TopologyStatus,
+        plan: WorkerPlan,
+    ) -> Result<RunningTopology, LaunchError> {
+        let layout = topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]);
+        let count = layout.task_count();
+        for &task in plan.local_tasks.iter().chain(plan.remote.keys()) {
+            if task == 0 || task as usize > count {
+                return Err(LaunchError::UnknownTask { task, count });
             }
         }
-        for acker in ackers.iter() {
-            plan(ACKER_COMPONENT, &[*acker], Some(config.receive_buffer_size as usize));
-        }
-
-        // Each router reaches only its subscribers (and the ackers), so a bolt's queue closes
-        // once every executor upstream of it has stopped: that is how a finished topology drains.
-        let destinations_of = |source: &str| {
-            let mut dest: Vec<Option<InboxSender>> = vec![None; senders.len()];
-            let mut reach = |task: TaskId| dest[task as usize] = senders[task as usize].clone();
-            if source == ACKER_COMPONENT {
-                spout_tasks.iter().for_each(|t| reach(*t));
-            } else {
-                ackers.iter().for_each(|t| reach(*t));
-                for sub in topology.components() {
-                    if sub.inputs.iter().any(|i| i.component == source) {
-                        layout.tasks(&sub.id).iter().for_each(|t| reach(*t));
-                    }
+        let mut placement = vec![Placement::Local; count + 1];
+        for (task, slot) in placement.iter_mut().enumerate().skip(1) {
+            let task = task as TaskId;
+            *slot = match (plan.local_tasks.contains(&task), plan.remote.get(&task)) {
+                (true, Some(peer)) => return Err(LaunchError::AssignedTwice { task, peer: *peer }),
+                (true, None) => Placement::Local,
+                (false, Some(peer)) => Placement::Remote(*peer),
+                (false, None) => {
+                    let component = layout.component_of(task).unwrap_or("?").to_owned();
+                    return Err(LaunchError::Unassigned { task, component });
                 }
-            }
-            Arc::new(dest)
+            };
+        }
+        let advertised = match plan.advertised_addr {
+            Some(addr) => addr,
+            None => plan.listener.local_addr().map_err(LaunchError::Listener)?,
         };
+        let network = Network { topology_id: plan.topology_id, listener: plan.listener, advertised };
+        Ok(start(name, topology, status, placement, Some(network)))
+    }
 
-        let mut metrics = MetricsRegistry::default();
-        let mut executors = Vec::new();
-        for ExecutorPlan { component: component_id, tasks, inbox } in plans {
-            let (config, factory, component_routes) = if component_id == ACKER_COMPONENT {
-                let mut acker_config = config.clone();
-                // The acker forgets trees on its own clock: one tick per message timeout.
-                acker_config.tick_tuple_freq_secs =
-                    config.enable_message_timeouts.then_some(config.message_timeout_secs);
-                (acker_config, Factory::Bolt(Arc::new(AckerFactory)), ComponentRoutes::system(ACKER_COMPONENT))
-            } else {
-                let Some(component) = topology.component(&component_id) else { continue };
-                let Some((_, r)) = routes.iter().find(|(id, _)| *id == component_id) else { continue };
-                (config.with_overrides(&component.config), component.factory.clone(), r.clone())
-            };
-            let config = Arc::new(config);
-            let stats = Arc::new(ExecutorStats::default());
-            let queue_stats = match factory {
-                Factory::Bolt(_) => inbox.as_ref().map(|q| q.stats().clone()),
-                Factory::Spout(_) => None,
-            };
-            metrics.register(&component_id, stats.clone(), queue_stats);
-            let parts = ExecutorParts {
-                component: component_id.clone(),
-                contexts: tasks
-                    .iter()
-                    .map(|t| TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t))
-                    .collect(),
-                router: Router::new(
-                    component_routes,
-                    destinations_of(&component_id),
-                    ackers.clone(),
-                    config.producer_batch_size as usize,
-                    config.debug,
-                    &|_| true,
-                ),
-                inbox,
-                status: status_tx.subscribe(),
-                stats,
-                batch_size: config.producer_batch_size as usize,
-                tick: config.tick_tuple_freq_secs.map(|s| Duration::from_secs(s.into())),
-                message_timeout: (config.enable_message_timeouts && !ackers.is_empty())
-                    .then(|| Duration::from_secs(config.message_timeout_secs.into())),
-            };
-            let handle = match factory {
-                Factory::Spout(f) => {
-                    let spouts = tasks.iter().map(|t| f.create(*t)).collect();
-                    tokio::spawn(run_spouts(parts, spouts))
-                }
-                Factory::Bolt(f) => {
-                    let bolts = tasks.iter().map(|t| f.create(*t)).collect();
-                    tokio::spawn(run_bolts(parts, bolts))
-                }
-            };
-            executors.push((component_id, handle));
-        }
-        RunningTopology { status: status_tx, executors, metrics }
+    /// The address this worker's transport server listens on (`None` in local mode).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
     }
 
     /// Changes the status; executors react at their next step.
@@ -186,10 +204,12 @@ impl RunningTopology {
 
     /// Whether every executor has stopped.
     pub fn is_finished(&self) -> bool {
-        self.executors.iter().all(|(_, h)| h.is_finished())
+        // A worker is done once its lanes have delivered their last batches too.
+        self.executors.iter().all(|(_, h)| h.is_finished()) && self.writers.iter().all(|h| h.is_finished())
     }
 
-    /// Waits until every executor has stopped or `timeout` passes; returns whether they all did.
+    /// Waits until every executor (and lane) has stopped or `timeout` passes; returns whether
+    /// they all did.
     pub async fn join(&mut self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -221,8 +241,224 @@ impl RunningTopology {
                 Err(_) => {}
             }
         }
+        for handle in self.writers.into_iter().chain(self.server) {
+            handle.abort();
+            // A transport task ends by itself or by this abort; neither is a task failure.
+            let _ = handle.await;
+        }
         failures
     }
+}
+
+fn acker_count(topology: &Topology) -> u32 {
+    let config = topology.config();
+    config.acker_executors.unwrap_or(config.workers)
+}
+
+/// Whether executors of `source` send to tasks of `target`: subscribers get tuples, ackers get
+/// every component's acking messages, and spouts get the ackers' notices.
+fn feeds(topology: &Topology, source: &str, target: &str) -> bool {
+    if source == ACKER_COMPONENT {
+        return topology.component(target).is_some_and(|c| matches!(c.factory, Factory::Spout(_)));
+    }
+    target == ACKER_COMPONENT
+        || topology.component(target).is_some_and(|c| c.inputs.iter().any(|i| i.component == source))
+}
+
+fn start(
+    name: &str,
+    topology: &Topology,
+    status: TopologyStatus,
+    placement: Vec<Placement>,
+    network: Option<Network>,
+) -> RunningTopology {
+    let (status_tx, _) = watch::channel(status);
+    let config = topology.config();
+    let layout = Arc::new(topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]));
+    let ackers: Arc<[TaskId]> = layout.tasks(ACKER_COMPONENT).into();
+    let topology_name: Arc<str> = name.into();
+    let routes = ComponentRoutes::for_topology(topology);
+    let spout_tasks: Vec<TaskId> = topology
+        .components()
+        .iter()
+        .filter(|c| matches!(c.factory, Factory::Spout(_)))
+        .flat_map(|c| layout.tasks(&c.id).iter().copied())
+        .collect();
+    let is_local = |task: TaskId| placement.get(task as usize) == Some(&Placement::Local);
+    // The inbox capacity of a component's executors, which is also the capacity of the lanes
+    // to its tasks in other workers.
+    let capacity_of = |component: &str| -> Option<usize> {
+        if component == ACKER_COMPONENT {
+            return Some(config.receive_buffer_size as usize);
+        }
+        let def = topology.component(component)?;
+        match def.factory {
+            Factory::Bolt(_) => Some(config.with_overrides(&def.config).receive_buffer_size as usize),
+            Factory::Spout(_) => (!ackers.is_empty()).then_some(SPOUT_NOTICE_CAPACITY),
+        }
+    };
+
+    // One input queue per local executor: bolts get tuples, ackers acking messages, spouts
+    // (with acking) the ackers' notices.
+    let mut senders: Vec<Option<Destination>> = vec![None; layout.task_count() + 1];
+    let mut plans = Vec::new();
+    let mut plan = |component: &str, range: Vec<TaskId>, capacity: Option<usize>| {
+        let inbox = capacity.map(|capacity| {
+            let (tx, rx) = inbox(capacity);
+            for task in &range {
+                senders[*task as usize] = Some(Destination::Local(tx.clone()));
+            }
+            rx
+        });
+        plans.push(ExecutorPlan { component: component.to_owned(), tasks: range, inbox });
+    };
+    for component in topology.components() {
+        for range in executor_ranges(layout.tasks(&component.id), component.parallelism) {
+            for run in local_runs(range, is_local) {
+                plan(&component.id, run, capacity_of(&component.id));
+            }
+        }
+    }
+    for acker in ackers.iter().filter(|t| is_local(**t)) {
+        plan(ACKER_COMPONENT, vec![*acker], capacity_of(ACKER_COMPONENT));
+    }
+    let local_components: HashSet<String> = plans.iter().map(|p| p.component.clone()).collect();
+
+    // Lanes: one per (remote worker, component) that a local executor sends to, and one per
+    // (remote worker, local component) that the remote worker sends to.
+    let mut writers = Vec::new();
+    let mut server = None;
+    let mut local_addr = None;
+    if let Some(network) = network {
+        let identity = Arc::new(WireIdentity {
+            topology_id: network.topology_id,
+            worker: network.advertised.to_string(),
+            table: Arc::new(StreamTable::new(topology, &layout)),
+        });
+        let mut outbound: HashMap<Lane, RemoteSender> = HashMap::new();
+        let mut remote_components: HashSet<(SocketAddr, &str)> = HashSet::new();
+        for (task, place) in placement.iter().enumerate().skip(1) {
+            let Placement::Remote(peer) = *place else { continue };
+            let Some(component) = layout.component_of(task as TaskId) else { continue };
+            remote_components.insert((peer, component));
+            if !local_components.iter().any(|source| feeds(topology, source, component)) {
+                continue;
+            }
+            let lane = Lane { peer, component: component.to_owned() };
+            let sender = outbound.entry(lane).or_insert_with_key(|lane| {
+                let capacity = capacity_of(component).unwrap_or(config.receive_buffer_size as usize);
+                let (sender, writer) =
+                    RemoteSender::spawn(lane.clone(), capacity, identity.clone(), status_tx.subscribe());
+                writers.push(writer);
+                sender
+            });
+            senders[task] = Some(Destination::Remote(sender.clone()));
+        }
+        let mut inbound = InboundLanes::new();
+        for (peer, source) in remote_components.iter().copied() {
+            for target in &local_components {
+                if !feeds(topology, source, target) {
+                    continue;
+                }
+                let inboxes: Vec<Option<_>> = (0..senders.len())
+                    .map(|task| match &senders[task] {
+                        Some(Destination::Local(inbox)) if layout.component_of(task as TaskId) == Some(target) => {
+                            Some(inbox.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if inboxes.iter().any(Option::is_some) {
+                    inbound.expect(peer, target, inboxes);
+                }
+            }
+        }
+        local_addr = network.listener.local_addr().ok();
+        tracing::info!(
+            topology = name,
+            worker = identity.worker,
+            local_executors = plans.len(),
+            outbound_lanes = outbound.len(),
+            inbound_lanes = inbound.len(),
+            "starting worker"
+        );
+        let transport = TransportServer::new(network.listener, identity, inbound, status_tx.subscribe());
+        server = Some(tokio::spawn(transport.run()));
+    }
+
+    // Each router reaches only its subscribers (and the ackers), so a bolt's queue closes
+    // once every executor upstream of it has stopped: that is how a finished topology drains.
+    let destinations_of = |source: &str| {
+        let mut dest: Vec<Option<Destination>> = vec![None; senders.len()];
+        let mut reach = |task: TaskId| dest[task as usize] = senders[task as usize].clone();
+        if source == ACKER_COMPONENT {
+            spout_tasks.iter().for_each(|t| reach(*t));
+        } else {
+            ackers.iter().for_each(|t| reach(*t));
+            for sub in topology.components() {
+                if sub.inputs.iter().any(|i| i.component == source) {
+                    layout.tasks(&sub.id).iter().for_each(|t| reach(*t));
+                }
+            }
+        }
+        Arc::new(dest)
+    };
+
+    let mut metrics = MetricsRegistry::default();
+    let mut executors = Vec::new();
+    for ExecutorPlan { component: component_id, tasks, inbox } in plans {
+        let (config, factory, component_routes) = if component_id == ACKER_COMPONENT {
+            let mut acker_config = config.clone();
+            // The acker forgets trees on its own clock: one tick per message timeout.
+            acker_config.tick_tuple_freq_secs = config.enable_message_timeouts.then_some(config.message_timeout_secs);
+            (acker_config, Factory::Bolt(Arc::new(AckerFactory)), ComponentRoutes::system(ACKER_COMPONENT))
+        } else {
+            let Some(component) = topology.component(&component_id) else { continue };
+            let Some((_, r)) = routes.iter().find(|(id, _)| *id == component_id) else { continue };
+            (config.with_overrides(&component.config), component.factory.clone(), r.clone())
+        };
+        let config = Arc::new(config);
+        let stats = Arc::new(ExecutorStats::default());
+        let queue_stats = match factory {
+            Factory::Bolt(_) => inbox.as_ref().map(|q| q.stats().clone()),
+            Factory::Spout(_) => None,
+        };
+        metrics.register(&component_id, stats.clone(), queue_stats);
+        let parts = ExecutorParts {
+            component: component_id.clone(),
+            contexts: tasks
+                .iter()
+                .map(|t| TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t))
+                .collect(),
+            router: Router::new(
+                component_routes,
+                destinations_of(&component_id),
+                ackers.clone(),
+                config.producer_batch_size as usize,
+                config.debug,
+                &is_local,
+            ),
+            inbox,
+            status: status_tx.subscribe(),
+            stats,
+            batch_size: config.producer_batch_size as usize,
+            tick: config.tick_tuple_freq_secs.map(|s| Duration::from_secs(s.into())),
+            message_timeout: (config.enable_message_timeouts && !ackers.is_empty())
+                .then(|| Duration::from_secs(config.message_timeout_secs.into())),
+        };
+        let handle = match factory {
+            Factory::Spout(f) => {
+                let spouts = tasks.iter().map(|t| f.create(*t)).collect();
+                tokio::spawn(run_spouts(parts, spouts))
+            }
+            Factory::Bolt(f) => {
+                let bolts = tasks.iter().map(|t| f.create(*t)).collect();
+                tokio::spawn(run_bolts(parts, bolts))
+            }
+        };
+        executors.push((component_id, handle));
+    }
+    RunningTopology { status: status_tx, executors, writers, server, local_addr, metrics }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -1,0 +1,137 @@
+//! The types of Nimbus's HTTP API, shared with the CLI. Paths are under `/api/v1`.
+//!
+//! | method | path | body → answer |
+//! |---|---|---|
+//! | GET | `/leader` | → [`LeaderInfo`] |
+//! | PUT | `/artifacts` | topology binary → [`ArtifactUploaded`] |
+//! | GET | `/artifacts/{hash}` | → the binary |
+//! | POST | `/topologies` | [`SubmitRequest`] → [`TopologySummary`] |
+//! | GET | `/topologies` | → `Vec<`[`TopologySummary`]`>` |
+//! | GET | `/topologies/{name}` | → [`TopologyDetails`] |
+//! | POST | `/topologies/{name}/kill?wait=S` | → [`TopologySummary`] |
+//! | POST | `/topologies/{name}/activate`, `/deactivate` | → [`TopologySummary`] |
+//! | POST | `/topologies/{name}/rebalance` | [`RebalanceRequest`] → [`TopologySummary`] |
+//!
+//! Errors answer with a status code and an [`ApiError`] body. A write sent to a Nimbus that does
+//! not lead answers 421 with the leader's address in `leader`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use squall_topology::{TaskId, TopologySpec};
+
+/// Who leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    /// The Nimbus that answered.
+    pub me: String,
+    /// The leader's `host:port`, if one leads.
+    pub leader: Option<String>,
+}
+
+/// An uploaded binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactUploaded {
+    /// Its hex SHA-256.
+    pub hash: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A topology to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Its name, unique among running topologies.
+    pub name: String,
+    /// The hash of its uploaded binary.
+    pub artifact: String,
+    /// Its spec, as the binary printed it with `--describe`.
+    pub spec: TopologySpec,
+    /// Config overrides (`-c key=value`), applied by the workers.
+    pub config: BTreeMap<String, String>,
+    /// Submit with spouts inactive.
+    #[serde(default)]
+    pub inactive: bool,
+}
+
+/// A change of workers or parallelism.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceRequest {
+    /// The new number of workers.
+    pub workers: Option<u32>,
+    /// New executor counts by component.
+    #[serde(default)]
+    pub parallelism: BTreeMap<String, u32>,
+}
+
+/// One line of `squall list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologySummary {
+    /// Its name.
+    pub name: String,
+    /// Its unique id.
+    pub id: String,
+    /// active, inactive, killed or rebalancing.
+    pub status: String,
+    /// Workers asked for.
+    pub workers: u32,
+    /// Workers assigned and heartbeating.
+    pub workers_running: u32,
+    /// Tasks, ackers included.
+    pub tasks: u32,
+    /// Seconds since submission.
+    pub uptime_secs: u64,
+    /// Why it is not (fully) running, e.g. "waiting for 4 free worker slots, 2 available".
+    pub reason: Option<String>,
+}
+
+/// One worker of a topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerDetails {
+    /// The supervisor running it.
+    pub supervisor: String,
+    /// Its host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// Its tasks.
+    pub tasks: Vec<TaskId>,
+    /// Milliseconds since its last heartbeat, if it ever sent one.
+    pub heartbeat_age_ms: Option<u64>,
+}
+
+/// One component of a topology with its counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentDetails {
+    /// Its id.
+    pub id: String,
+    /// spout, bolt or acker.
+    pub kind: String,
+    /// Executors.
+    pub parallelism: u32,
+    /// Its tasks.
+    pub tasks: Vec<TaskId>,
+    /// Counters summed over its workers' last heartbeats (emitted, executed, acked, …).
+    pub metrics: serde_json::Value,
+}
+
+/// `squall describe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopologyDetails {
+    /// The summary line.
+    pub summary: TopologySummary,
+    /// Where it runs.
+    pub workers: Vec<WorkerDetails>,
+    /// Its components.
+    pub components: Vec<ComponentDetails>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong and what to do.
+    pub error: String,
+    /// The leader, when a write reached a Nimbus that does not lead.
+    #[serde(default)]
+    pub leader: Option<String>,
+}

@@ -1,0 +1,352 @@
+//! Nimbus's HTTP API handlers (see [`crate::api`] for the routes and types).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use squall_cluster::records::unix_secs;
+use squall_cluster::{ClusterError, TopologyRecord, TopologyStatus};
+use squall_topology::{ComponentKind, Config, ConfigValue};
+
+use crate::api::{
+    ApiError, ArtifactUploaded, ComponentDetails, LeaderInfo, RebalanceRequest, SubmitRequest, TopologyDetails,
+    TopologySummary,
+};
+use crate::scheduler;
+use crate::server::{Shared, free_slots, fresh_assignment, summary, worker_details};
+
+/// The largest topology binary accepted.
+const MAX_ARTIFACT_BYTES: usize = 1 << 30;
+
+type AppState = Arc<Shared>;
+
+pub(crate) fn router(shared: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/leader", get(leader))
+        .route("/api/v1/artifacts", put(upload))
+        .route("/api/v1/artifacts/{hash}", get(download))
+        .route("/api/v1/topologies", post(submit).get(list))
+        .route("/api/v1/topologies/{name}", get(describe))
+        .route("/api/v1/topologies/{name}/kill", post(kill))
+        .route("/api/v1/topologies/{name}/activate", post(activate))
+        .route("/api/v1/topologies/{name}/deactivate", post(deactivate))
+        .route("/api/v1/topologies/{name}/rebalance", post(rebalance))
+        .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+        .with_state(shared)
+}
+
+/// An error answer with its status.
+struct Failure(StatusCode, ApiError);
+
+impl Failure {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Failure(status, ApiError { error: error.into(), leader: None })
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<ClusterError> for Failure {
+    fn from(e: ClusterError) -> Self {
+        Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+type Answer<T> = Result<Json<T>, Failure>;
+
+/// Writes go to the leader only.
+async fn require_leader(shared: &Shared) -> Result<(), Failure> {
+    if shared.election.is_leader() {
+        return Ok(());
+    }
+    let leader = shared.election.leader().await.ok().flatten();
+    Err(Failure(
+        StatusCode::MISDIRECTED_REQUEST,
+        ApiError {
+            error: format!(
+                "this nimbus ({}) does not lead; send writes to the leader{}",
+                shared.me,
+                leader.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
+            ),
+            leader,
+        },
+    ))
+}
+
+fn not_found(name: &str) -> Failure {
+    Failure::new(StatusCode::NOT_FOUND, format!("no topology named `{name}`; `squall list` shows the running ones"))
+}
+
+async fn leader(State(shared): State<AppState>) -> Answer<LeaderInfo> {
+    let leader = shared.election.leader().await?;
+    Ok(Json(LeaderInfo { me: shared.me.clone(), leader }))
+}
+
+async fn upload(State(shared): State<AppState>, body: Bytes) -> Answer<ArtifactUploaded> {
+    require_leader(&shared).await?;
+    if body.is_empty() {
+        return Err(Failure::new(StatusCode::BAD_REQUEST, "the uploaded topology binary is empty"));
+    }
+    let store = shared.artifacts.clone();
+    let bytes = body.clone();
+    let hash = tokio::task::spawn_blocking(move || store.put(&bytes))
+        .await
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    shared.state.register_artifact(&hash, &shared.me).await?;
+    tracing::info!(artifact = %hash, size = body.len(), "stored artifact");
+    Ok(Json(ArtifactUploaded { hash, size: body.len() as u64 }))
+}
+
+async fn download(State(shared): State<AppState>, Path(hash): Path<String>) -> Response {
+    let store = shared.artifacts.clone();
+    match tokio::task::spawn_blocking(move || store.get(&hash)).await {
+        Ok(Ok(bytes)) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(Err(e)) => Failure::new(StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        Err(e) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn submit(State(shared): State<AppState>, Json(request): Json<SubmitRequest>) -> Answer<TopologySummary> {
+    require_leader(&shared).await?;
+    let name = request.name.trim();
+    squall_cluster::paths::check_name("topology name", name)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if !scheduler::has_spout(&request.spec) {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "the topology spec has no spout; is this a Squall topology?",
+        ));
+    }
+    if !shared.artifacts.contains(&request.artifact) {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!("artifact {} was not uploaded to this nimbus; upload it first", request.artifact),
+        ));
+    }
+    // The workers apply the overrides to the spec's config: check them now, not in every worker.
+    let mut config = Config::default();
+    let spec_config = serde_json::to_value(&request.spec.config).unwrap_or_default();
+    config
+        .merge_json(&spec_config)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("topology config: {e}")))?;
+    for (key, value) in &request.config {
+        config.set_text(key, value).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
+    if shared.state.topology(name).await?.is_some() {
+        return Err(Failure::new(
+            StatusCode::CONFLICT,
+            format!("a topology named `{name}` is already running; kill it first or choose another name"),
+        ));
+    }
+    let record = TopologyRecord {
+        name: name.to_owned(),
+        id: shared.state.new_topology_id(name).await?,
+        status: if request.inactive { TopologyStatus::Inactive } else { TopologyStatus::Active },
+        spec: request.spec,
+        artifact_hash: request.artifact,
+        num_workers: config.workers,
+        config: request.config.into_iter().map(|(k, v)| (k, ConfigValue::Str(v))).collect(),
+        submitted_at: unix_secs(),
+        status_reason: None,
+        kill_wait_secs: None,
+        parallelism: BTreeMap::new(),
+    };
+    if let Err(e) = shared.state.create_topology(&record).await {
+        return Err(match e {
+            ClusterError::AlreadyExists { .. } => Failure::new(
+                StatusCode::CONFLICT,
+                format!("a topology named `{name}` is already running; kill it first or choose another name"),
+            ),
+            e => e.into(),
+        });
+    }
+    tracing::info!(topology = %name, id = %record.id, workers = record.num_workers, "submitted topology");
+    shared.wake.notify_one();
+    Ok(Json(summary(&record, None, &BTreeMap::new(), shared.config.task_timeout)))
+}
+
+async fn list(State(shared): State<AppState>) -> Answer<Vec<TopologySummary>> {
+    let records = shared.state.topologies().await?;
+    let assignments = shared.state.assignments().await?;
+    let mut out = Vec::new();
+    for (name, record) in &records {
+        let beats = shared.state.worker_heartbeats(name).await?;
+        out.push(summary(record, assignments.get(name), &beats, shared.config.task_timeout));
+    }
+    Ok(Json(out))
+}
+
+async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> Answer<TopologyDetails> {
+    let record = shared.state.topology(&name).await?.ok_or_else(|| not_found(&name))?;
+    let assignment = shared.state.assignment(&name).await?.filter(|a| a.topology_id == record.id);
+    let beats = shared.state.worker_heartbeats(&name).await?;
+    // Sum each component's counters over its workers' latest heartbeats.
+    let mut metrics: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+    for beat in beats.values().filter(|b| b.topology_id == record.id) {
+        let Some(components) = beat.metrics.get("components").and_then(|c| c.as_object()) else { continue };
+        for (component, counters) in components {
+            let sum = metrics.entry(component.clone()).or_default();
+            for (key, value) in counters.as_object().into_iter().flatten() {
+                if let Some(n) = value.as_u64() {
+                    let total = sum.get(key).and_then(|v| v.as_u64()).unwrap_or(0) + n;
+                    sum.insert(key.clone(), total.into());
+                }
+            }
+        }
+    }
+    let mut components: Vec<ComponentDetails> = record
+        .spec
+        .components
+        .iter()
+        .map(|c| ComponentDetails {
+            id: c.id.clone(),
+            kind: match c.kind {
+                ComponentKind::Spout => "spout",
+                ComponentKind::Bolt => "bolt",
+            }
+            .to_owned(),
+            parallelism: record.parallelism.get(&c.id).copied().unwrap_or(c.parallelism),
+            tasks: c.task_ids.clone(),
+            metrics: metrics.remove(&c.id).map(serde_json::Value::Object).unwrap_or_default(),
+        })
+        .collect();
+    if let Some(acker) = metrics.remove(squall_topology::ACKER_COMPONENT) {
+        let acker_tasks = scheduler::executors(&record.spec, &record.parallelism, record.num_workers)
+            .into_iter()
+            .flatten()
+            .filter(|t| !record.spec.components.iter().any(|c| c.task_ids.contains(t)))
+            .collect::<Vec<_>>();
+        components.push(ComponentDetails {
+            id: squall_topology::ACKER_COMPONENT.to_owned(),
+            kind: "acker".to_owned(),
+            parallelism: acker_tasks.len() as u32,
+            tasks: acker_tasks,
+            metrics: serde_json::Value::Object(acker),
+        });
+    }
+    Ok(Json(TopologyDetails {
+        summary: summary(&record, assignment.as_ref(), &beats, shared.config.task_timeout),
+        workers: worker_details(&record, assignment.as_ref(), &beats),
+        components,
+    }))
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    #[serde(default)]
+    wait: Option<u32>,
+}
+
+async fn kill(
+    State(shared): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> Answer<TopologySummary> {
+    require_leader(&shared).await?;
+    let record = shared
+        .state
+        .update_topology(&name, |r| {
+            r.status = TopologyStatus::Killed;
+            r.kill_wait_secs = Some(q.wait.unwrap_or(30));
+            r.status_reason = Some(format!("killed; stopping after {} s", q.wait.unwrap_or(30)));
+        })
+        .await?
+        .ok_or_else(|| not_found(&name))?;
+    tracing::info!(topology = %name, wait = ?q.wait, "killing topology");
+    shared.wake.notify_one();
+    Ok(Json(summary(&record, None, &BTreeMap::new(), shared.config.task_timeout)))
+}
+
+async fn set_status(shared: &Shared, name: &str, status: TopologyStatus) -> Answer<TopologySummary> {
+    require_leader(shared).await?;
+    let current = shared.state.topology(name).await?.ok_or_else(|| not_found(name))?;
+    if current.status == TopologyStatus::Killed {
+        return Err(Failure::new(StatusCode::CONFLICT, format!("topology `{name}` is being killed")));
+    }
+    let record = shared
+        .state
+        .update_topology(name, |r| {
+            if r.status != TopologyStatus::Killed {
+                r.status = status;
+            }
+        })
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    Ok(Json(summary(&record, None, &BTreeMap::new(), shared.config.task_timeout)))
+}
+
+async fn activate(State(shared): State<AppState>, Path(name): Path<String>) -> Answer<TopologySummary> {
+    set_status(&shared, &name, TopologyStatus::Active).await
+}
+
+async fn deactivate(State(shared): State<AppState>, Path(name): Path<String>) -> Answer<TopologySummary> {
+    set_status(&shared, &name, TopologyStatus::Inactive).await
+}
+
+async fn rebalance(
+    State(shared): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<RebalanceRequest>,
+) -> Answer<TopologySummary> {
+    require_leader(&shared).await?;
+    let current = shared.state.topology(&name).await?.ok_or_else(|| not_found(&name))?;
+    if current.status == TopologyStatus::Killed {
+        return Err(Failure::new(StatusCode::CONFLICT, format!("topology `{name}` is being killed")));
+    }
+    for (component, n) in &request.parallelism {
+        let Some(spec) = current.spec.components.iter().find(|c| &c.id == component) else {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!("topology `{name}` has no component `{component}`"),
+            ));
+        };
+        if *n == 0 || *n > spec.tasks {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "component `{component}` has {} tasks: its parallelism must be 1 to {}",
+                    spec.tasks, spec.tasks
+                ),
+            ));
+        }
+    }
+    if request.workers == Some(0) {
+        return Err(Failure::new(StatusCode::BAD_REQUEST, "a topology needs at least one worker"));
+    }
+    let record = shared
+        .state
+        .update_topology(&name, |r| {
+            if let Some(w) = request.workers {
+                r.num_workers = w;
+            }
+            r.parallelism.extend(request.parallelism.clone());
+        })
+        .await?
+        .ok_or_else(|| not_found(&name))?;
+    // The topology's own slots count as free: it moves onto the new layout at once.
+    let supervisors = shared.state.supervisors().await?;
+    let assignments = shared.state.assignments().await?;
+    let free = free_slots(&supervisors, &assignments, Some(&name));
+    match fresh_assignment(&record, &free) {
+        Ok(assignment) => {
+            let written = shared.state.put_assignment(&name, &assignment).await?;
+            tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "rebalanced topology");
+        }
+        Err(waiting) => {
+            return Err(Failure::new(StatusCode::CONFLICT, format!("cannot rebalance `{name}`: {waiting}")));
+        }
+    }
+    shared.wake.notify_one();
+    Ok(Json(summary(&record, None, &BTreeMap::new(), shared.config.task_timeout)))
+}

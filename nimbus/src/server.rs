@@ -1,0 +1,429 @@
+//! The Nimbus daemon: the HTTP API, the leader's scheduling loop, and a standby's artifact copies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use squall_cluster::records::{unix_millis, unix_secs};
+use squall_cluster::{
+    Assignment, ClusterError, ClusterState, LeaderElection, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus,
+    WorkerAssignment, WorkerHeartbeat,
+};
+use tokio::sync::Notify;
+
+use crate::api::{TopologySummary, WorkerDetails};
+use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::client::NimbusClient;
+use crate::scheduler::{self, Slot};
+
+/// How a Nimbus runs; the timeouts carry Storm's names and defaults.
+#[derive(Debug, Clone)]
+pub struct NimbusConfig {
+    /// The host it advertises.
+    pub host: String,
+    /// The port of its HTTP API.
+    pub port: u16,
+    /// Where it keeps artifacts.
+    pub local_dir: PathBuf,
+    /// ZooKeeper servers.
+    pub zookeeper: String,
+    /// The cluster's chroot.
+    pub chroot: String,
+    /// ZooKeeper session timeout.
+    pub session_timeout: Duration,
+    /// `nimbus.task.timeout.secs` (30): a worker silent this long is replaced.
+    pub task_timeout: Duration,
+    /// `nimbus.supervisor.timeout.secs` (60): a supervisor gone this long loses its workers.
+    pub supervisor_timeout: Duration,
+    /// `nimbus.task.launch.secs` (120): grace for a new worker's first heartbeat.
+    pub task_launch: Duration,
+    /// `nimbus.monitor.freq.secs` (10): how often the leader checks every topology.
+    pub monitor_freq: Duration,
+}
+
+/// Why Nimbus stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NimbusError {
+    /// ZooKeeper failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The artifact directory failed.
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    /// The API port could not be bound.
+    #[error("cannot listen on {address}: {source}; is another Nimbus using the port?")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What the API handlers and the loops share.
+pub(crate) struct Shared {
+    pub(crate) config: NimbusConfig,
+    pub(crate) me: String,
+    pub(crate) state: ClusterState,
+    pub(crate) election: LeaderElection,
+    pub(crate) artifacts: ArtifactStore,
+    /// Wakes the scheduling loop early (a submission, a kill, a supervisor change).
+    pub(crate) wake: Notify,
+    /// What this leader has seen: when each worker slot was first assigned, when each
+    /// supervisor was last seen, when each kill started.
+    pub(crate) memory: Mutex<Memory>,
+}
+
+#[derive(Default)]
+pub(crate) struct Memory {
+    assigned_at: HashMap<(String, String, u16, u64), Instant>,
+    supervisor_seen: HashMap<String, Instant>,
+    killed_at: HashMap<String, Instant>,
+}
+
+/// Runs a Nimbus until `shutdown` completes.
+pub async fn run(config: NimbusConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NimbusError> {
+    let me = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|source| NimbusError::Bind { address: me.clone(), source })?;
+    run_on(config, listener, shutdown).await
+}
+
+/// Runs a Nimbus on an already bound listener (its port is the advertised one).
+pub async fn run_on(
+    config: NimbusConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NimbusError> {
+    let local: SocketAddr =
+        listener.local_addr().map_err(|source| NimbusError::Bind { address: config.host.clone(), source })?;
+    let me = format!("{}:{}", config.host, local.port());
+    let state = ClusterState::connect(&config.zookeeper, &config.chroot, config.session_timeout).await?;
+    let artifacts = ArtifactStore::open(config.local_dir.join("artifacts"))?;
+    state
+        .register_nimbus(&NimbusInfo { host: config.host.clone(), port: local.port(), started_at: unix_secs() })
+        .await?;
+    let election = LeaderElection::join(&state, me.clone()).await?;
+    tracing::info!(nimbus = %me, "nimbus started");
+    let shared = Arc::new(Shared {
+        config,
+        me,
+        state,
+        election,
+        artifacts,
+        wake: Notify::new(),
+        memory: Mutex::new(Memory::default()),
+    });
+    let monitor = tokio::spawn(monitor_loop(shared.clone()));
+    let app = crate::http::router(shared.clone());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    monitor.abort();
+    shared.state.close().await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "nimbus api server failed");
+    }
+    Ok(())
+}
+
+async fn monitor_loop(shared: Arc<Shared>) {
+    let mut leading = shared.election.subscribe();
+    loop {
+        let result = if shared.election.is_leader() {
+            match ensure_artifacts(&shared).await {
+                Ok(()) => monitor_once(&shared).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            ensure_artifacts(&shared).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "nimbus monitor round failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.monitor_freq) => {}
+            _ = shared.wake.notified() => {}
+            _ = leading.changed() => {
+                if *leading.borrow() {
+                    tracing::info!(nimbus = %shared.me, "this nimbus now leads");
+                    // Liveness clocks restart with a new leader, as Storm's heartbeat cache does.
+                    *shared.memory.lock().unwrap_or_else(|e| e.into_inner()) = Memory::default();
+                }
+            }
+        }
+    }
+}
+
+/// Copies every topology's artifact this Nimbus lacks from a Nimbus that has it, so any Nimbus
+/// can lead.
+async fn ensure_artifacts(shared: &Shared) -> Result<(), ClusterError> {
+    for record in shared.state.topologies().await?.into_values() {
+        let hash = record.artifact_hash;
+        if shared.artifacts.contains(&hash) {
+            shared.state.register_artifact(&hash, &shared.me).await?;
+            continue;
+        }
+        for holder in shared.state.artifact_holders(&hash).await? {
+            if holder == shared.me {
+                continue;
+            }
+            let client = NimbusClient::new(vec![holder.clone()], Duration::from_secs(120));
+            let (h, from) = (hash.clone(), holder.clone());
+            let bytes = tokio::task::spawn_blocking(move || client.download(&from, &h)).await;
+            match bytes {
+                Ok(Ok(bytes)) => match shared.artifacts.put_as(&hash, &bytes) {
+                    Ok(()) => {
+                        tracing::info!(artifact = %hash, from = %holder, "copied artifact");
+                        shared.state.register_artifact(&hash, &shared.me).await?;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(artifact = %hash, from = %holder, error = %e, "copied artifact is bad"),
+                },
+                Ok(Err(e)) => tracing::warn!(artifact = %hash, from = %holder, error = %e, "cannot copy artifact"),
+                Err(e) => tracing::warn!(error = %e, "artifact copy task failed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The slots of live supervisors that no assignment uses, by supervisor.
+pub(crate) fn free_slots(
+    supervisors: &BTreeMap<String, SupervisorInfo>,
+    assignments: &BTreeMap<String, Assignment>,
+    except: Option<&str>,
+) -> BTreeMap<String, Vec<Slot>> {
+    let used: BTreeSet<(&str, u16)> = assignments
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != except)
+        .flat_map(|(_, a)| a.workers.iter().map(|w| (w.supervisor_id.as_str(), w.port)))
+        .collect();
+    supervisors
+        .values()
+        .map(|s| {
+            let slots = s
+                .ports
+                .iter()
+                .filter(|p| !used.contains(&(s.id.as_str(), **p)))
+                .map(|p| Slot { supervisor: s.id.clone(), host: s.host.clone(), port: *p })
+                .collect();
+            (s.id.clone(), slots)
+        })
+        .collect()
+}
+
+fn to_workers(placed: Vec<(Slot, Vec<u32>)>) -> Vec<WorkerAssignment> {
+    placed
+        .into_iter()
+        .map(|(slot, tasks)| WorkerAssignment {
+            supervisor_id: slot.supervisor,
+            host: slot.host,
+            port: slot.port,
+            tasks,
+        })
+        .collect()
+}
+
+fn from_workers(workers: &[WorkerAssignment]) -> Vec<(Slot, Vec<u32>)> {
+    workers
+        .iter()
+        .map(|w| (Slot { supervisor: w.supervisor_id.clone(), host: w.host.clone(), port: w.port }, w.tasks.clone()))
+        .collect()
+}
+
+/// A fresh assignment for `record` over `free` slots.
+pub(crate) fn fresh_assignment(
+    record: &TopologyRecord,
+    free: &BTreeMap<String, Vec<Slot>>,
+) -> Result<Assignment, scheduler::NotEnoughSlots> {
+    let executors = scheduler::executors(&record.spec, &record.parallelism, record.num_workers);
+    let placed = scheduler::assign(&executors, record.num_workers as usize, free)?;
+    Ok(Assignment {
+        topology_id: record.id.clone(),
+        version: 0,
+        artifact_hash: record.artifact_hash.clone(),
+        workers: to_workers(placed),
+        assigned_at: unix_secs(),
+    })
+}
+
+async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
+    let state = &shared.state;
+    let records = state.topologies().await?;
+    let supervisors = state.supervisors().await?;
+    let mut assignments = state.assignments().await?;
+    let now = Instant::now();
+    {
+        let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
+        for id in supervisors.keys() {
+            memory.supervisor_seen.insert(id.clone(), now);
+        }
+    }
+    // Assignments whose topology is gone.
+    for name in assignments.keys().filter(|n| !records.contains_key(*n)).cloned().collect::<Vec<_>>() {
+        state.delete_assignment(&name).await?;
+        assignments.remove(&name);
+    }
+    for (name, record) in &records {
+        if record.status == TopologyStatus::Killed {
+            let wait = Duration::from_secs(record.kill_wait_secs.unwrap_or(0).into());
+            let started =
+                *shared.memory.lock().unwrap_or_else(|e| e.into_inner()).killed_at.entry(name.clone()).or_insert(now);
+            if now.duration_since(started) >= wait {
+                tracing::info!(topology = %name, "removing killed topology");
+                state.remove_topology_state(name).await?;
+                assignments.remove(name);
+                shared.memory.lock().unwrap_or_else(|e| e.into_inner()).killed_at.remove(name);
+            }
+            continue;
+        }
+        let current = assignments.get(name).filter(|a| a.topology_id == record.id).cloned();
+        let Some(current) = current else {
+            let free = free_slots(&supervisors, &assignments, Some(name));
+            match fresh_assignment(record, &free) {
+                Ok(assignment) => {
+                    let written = state.put_assignment(name, &assignment).await?;
+                    tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "assigned topology");
+                    assignments.insert(name.clone(), written);
+                    set_reason(state, name, None).await?;
+                }
+                Err(waiting) => set_reason(state, name, Some(waiting.to_string())).await?,
+            }
+            continue;
+        };
+        let beats = state.worker_heartbeats(name).await?;
+        let dead = dead_slots(shared, name, record, &current, &supervisors, &beats, now);
+        if dead.is_empty() {
+            continue;
+        }
+        let free = free_slots(&supervisors, &assignments, None);
+        match scheduler::repair(&from_workers(&current.workers), &dead, &free) {
+            Ok(repaired) => {
+                let moved: Vec<String> = dead.iter().map(|s| format!("{}:{}", s.supervisor, s.port)).collect();
+                let assignment = Assignment { workers: to_workers(repaired), assigned_at: unix_secs(), ..current };
+                let written = state.put_assignment(name, &assignment).await?;
+                tracing::warn!(topology = %name, ?moved, version = written.version, "reassigned the tasks of dead workers");
+                assignments.insert(name.clone(), written);
+            }
+            Err(waiting) => set_reason(state, name, Some(format!("workers died and {waiting}"))).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn set_reason(state: &ClusterState, name: &str, reason: Option<String>) -> Result<(), ClusterError> {
+    let current = state.topology(name).await?;
+    if current.as_ref().map(|r| &r.status_reason) == Some(&reason) {
+        return Ok(());
+    }
+    state.update_topology(name, |r| r.status_reason = reason.clone()).await?;
+    Ok(())
+}
+
+/// The slots of `assignment` whose worker is dead: its supervisor has been gone for
+/// `nimbus.supervisor.timeout.secs`, or it has not heartbeated for `nimbus.task.timeout.secs`
+/// (after `nimbus.task.launch.secs` of grace since it was assigned).
+fn dead_slots(
+    shared: &Shared,
+    name: &str,
+    record: &TopologyRecord,
+    assignment: &Assignment,
+    supervisors: &BTreeMap<String, SupervisorInfo>,
+    beats: &BTreeMap<String, WorkerHeartbeat>,
+    now: Instant,
+) -> BTreeSet<Slot> {
+    let config = &shared.config;
+    let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dead = BTreeSet::new();
+    for w in &assignment.workers {
+        let slot = Slot { supervisor: w.supervisor_id.clone(), host: w.host.clone(), port: w.port };
+        let key = (name.to_owned(), w.supervisor_id.clone(), w.port, assignment.version);
+        let assigned = *memory.assigned_at.entry(key).or_insert(now);
+        if !supervisors.contains_key(&w.supervisor_id) {
+            let seen = *memory.supervisor_seen.entry(w.supervisor_id.clone()).or_insert(now);
+            if now.duration_since(seen) >= config.supervisor_timeout {
+                dead.insert(slot);
+                continue;
+            }
+        }
+        if now.duration_since(assigned) < config.task_launch {
+            continue;
+        }
+        let beat = beats.get(&squall_cluster::paths::worker_key(&w.supervisor_id, w.port));
+        let fresh = beat.is_some_and(|b| {
+            b.topology_id == record.id
+                && unix_millis().saturating_sub(b.time_millis) < config.task_timeout.as_millis() as u64
+        });
+        if !fresh {
+            dead.insert(slot);
+        }
+    }
+    dead
+}
+
+/// The summary of a topology as `list` shows it.
+pub(crate) fn summary(
+    record: &TopologyRecord,
+    assignment: Option<&Assignment>,
+    beats: &BTreeMap<String, WorkerHeartbeat>,
+    task_timeout: Duration,
+) -> TopologySummary {
+    let running = assignment.map_or(0, |a| {
+        a.workers
+            .iter()
+            .filter(|w| heartbeat_age(record, w, beats).is_some_and(|age| age < task_timeout.as_millis() as u64))
+            .count()
+    });
+    let tasks = assignment.map_or(0, |a| a.workers.iter().map(|w| w.tasks.len()).sum::<usize>());
+    TopologySummary {
+        name: record.name.clone(),
+        id: record.id.clone(),
+        status: match record.status {
+            TopologyStatus::Active => "active",
+            TopologyStatus::Inactive => "inactive",
+            TopologyStatus::Killed => "killed",
+            TopologyStatus::Rebalancing => "rebalancing",
+        }
+        .to_owned(),
+        workers: record.num_workers,
+        workers_running: running as u32,
+        tasks: tasks as u32,
+        uptime_secs: unix_secs().saturating_sub(record.submitted_at),
+        reason: record.status_reason.clone(),
+    }
+}
+
+/// Milliseconds since the worker in `w`'s slot last heartbeated for this topology.
+pub(crate) fn heartbeat_age(
+    record: &TopologyRecord,
+    w: &WorkerAssignment,
+    beats: &BTreeMap<String, WorkerHeartbeat>,
+) -> Option<u64> {
+    let beat = beats.get(&squall_cluster::paths::worker_key(&w.supervisor_id, w.port))?;
+    (beat.topology_id == record.id).then(|| unix_millis().saturating_sub(beat.time_millis))
+}
+
+/// The workers of a topology with their heartbeat ages.
+pub(crate) fn worker_details(
+    record: &TopologyRecord,
+    assignment: Option<&Assignment>,
+    beats: &BTreeMap<String, WorkerHeartbeat>,
+) -> Vec<WorkerDetails> {
+    assignment
+        .map(|a| {
+            a.workers
+                .iter()
+                .map(|w| WorkerDetails {
+                    supervisor: w.supervisor_id.clone(),
+                    host: w.host.clone(),
+                    port: w.port,
+                    tasks: w.tasks.clone(),
+                    heartbeat_age_ms: heartbeat_age(record, w, beats),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

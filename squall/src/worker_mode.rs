@@ -1,0 +1,232 @@
+//! Worker mode: a supervisor starts the topology binary as `worker …` for one slot of one
+//! assignment. The worker rebuilds the topology from the same compiled code, runs its tasks,
+//! connects to the other workers, heartbeats to ZooKeeper, and follows the topology's status.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use squall_cluster::records::{unix_millis, unix_secs};
+use squall_cluster::{Assignment, ClusterState, TopologyRecord, TopologyStatus as ClusterStatus, WorkerHeartbeat};
+use squall_topology::{ConfigValue, Topology};
+use squall_worker::runtime::{LaunchError, WorkerPlan};
+use squall_worker::{RunningTopology, TopologyStatus};
+
+use crate::app::AppError;
+
+/// `worker` arguments, as the supervisor passes them.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct WorkerArgs {
+    /// ZooKeeper servers.
+    #[arg(long)]
+    zookeeper: String,
+    /// The cluster's chroot.
+    #[arg(long, default_value = "/squall")]
+    chroot: String,
+    /// The topology's name.
+    #[arg(long)]
+    topology: String,
+    /// The topology's id (a resubmission under the same name has another).
+    #[arg(long)]
+    topology_id: String,
+    /// The supervisor that started this worker.
+    #[arg(long)]
+    supervisor: String,
+    /// The host to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The slot's port.
+    #[arg(long)]
+    port: u16,
+}
+
+/// How often a worker heartbeats and re-reads its topology's status
+/// (`worker.heartbeat.frequency.secs`).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Why a worker stops.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerError {
+    /// ZooKeeper failed.
+    #[error(transparent)]
+    Cluster(#[from] squall_cluster::ClusterError),
+    /// The topology or this worker's slot is gone.
+    #[error("{0}")]
+    NotAssigned(String),
+    /// The assignment cannot run.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The port is taken.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A rebalance asked for an impossible parallelism.
+    #[error("cannot apply the topology's rebalance: {0}")]
+    Rebalance(squall_topology::BuildError),
+}
+
+pub(crate) async fn run(args: WorkerArgs, mut topology: Topology) -> Result<(), AppError> {
+    run_worker(args, &mut topology).await.map_err(|e| AppError::Worker(Box::new(e)))
+}
+
+async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), WorkerError> {
+    let started = Instant::now();
+    let state = ClusterState::connect(&args.zookeeper, &args.chroot, Duration::from_secs(10)).await?;
+    let name = args.topology.as_str();
+    let record = current_record(&state, &args).await?;
+    let assignment = current_assignment(&state, &args).await?;
+    apply_record(topology, &record)?;
+    let mine =
+        assignment.workers.iter().find(|w| w.supervisor_id == args.supervisor && w.port == args.port).ok_or_else(
+            || {
+                WorkerError::NotAssigned(format!(
+                    "slot {}:{} is not in the assignment of `{name}`",
+                    args.supervisor, args.port
+                ))
+            },
+        )?;
+    let local_tasks: HashSet<u32> = mine.tasks.iter().copied().collect();
+    let mut remote = HashMap::new();
+    for w in assignment.workers.iter().filter(|w| !(w.supervisor_id == args.supervisor && w.port == args.port)) {
+        let address = resolve(&w.host, w.port)?;
+        for task in &w.tasks {
+            remote.insert(*task, address);
+        }
+    }
+    let listener = bind(&args.host, args.port).await?;
+    let plan = WorkerPlan {
+        topology_id: format!("{}@{}", record.id, assignment.version),
+        local_tasks,
+        remote,
+        listener,
+        advertised_addr: Some(resolve(&mine.host, mine.port)?),
+    };
+    let mut running = RunningTopology::launch_worker(name, topology, status_of(record.status), plan)?;
+    tracing::info!(topology = name, port = args.port, tasks = ?mine.tasks, version = assignment.version, "worker running");
+    let tasks = mine.tasks.clone();
+    let mut kill_deadline: Option<Instant> = None;
+    loop {
+        let beat = WorkerHeartbeat {
+            topology_id: record.id.clone(),
+            supervisor_id: args.supervisor.clone(),
+            port: args.port,
+            pid: std::process::id(),
+            tasks: tasks.clone(),
+            time_millis: unix_millis(),
+            uptime_secs: started.elapsed().as_secs(),
+            metrics: serde_json::to_value(running.metrics()).unwrap_or_default(),
+        };
+        if let Err(e) = state.put_worker_heartbeat(name, &beat).await {
+            // ZooKeeper may be briefly away: keep processing, heartbeat again next round.
+            tracing::warn!(error = %e, "cannot write heartbeat");
+        }
+        match state.topology(name).await {
+            Ok(Some(r)) if r.id == record.id => match r.status {
+                ClusterStatus::Killed => {
+                    if kill_deadline.is_none() {
+                        let wait = Duration::from_secs(r.kill_wait_secs.unwrap_or(0).into());
+                        tracing::info!(topology = name, ?wait, "topology killed; draining");
+                        running.set_status(TopologyStatus::Killing);
+                        kill_deadline = Some(Instant::now() + wait);
+                    }
+                }
+                status => running.set_status(status_of(status)),
+            },
+            Ok(_) => {
+                tracing::info!(topology = name, "topology is gone; stopping");
+                break;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the topology's status"),
+        }
+        match state.assignment(name).await {
+            Ok(Some(a)) if a.version == assignment.version => {}
+            Ok(_) => {
+                tracing::info!(topology = name, "assignment changed; stopping so the supervisor restarts this worker");
+                break;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
+        }
+        if kill_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+    running.set_status(TopologyStatus::Killing);
+    if !running.join(Duration::from_secs(2)).await {
+        running.set_status(TopologyStatus::Stopped);
+        running.join(Duration::from_secs(5)).await;
+    }
+    let _ = running.finish().await;
+    let _ = state.delete_worker_heartbeat(name, &args.supervisor, args.port).await;
+    state.close().await;
+    tracing::info!(topology = name, uptime = unix_secs(), "worker stopped");
+    Ok(())
+}
+
+async fn current_record(state: &ClusterState, args: &WorkerArgs) -> Result<TopologyRecord, WorkerError> {
+    state.topology(&args.topology).await?.filter(|r| r.id == args.topology_id).ok_or_else(|| {
+        WorkerError::NotAssigned(format!("topology `{}` ({}) is no longer submitted", args.topology, args.topology_id))
+    })
+}
+
+async fn current_assignment(state: &ClusterState, args: &WorkerArgs) -> Result<Assignment, WorkerError> {
+    state.assignment(&args.topology).await?.filter(|a| a.topology_id == args.topology_id).ok_or_else(|| {
+        WorkerError::NotAssigned(format!("topology `{}` ({}) has no assignment", args.topology, args.topology_id))
+    })
+}
+
+/// Applies what Nimbus knows and the binary does not: `-c` overrides, the number of workers,
+/// rebalanced parallelism.
+fn apply_record(topology: &mut Topology, record: &TopologyRecord) -> Result<(), WorkerError> {
+    let config = topology.config_mut();
+    for (key, value) in &record.config {
+        let applied = match value {
+            ConfigValue::Str(text) => config.set_text(key, text).map(|_| ()),
+            other => config.set(key, other.clone()).map(|_| ()),
+        };
+        if let Err(e) = applied {
+            tracing::warn!(key = %key, error = %e, "ignoring a config override the binary does not accept");
+        }
+    }
+    config.workers = record.num_workers.max(1);
+    for (component, parallelism) in &record.parallelism {
+        topology.set_parallelism(component, *parallelism).map_err(WorkerError::Rebalance)?;
+    }
+    Ok(())
+}
+
+fn status_of(status: ClusterStatus) -> TopologyStatus {
+    match status {
+        ClusterStatus::Active => TopologyStatus::Active,
+        ClusterStatus::Inactive | ClusterStatus::Rebalancing => TopologyStatus::Inactive,
+        ClusterStatus::Killed => TopologyStatus::Killing,
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, WorkerError> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| WorkerError::NotAssigned(format!("cannot resolve worker address {host}:{port}")))
+}
+
+/// Binds the slot's port, retrying briefly: the previous worker on it may still be exiting.
+async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, WorkerError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind((host, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(port, error = %e, "port busy; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(source) => return Err(WorkerError::Bind { address: format!("{host}:{port}"), source }),
+        }
+    }
+}

@@ -1,0 +1,1231 @@
+//! The wire format between workers: length-delimited frames of MessagePack.
+//!
+//! Every frame is a 4-byte big-endian payload length (tokio-util's [`LengthDelimitedCodec`]
+//! default, at most [`MAX_FRAME_LENGTH`]) followed by a MessagePack payload `[kind, body]`:
+//!
+//! | kind | body | sent by |
+//! |---|---|---|
+//! | 0 Hello | `[topology_id, worker, component, fingerprint, version]` | the connecting worker, first |
+//! | 1 Batches | `[batch, ...]` | the connecting worker |
+//! | 2 Bye | `nil`: every executor feeding this connection has stopped; its last frame | the connecting worker |
+//! | 3 Reject | `[code, message]`: why a Hello was refused | the accepting worker |
+//!
+//! A batch is `[task, [tuple, ...], [control, ...]]` and a tuple `[src_task, stream, [value, ...],
+//! [root, edge, root, edge, ...]]`, where `stream` is the index of the stream among the source
+//! component's declared streams. Values use MessagePack's own types (nil, bool, uint, negative
+//! int, float 64, str, bin); a non-negative `I64` is a one-element array so it reads back as an
+//! `I64`, not a `U64`. Control messages are `[kind, fields...]` (see [`Control`]'s encoding
+//! below). A 1-word untracked tuple takes 6 bytes plus the word; a tracked one 24 plus the word.
+//!
+//! The receiver rebuilds each [`Tuple`] with the interned [`StreamMeta`] of its source stream from
+//! a [`StreamTable`], so a tuple from another worker is indistinguishable from a local one.
+
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::{fmt, mem};
+
+use bytes::{BufMut, BytesMut};
+use rustc_hash::FxHasher;
+use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, SerializeTuple};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use squall_topology::{
+    AckerMessage, Control, MessageId, SpoutNotice, StreamMeta, TaskId, TaskLayout, Topology, Tuple, Value, Values,
+};
+use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::inbox::Batch;
+
+/// The version of this format; a peer speaking another one is rejected at its Hello.
+pub const WIRE_VERSION: u32 = 1;
+/// The largest payload a frame may have. Larger frames are refused by the reader.
+pub const MAX_FRAME_LENGTH: usize = 64 << 20;
+/// Batch frames are closed once their payload reaches this, so a reader decodes and delivers
+/// in steps instead of holding one huge frame.
+pub const FRAME_TARGET_LENGTH: usize = 256 << 10;
+
+const KIND_HELLO: u8 = 0;
+const KIND_BATCHES: u8 = 1;
+const KIND_BYE: u8 = 2;
+const KIND_REJECT: u8 = 3;
+
+/// MessagePack markers written by hand around the batches of a frame (the count of batches is
+/// only known once the frame is closed, so it is a fixed-width array32 header patched then).
+const FIXARRAY_2: u8 = 0x92;
+const ARRAY32: u8 = 0xdd;
+
+/// Never trust a length read from the network for a pre-allocation: a garbage header could
+/// claim billions of elements.
+const MAX_PREALLOCATION: usize = 4096;
+
+/// The codec both ends use: 4-byte big-endian lengths, frames up to [`MAX_FRAME_LENGTH`].
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(MAX_FRAME_LENGTH).new_codec()
+}
+
+/// Encoding or decoding a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The payload is not a frame of this format, or names an unknown task or stream.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// A value could not be encoded.
+    #[error("cannot encode frame: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The payload has bytes after the frame.
+    #[error("malformed frame: {0} bytes after the end of the frame")]
+    TrailingBytes(usize),
+    /// A frame kind that is not allowed here.
+    #[error("unexpected {0} frame")]
+    Unexpected(&'static str),
+}
+
+/// The first frame of a connection: who is sending, for which topology and which component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The topology (and its version) the sender runs; a receiver rejects any other.
+    pub topology_id: String,
+    /// The sender's own address, `host:port`, as other workers reach it.
+    pub worker: String,
+    /// The component whose tasks on the receiver this connection feeds.
+    pub component: String,
+    /// [`StreamTable::fingerprint`] of the sender's topology: tasks and streams must agree.
+    pub fingerprint: u64,
+    /// [`WIRE_VERSION`] of the sender.
+    pub version: u32,
+}
+
+/// Why a worker refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Another topology, another version of it, or another wire version.
+    WrongTopology,
+    /// This worker expects no traffic from that worker for that component.
+    UnknownLane,
+    /// That worker already said Bye for that component.
+    LaneClosed,
+    /// The first frame was not a readable Hello.
+    BadHello,
+}
+
+impl RejectReason {
+    fn code(self) -> u8 {
+        match self {
+            RejectReason::WrongTopology => 1,
+            RejectReason::UnknownLane => 2,
+            RejectReason::LaneClosed => 3,
+            RejectReason::BadHello => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => RejectReason::WrongTopology,
+            2 => RejectReason::UnknownLane,
+            3 => RejectReason::LaneClosed,
+            4 => RejectReason::BadHello,
+            _ => return None,
+        })
+    }
+}
+
+/// The answer to a refused Hello, sent before the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Why.
+    pub reason: RejectReason,
+    /// Details for the log.
+    pub message: String,
+}
+
+/// A decoded frame. Batches are decoded into the caller's vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The connection's first frame.
+    Hello(Hello),
+    /// Batches, appended to the vector passed to [`decode_frame`].
+    Batches,
+    /// The sender has nothing more to send on this connection, ever.
+    Bye,
+    /// The receiver refused the connection.
+    Reject(Reject),
+}
+
+/// The streams of a topology by (source task, stream index), so a receiver can give a tuple
+/// from the wire the same interned [`StreamMeta`] a local one has.
+#[derive(Debug)]
+pub struct StreamTable {
+    /// The component index of each task; `u32::MAX` for slot 0.
+    task_component: Vec<u32>,
+    /// Each component's streams, by index; `None` for an undeclared default stream.
+    streams: Vec<Vec<Option<&'static StreamMeta>>>,
+    fingerprint: u64,
+}
+
+impl StreamTable {
+    /// The table of `topology` with task ids from `layout` (the topology's layout with its
+    /// system components).
+    pub fn new(topology: &Topology, layout: &TaskLayout) -> Self {
+        let mut task_component = vec![u32::MAX; layout.task_count() + 1];
+        let mut streams = Vec::new();
+        let mut hasher = FxHasher::default();
+        for (index, (id, tasks)) in layout.components().enumerate() {
+            hasher.write(id.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write_usize(tasks.len());
+            for task in tasks {
+                if let Some(slot) = task_component.get_mut(*task as usize) {
+                    *slot = index as u32;
+                }
+                hasher.write_u32(*task);
+            }
+            let declared = topology.component(id).map(|c| c.streams.as_slice()).unwrap_or_default();
+            hasher.write_usize(declared.len());
+            let metas = declared
+                .iter()
+                .map(|decl| {
+                    let decl = decl.as_ref()?;
+                    hasher.write(decl.name.as_bytes());
+                    hasher.write_u8(0xff);
+                    for field in &decl.fields {
+                        hasher.write(field.as_bytes());
+                        hasher.write_u8(0xff);
+                    }
+                    hasher.write_u8(u8::from(decl.direct));
+                    let fields: Vec<&str> = decl.fields.iter().map(String::as_str).collect();
+                    Some(StreamMeta::intern(id, &decl.name, &fields))
+                })
+                .collect();
+            streams.push(metas);
+        }
+        StreamTable { task_component, streams, fingerprint: hasher.finish() }
+    }
+
+    /// A hash of the components, their tasks and their streams: two workers agree on every
+    /// task id and stream index exactly when their fingerprints are equal.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The stream `stream` of the component of `src_task`.
+    pub fn meta(&self, src_task: TaskId, stream: u32) -> Option<&'static StreamMeta> {
+        let component = *self.task_component.get(src_task as usize)?;
+        *self.streams.get(component as usize)?.get(stream as usize)?
+    }
+
+    /// The index of a tuple's stream among its source component's streams; `None` for tuples
+    /// that never cross the wire (ticks, and any tuple of an unknown task or stream).
+    pub fn stream_index(&self, tuple: &Tuple) -> Option<u32> {
+        let component = *self.task_component.get(tuple.source_task() as usize)?;
+        let streams = self.streams.get(component as usize)?;
+        // A component has a handful of streams: a pointer comparison each beats any map.
+        streams.iter().position(|m| m.is_some_and(|m| std::ptr::eq(m, tuple.meta()))).map(|i| i as u32)
+    }
+}
+
+/// Encodes the frames of one connection's batches into a write buffer: several batches per
+/// frame, frames closed at [`FRAME_TARGET_LENGTH`], any batch too large for one frame split.
+#[derive(Debug)]
+pub struct BatchEncoder {
+    table: Arc<StreamTable>,
+    /// Stream index of each tuple of the batch being encoded (`u32::MAX`: not sent).
+    indices: Vec<u32>,
+    /// Offset of the open frame's length prefix in the buffer.
+    open: Option<usize>,
+    batches: u32,
+    max_frame: usize,
+    target: usize,
+    skipped: u64,
+}
+
+impl BatchEncoder {
+    /// An encoder for a topology's tuples.
+    pub fn new(table: Arc<StreamTable>) -> Self {
+        Self::with_limits(table, MAX_FRAME_LENGTH, FRAME_TARGET_LENGTH)
+    }
+
+    /// An encoder with other frame sizes (tests).
+    pub fn with_limits(table: Arc<StreamTable>, max_frame: usize, target: usize) -> Self {
+        BatchEncoder { table, indices: Vec::new(), open: None, batches: 0, max_frame, target, skipped: 0 }
+    }
+
+    /// Appends a batch to the open frame (opening one if needed).
+    pub fn push(&mut self, buf: &mut BytesMut, batch: &Batch) -> Result<(), WireError> {
+        let mut indices = mem::take(&mut self.indices);
+        indices.clear();
+        indices.extend(batch.tuples.iter().map(|t| self.table.stream_index(t).unwrap_or(u32::MAX)));
+        self.skipped += indices.iter().filter(|i| **i == u32::MAX).count() as u64;
+        let result = self.push_slices(buf, batch.task, &batch.tuples, &indices, &batch.control);
+        self.indices = indices;
+        result
+    }
+
+    /// Tuples and control messages dropped since the last call: ticks and unknown streams,
+    /// which never cross the wire, and single tuples larger than a frame.
+    pub fn take_skipped(&mut self) -> u64 {
+        mem::take(&mut self.skipped)
+    }
+
+    /// Closes the open frame, if any: the buffer then holds only whole frames.
+    pub fn finish(&mut self, buf: &mut BytesMut) {
+        let Some(start) = self.open.take() else { return };
+        if self.batches == 0 {
+            buf.truncate(start);
+            return;
+        }
+        let payload = (buf.len() - start - 4) as u32;
+        buf[start..start + 4].copy_from_slice(&payload.to_be_bytes());
+        buf[start + 7..start + 11].copy_from_slice(&self.batches.to_be_bytes());
+        self.batches = 0;
+    }
+
+    fn push_slices(
+        &mut self,
+        buf: &mut BytesMut,
+        task: TaskId,
+        tuples: &[Tuple],
+        indices: &[u32],
+        control: &[Control],
+    ) -> Result<(), WireError> {
+        let sendable = indices.iter().filter(|i| **i != u32::MAX).count();
+        if sendable == 0 && control.is_empty() {
+            return Ok(());
+        }
+        let start = match self.open {
+            Some(start) => start,
+            None => {
+                let start = buf.len();
+                buf.put_u32(0);
+                buf.put_u8(FIXARRAY_2);
+                buf.put_u8(KIND_BATCHES);
+                buf.put_u8(ARRAY32);
+                buf.put_u32(0);
+                self.open = Some(start);
+                start
+            }
+        };
+        let mark = buf.len();
+        let wire = WireBatch { task, tuples, indices, sendable, control };
+        rmp_serde::encode::write(&mut (&mut *buf).writer(), &wire)?;
+        if buf.len() - start - 4 <= self.max_frame {
+            self.batches += 1;
+            if buf.len() - start - 4 >= self.target {
+                self.finish(buf);
+            }
+            return Ok(());
+        }
+        // Too large for the open frame: close it and retry alone in a new one, or split.
+        buf.truncate(mark);
+        if self.batches > 0 {
+            self.finish(buf);
+            return self.push_slices(buf, task, tuples, indices, control);
+        }
+        buf.truncate(start);
+        self.open = None;
+        if tuples.len() >= 2 {
+            let mid = tuples.len() / 2;
+            self.push_slices(buf, task, &tuples[..mid], &indices[..mid], &[])?;
+            self.push_slices(buf, task, &tuples[mid..], &indices[mid..], control)
+        } else if !tuples.is_empty() && !control.is_empty() {
+            self.push_slices(buf, task, tuples, indices, &[])?;
+            self.push_slices(buf, task, &[], &[], control)
+        } else if control.len() >= 2 {
+            let mid = control.len() / 2;
+            self.push_slices(buf, task, &[], &[], &control[..mid])?;
+            self.push_slices(buf, task, &[], &[], &control[mid..])
+        } else {
+            // One tuple larger than a frame can never be sent; acking fails its tree.
+            self.skipped += (sendable + control.len()) as u64;
+            Ok(())
+        }
+    }
+}
+
+/// Appends a Hello frame.
+pub fn encode_hello(buf: &mut BytesMut, hello: &Hello) -> Result<(), WireError> {
+    encode_frame(buf, KIND_HELLO, hello)
+}
+
+/// Appends a Bye frame.
+pub fn encode_bye(buf: &mut BytesMut) -> Result<(), WireError> {
+    encode_frame(buf, KIND_BYE, &())
+}
+
+/// Appends a Reject frame.
+pub fn encode_reject(buf: &mut BytesMut, reject: &Reject) -> Result<(), WireError> {
+    encode_frame(buf, KIND_REJECT, &(reject.reason.code(), reject.message.as_str()))
+}
+
+fn encode_frame<T: Serialize>(buf: &mut BytesMut, kind: u8, body: &T) -> Result<(), WireError> {
+    let start = buf.len();
+    buf.put_u32(0);
+    if let Err(e) = rmp_serde::encode::write(&mut (&mut *buf).writer(), &(kind, body)) {
+        buf.truncate(start);
+        return Err(e.into());
+    }
+    let payload = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&payload.to_be_bytes());
+    Ok(())
+}
+
+/// Decodes a frame's payload (without its length prefix). Batches are appended to `out`, each
+/// tuple buffer coming from `buffer(task, size_hint)`, which returns `None` for a task this
+/// connection may not feed (then the whole frame is refused). On error, `out` may hold part of
+/// the frame's batches; drop them.
+pub fn decode_frame(
+    payload: &[u8],
+    table: &StreamTable,
+    out: &mut Vec<Batch>,
+    buffer: &mut dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>>,
+) -> Result<Frame, WireError> {
+    decode(payload, Some(BatchContext { table, out, buffer }))
+}
+
+/// Decodes a frame that cannot carry batches: a Hello, Bye or Reject.
+pub fn decode_control_frame(payload: &[u8]) -> Result<Frame, WireError> {
+    decode(payload, None)
+}
+
+fn decode(payload: &[u8], ctx: Option<BatchContext<'_, '_>>) -> Result<Frame, WireError> {
+    let mut input = payload;
+    let mut de = rmp_serde::Deserializer::new(&mut input);
+    let frame = FrameSeed { ctx }.deserialize(&mut de)?;
+    let rest = input.len();
+    if rest > 0 {
+        return Err(WireError::TrailingBytes(rest));
+    }
+    frame.ok_or(WireError::Unexpected("batches"))
+}
+
+// ---- Encoding ----
+
+struct WireBatch<'a> {
+    task: TaskId,
+    tuples: &'a [Tuple],
+    indices: &'a [u32],
+    sendable: usize,
+    control: &'a [Control],
+}
+
+impl Serialize for WireBatch<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut batch = s.serialize_tuple(3)?;
+        batch.serialize_element(&self.task)?;
+        batch.serialize_element(&WireTuples(self))?;
+        batch.serialize_element(&WireControls(self.control))?;
+        batch.end()
+    }
+}
+
+struct WireTuples<'a, 'b>(&'a WireBatch<'b>);
+
+impl Serialize for WireTuples<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.sendable))?;
+        for (tuple, stream) in self.0.tuples.iter().zip(self.0.indices) {
+            if *stream != u32::MAX {
+                seq.serialize_element(&WireTuple { tuple, stream: *stream })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+struct WireTuple<'a> {
+    tuple: &'a Tuple,
+    stream: u32,
+}
+
+impl Serialize for WireTuple<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(4)?;
+        t.serialize_element(&self.tuple.source_task())?;
+        t.serialize_element(&self.stream)?;
+        t.serialize_element(&WireValues(self.tuple.values()))?;
+        t.serialize_element(&WireId(self.tuple.message_id()))?;
+        t.end()
+    }
+}
+
+struct WireValues<'a>(&'a [Value]);
+
+impl Serialize for WireValues<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for value in self.0 {
+            seq.serialize_element(&WireValue(value))?;
+        }
+        seq.end()
+    }
+}
+
+struct WireValue<'a>(&'a Value);
+
+impl Serialize for WireValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(v) => s.serialize_bool(*v),
+            Value::I64(v) if *v < 0 => s.serialize_i64(*v),
+            // MessagePack writes non-negative integers alike: wrapped, this one reads back as
+            // an I64 (user code matching on the variant sees what was emitted).
+            Value::I64(v) => {
+                let mut t = s.serialize_tuple(1)?;
+                t.serialize_element(v)?;
+                t.end()
+            }
+            Value::U64(v) => s.serialize_u64(*v),
+            Value::F64(v) => s.serialize_f64(*v),
+            Value::Str(v) => s.serialize_str(v),
+            Value::Bytes(v) => s.serialize_bytes(v),
+        }
+    }
+}
+
+struct WireId<'a>(&'a MessageId);
+
+impl Serialize for WireId<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let anchors = self.0.anchors();
+        let mut seq = s.serialize_seq(Some(anchors.len() * 2))?;
+        for (root, edge) in anchors {
+            seq.serialize_element(root)?;
+            seq.serialize_element(edge)?;
+        }
+        seq.end()
+    }
+}
+
+struct WireControls<'a>(&'a [Control]);
+
+impl Serialize for WireControls<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for control in self.0 {
+            seq.serialize_element(&WireControl(control))?;
+        }
+        seq.end()
+    }
+}
+
+/// `[0, root, value, spout_task]` Init, `[1, root, value]` Ack, `[2, root]` Fail, `[3, root]`
+/// ResetTimeout (to ackers); `[4, root]` Acked, `[5, root]` Failed, `[6, root]` ResetTimeout
+/// (to spouts). Enum variants by name would cost more than the message.
+struct WireControl<'a>(&'a Control);
+
+impl Serialize for WireControl<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self.0 {
+            Control::Acker(AckerMessage::Init { root, value, spout_task }) => {
+                (0u8, root, value, spout_task).serialize(s)
+            }
+            Control::Acker(AckerMessage::Ack { root, value }) => (1u8, root, value).serialize(s),
+            Control::Acker(AckerMessage::Fail { root }) => (2u8, root).serialize(s),
+            Control::Acker(AckerMessage::ResetTimeout { root }) => (3u8, root).serialize(s),
+            Control::Notice(SpoutNotice::Acked(root)) => (4u8, root).serialize(s),
+            Control::Notice(SpoutNotice::Failed(root)) => (5u8, root).serialize(s),
+            Control::Notice(SpoutNotice::ResetTimeout(root)) => (6u8, root).serialize(s),
+        }
+    }
+}
+
+// ---- Decoding ----
+
+struct BatchContext<'a, 'b> {
+    table: &'a StreamTable,
+    out: &'a mut Vec<Batch>,
+    buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
+}
+
+/// `Some(frame)`, or `None` for batches when no batch context was given.
+struct FrameSeed<'a, 'b> {
+    ctx: Option<BatchContext<'a, 'b>>,
+}
+
+impl<'de> DeserializeSeed<'de> for FrameSeed<'_, '_> {
+    type Value = Option<Frame>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FrameSeed<'_, '_> {
+    type Value = Option<Frame>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a frame [kind, body]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let kind: u8 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let missing = || de::Error::custom("frame has no body");
+        let frame = match kind {
+            KIND_HELLO => Some(Frame::Hello(seq.next_element()?.ok_or_else(missing)?)),
+            KIND_BATCHES => match self.ctx {
+                Some(ctx) => {
+                    seq.next_element_seed(BatchesSeed(ctx))?.ok_or_else(missing)?;
+                    Some(Frame::Batches)
+                }
+                None => {
+                    seq.next_element::<IgnoredAny>()?.ok_or_else(missing)?;
+                    None
+                }
+            },
+            KIND_BYE => {
+                seq.next_element::<()>()?.ok_or_else(missing)?;
+                Some(Frame::Bye)
+            }
+            KIND_REJECT => {
+                let (code, message): (u8, String) = seq.next_element()?.ok_or_else(missing)?;
+                let reason = RejectReason::from_code(code)
+                    .ok_or_else(|| de::Error::custom(format_args!("unknown reject code {code}")))?;
+                Some(Frame::Reject(Reject { reason, message }))
+            }
+            other => return Err(de::Error::custom(format_args!("unknown frame kind {other}"))),
+        };
+        Ok(frame)
+    }
+}
+
+struct BatchesSeed<'a, 'b>(BatchContext<'a, 'b>);
+
+impl<'de> DeserializeSeed<'de> for BatchesSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of batches")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let BatchContext { table, out, buffer } = self.0;
+        while let Some(batch) = seq.next_element_seed(BatchSeed { table, buffer: &mut *buffer })? {
+            out.push(batch);
+        }
+        Ok(())
+    }
+}
+
+struct BatchSeed<'a, 'b> {
+    table: &'a StreamTable,
+    buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_, '_> {
+    type Value = Batch;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Batch, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_, '_> {
+    type Value = Batch;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a batch [task, tuples, control]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+        let task: TaskId = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &"3 elements"))?;
+        let tuples = seq
+            .next_element_seed(TuplesSeed { table: self.table, task, buffer: self.buffer })?
+            .ok_or_else(|| de::Error::invalid_length(1, &"3 elements"))?;
+        let control =
+            seq.next_element_seed(ControlsSeed)?.ok_or_else(|| de::Error::invalid_length(2, &"3 elements"))?;
+        Ok(Batch { task, tuples, control })
+    }
+}
+
+struct TuplesSeed<'a, 'b> {
+    table: &'a StreamTable,
+    task: TaskId,
+    buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
+}
+
+impl<'de> DeserializeSeed<'de> for TuplesSeed<'_, '_> {
+    type Value = Vec<Tuple>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Tuple>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TuplesSeed<'_, '_> {
+    type Value = Vec<Tuple>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of tuples")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Tuple>, A::Error> {
+        let hint = seq.size_hint().unwrap_or(0).min(MAX_PREALLOCATION);
+        let mut tuples = (self.buffer)(self.task, hint).ok_or_else(|| {
+            de::Error::custom(format_args!("batch for task {} which this connection does not feed", self.task))
+        })?;
+        while let Some(tuple) = seq.next_element_seed(TupleSeed(self.table))? {
+            tuples.push(tuple);
+        }
+        Ok(tuples)
+    }
+}
+
+struct TupleSeed<'a>(&'a StreamTable);
+
+impl<'de> DeserializeSeed<'de> for TupleSeed<'_> {
+    type Value = Tuple;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Tuple, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TupleSeed<'_> {
+    type Value = Tuple;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a tuple [src_task, stream, values, id]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tuple, A::Error> {
+        let len = |i| de::Error::invalid_length(i, &"4 elements");
+        let src: TaskId = seq.next_element()?.ok_or_else(|| len(0))?;
+        let stream: u32 = seq.next_element()?.ok_or_else(|| len(1))?;
+        let meta = self
+            .0
+            .meta(src, stream)
+            .ok_or_else(|| de::Error::custom(format_args!("unknown stream {stream} of task {src}")))?;
+        let ValuesDe(values) = seq.next_element()?.ok_or_else(|| len(2))?;
+        if values.len() != meta.fields.len() {
+            return Err(de::Error::custom(format_args!(
+                "tuple of {} values on stream `{}` of `{}`, which has {} fields",
+                values.len(),
+                meta.stream,
+                meta.component,
+                meta.fields.len()
+            )));
+        }
+        let IdDe(id) = seq.next_element()?.ok_or_else(|| len(3))?;
+        Ok(Tuple::new(meta, src, values, id))
+    }
+}
+
+struct ValuesDe(Values);
+
+impl<'de> Deserialize<'de> for ValuesDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(ValuesVisitor)
+    }
+}
+
+struct ValuesVisitor;
+
+impl<'de> Visitor<'de> for ValuesVisitor {
+    type Value = ValuesDe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of values")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValuesDe, A::Error> {
+        // Up to three values are inline: no allocation for a typical tuple.
+        let mut values = Values::new();
+        while let Some(ValueDe(value)) = seq.next_element()? {
+            values.push(value);
+        }
+        Ok(ValuesDe(values))
+    }
+}
+
+struct ValueDe(Value);
+
+impl<'de> Deserialize<'de> for ValueDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = ValueDe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::Null))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::Null))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::Bool(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::I64(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::U64(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::F64(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ValueDe, E> {
+        // Words up to 23 bytes are inline: no allocation.
+        Ok(ValueDe(Value::Str(v.into())))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ValueDe, E> {
+        Ok(ValueDe(Value::Bytes(v.into())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValueDe, A::Error> {
+        // A non-negative I64, wrapped.
+        let v: i64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &"one i64"))?;
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(2, &"one i64"));
+        }
+        Ok(ValueDe(Value::I64(v)))
+    }
+}
+
+struct IdDe(MessageId);
+
+impl<'de> Deserialize<'de> for IdDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(IdVisitor)
+    }
+}
+
+struct IdVisitor;
+
+impl<'de> Visitor<'de> for IdVisitor {
+    type Value = IdDe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of (root, edge) ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdDe, A::Error> {
+        let next_pair = |seq: &mut A| -> Result<Option<(u64, u64)>, A::Error> {
+            let Some(root) = seq.next_element::<u64>()? else { return Ok(None) };
+            let edge =
+                seq.next_element::<u64>()?.ok_or_else(|| de::Error::custom("message id with a root and no edge"))?;
+            Ok(Some((root, edge)))
+        };
+        let Some(first) = next_pair(&mut seq)? else { return Ok(IdDe(MessageId::Untracked)) };
+        let Some(second) = next_pair(&mut seq)? else { return Ok(IdDe(MessageId::One([first]))) };
+        // Multi-anchored tuples are rare; they share one allocation locally too.
+        let mut anchors = vec![first, second];
+        while let Some(pair) = next_pair(&mut seq)? {
+            anchors.push(pair);
+        }
+        Ok(IdDe(MessageId::Many(anchors.into())))
+    }
+}
+
+struct ControlsSeed;
+
+impl<'de> DeserializeSeed<'de> for ControlsSeed {
+    type Value = Vec<Control>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Control>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ControlsSeed {
+    type Value = Vec<Control>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of control messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Control>, A::Error> {
+        let mut control = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOCATION));
+        while let Some(ControlDe(message)) = seq.next_element()? {
+            control.push(message);
+        }
+        Ok(control)
+    }
+}
+
+struct ControlDe(Control);
+
+impl<'de> Deserialize<'de> for ControlDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(ControlVisitor)
+    }
+}
+
+struct ControlVisitor;
+
+impl<'de> Visitor<'de> for ControlVisitor {
+    type Value = ControlDe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a control message [kind, fields...]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ControlDe, A::Error> {
+        let mut field = |i: usize| -> Result<u64, A::Error> {
+            seq.next_element()?.ok_or_else(|| de::Error::invalid_length(i, &"the control message's fields"))
+        };
+        let kind = field(0)?;
+        let root = field(1)?;
+        let control = match kind {
+            0 => {
+                let value = field(2)?;
+                let spout_task =
+                    TaskId::try_from(field(3)?).map_err(|_| de::Error::custom("spout task out of range"))?;
+                Control::Acker(AckerMessage::Init { root, value, spout_task })
+            }
+            1 => Control::Acker(AckerMessage::Ack { root, value: field(2)? }),
+            2 => Control::Acker(AckerMessage::Fail { root }),
+            3 => Control::Acker(AckerMessage::ResetTimeout { root }),
+            4 => Control::Notice(SpoutNotice::Acked(root)),
+            5 => Control::Notice(SpoutNotice::Failed(root)),
+            6 => Control::Notice(SpoutNotice::ResetTimeout(root)),
+            other => return Err(de::Error::custom(format_args!("unknown control message kind {other}"))),
+        };
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("control message with extra fields"));
+        }
+        Ok(ControlDe(control))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use squall_topology::{
+        Bolt, BoltCollector, ComponentError, NoOutput, OutputDeclarer, Outputs, Spout, SpoutCollector, Str,
+        TopologyBuilder,
+    };
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    #[derive(Clone)]
+    struct Words;
+
+    impl Outputs for Words {
+        type Default = NoOutput;
+        fn declare_outputs(declarer: &mut OutputDeclarer) {
+            declarer.declare_fields("default", &["word"], false);
+            declarer.declare_fields("all", &["a", "b", "c", "d", "e", "f", "g"], false);
+        }
+    }
+
+    impl Spout for Words {
+        type MsgId = ();
+        async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
+            out.done();
+            Ok(())
+        }
+    }
+
+    #[derive(Clone)]
+    struct Sink;
+
+    impl Outputs for Sink {
+        type Default = NoOutput;
+        fn declare_outputs(_: &mut OutputDeclarer) {}
+    }
+
+    impl Bolt for Sink {
+        async fn execute(&mut self, _: Tuple, _: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+            Ok(())
+        }
+    }
+
+    /// Tasks: sink 1-2, words 3-4, acker 5.
+    fn table() -> Arc<StreamTable> {
+        let mut b = TopologyBuilder::new();
+        b.spout("words", Words, 2);
+        b.bolt("sink", Sink, 2).shuffle_grouping("words");
+        let topology = b.build().unwrap();
+        let layout = topology.layout().with_system(&[("__acker", 1)]);
+        Arc::new(StreamTable::new(&topology, &layout))
+    }
+
+    fn word(table: &StreamTable, src: TaskId, w: &str, id: MessageId) -> Tuple {
+        let meta = table.meta(src, 0).unwrap();
+        let mut values = Values::new();
+        values.push(Value::Str(Str::new(w)));
+        Tuple::new(meta, src, values, id)
+    }
+
+    fn encode(table: &Arc<StreamTable>, batches: &[Batch]) -> BytesMut {
+        let mut encoder = BatchEncoder::new(table.clone());
+        let mut buf = BytesMut::new();
+        for batch in batches {
+            encoder.push(&mut buf, batch).unwrap();
+        }
+        encoder.finish(&mut buf);
+        buf
+    }
+
+    /// Decodes every frame of `buf` through the codec, as a reader does.
+    fn decode_all(table: &StreamTable, mut buf: BytesMut) -> Result<Vec<Batch>, WireError> {
+        let mut reader = codec();
+        let mut out = Vec::new();
+        while let Some(frame) = reader.decode(&mut buf).unwrap() {
+            let decoded =
+                decode_frame(&frame, table, &mut out, &mut |task, hint| (task <= 2).then(|| Vec::with_capacity(hint)))?;
+            assert_eq!(decoded, Frame::Batches);
+        }
+        assert!(buf.is_empty(), "a partial frame is left");
+        Ok(out)
+    }
+
+    #[test]
+    fn tuples_and_control_round_trip_with_their_stream_and_types() {
+        let table = table();
+        let all = table.meta(4, 1).unwrap();
+        let long = "a string longer than twenty-three bytes, shared";
+        let mut values = Values::new();
+        values.extend([
+            Value::Null,
+            Value::Bool(true),
+            Value::I64(5),
+            Value::I64(-70_000),
+            Value::U64(u64::MAX),
+            Value::F64(1.5),
+            Value::Str(Str::new(long)),
+        ]);
+        let many = MessageId::from_anchors([(1, 2), (3, 4), (5, 6)]);
+        let mut bytes_values = values.clone();
+        bytes_values[0] = Value::Bytes(vec![0u8, 1, 255].into());
+        let control = vec![
+            Control::Acker(AckerMessage::Init { root: 1, value: u64::MAX, spout_task: 3 }),
+            Control::Acker(AckerMessage::Ack { root: 2, value: 3 }),
+            Control::Acker(AckerMessage::Fail { root: 4 }),
+            Control::Acker(AckerMessage::ResetTimeout { root: 5 }),
+            Control::Notice(SpoutNotice::Acked(6)),
+            Control::Notice(SpoutNotice::Failed(7)),
+            Control::Notice(SpoutNotice::ResetTimeout(8)),
+        ];
+        let batches = vec![
+            Batch {
+                task: 1,
+                tuples: vec![
+                    word(&table, 3, "fox", MessageId::default()),
+                    Tuple::new(all, 4, values.clone(), MessageId::from_anchors([(9, 10)])),
+                    Tuple::new(all, 4, bytes_values.clone(), many.clone()),
+                ],
+                control: Vec::new(),
+            },
+            Batch { task: 2, tuples: Vec::new(), control: control.clone() },
+        ];
+        let decoded = decode_all(&table, encode(&table, &batches)).unwrap();
+        assert_eq!(decoded.len(), 2);
+        for (sent, got) in batches.iter().zip(&decoded) {
+            assert_eq!(sent.task, got.task);
+            assert_eq!(sent.control, got.control);
+            assert_eq!(sent.tuples.len(), got.tuples.len());
+            for (a, b) in sent.tuples.iter().zip(&got.tuples) {
+                assert!(std::ptr::eq(a.meta(), b.meta()), "the same interned stream");
+                assert_eq!(a.source_task(), b.source_task());
+                assert_eq!(a.values(), b.values());
+                assert_eq!(a.message_id(), b.message_id());
+            }
+        }
+        // Types survive: an I64 stays an I64, a U64 a U64.
+        assert!(matches!(decoded[0].tuples[1].values()[2], Value::I64(5)));
+        assert_eq!(decoded[0].tuples[1].get_by_field("c"), Some(&Value::I64(5)));
+        assert_eq!(decoded[0].tuples[0].source_component(), "words");
+    }
+
+    #[test]
+    fn a_one_word_tuple_is_a_few_bytes() {
+        let table = table();
+        let frame_overhead = encode(&table, &[Batch { task: 1, tuples: Vec::new(), control: vec![] }]).len();
+        assert_eq!(frame_overhead, 0, "an empty batch is not sent");
+        let one = |id: MessageId| {
+            let batch = Batch { task: 1, tuples: vec![word(&table, 3, "fox", id)], control: Vec::new() };
+            encode(&table, &[batch]).len()
+        };
+        let two = |id: MessageId| {
+            let tuples = vec![word(&table, 3, "fox", id.clone()), word(&table, 3, "fox", id)];
+            encode(&table, &[Batch { task: 1, tuples, control: Vec::new() }]).len()
+        };
+        // Per tuple: array header, source task, stream, values header, string header + "fox",
+        // empty id array.
+        assert_eq!(two(MessageId::default()) - one(MessageId::default()), 6 + 3);
+        // Tracked: the root and edge ids, 9 bytes each.
+        let tracked = MessageId::from_anchors([(u64::MAX - 1, u64::MAX - 2)]);
+        assert_eq!(two(tracked.clone()) - one(tracked), 24 + 3);
+        // Frame: length, [kind, array32 of batches], batch [task, tuples, control].
+        assert_eq!(one(MessageId::default()), 11 + 3 + 9 + 1);
+    }
+
+    #[test]
+    fn ticks_never_cross_the_wire() {
+        let table = table();
+        let mut encoder = BatchEncoder::new(table.clone());
+        let mut buf = BytesMut::new();
+        let batch = Batch {
+            task: 1,
+            tuples: vec![Tuple::tick(1), word(&table, 3, "a", MessageId::default())],
+            control: vec![],
+        };
+        encoder.push(&mut buf, &batch).unwrap();
+        encoder.finish(&mut buf);
+        assert_eq!(encoder.take_skipped(), 1);
+        let decoded = decode_all(&table, buf).unwrap();
+        assert_eq!(decoded[0].tuples.len(), 1);
+        assert!(!decoded[0].tuples[0].is_tick());
+    }
+
+    #[test]
+    fn frames_split_at_the_target_and_oversized_batches_split() {
+        let table = table();
+        let tuples: Vec<Tuple> =
+            (0..100).map(|i| word(&table, 3, &format!("word{i}"), MessageId::from_anchors([(i, i)]))).collect();
+        let batch = Batch { task: 2, tuples, control: vec![Control::Notice(SpoutNotice::Acked(1)); 10] };
+        let mut encoder = BatchEncoder::with_limits(table.clone(), 300, 200);
+        let mut buf = BytesMut::new();
+        for _ in 0..3 {
+            encoder.push(&mut buf, &batch).unwrap();
+        }
+        encoder.finish(&mut buf);
+        assert_eq!(encoder.take_skipped(), 0);
+        let mut frames = 0;
+        let mut probe = buf.clone();
+        while let Some(frame) = codec().decode(&mut probe).unwrap() {
+            assert!(frame.len() <= 300);
+            frames += 1;
+        }
+        assert!(frames > 10, "{frames} frames");
+        let decoded = decode_all(&table, buf).unwrap();
+        let words: Vec<&str> = decoded.iter().flat_map(|b| b.tuples.iter().map(|t| t.str(0).unwrap())).collect();
+        let expected: Vec<String> = (0..3).flat_map(|_| (0..100).map(|i| format!("word{i}"))).collect();
+        assert_eq!(words, expected);
+        assert_eq!(decoded.iter().map(|b| b.control.len()).sum::<usize>(), 30);
+        assert!(decoded.iter().all(|b| b.task == 2));
+
+        // A single tuple larger than a frame is dropped, not sent, and counted.
+        let mut encoder = BatchEncoder::with_limits(table.clone(), 64, 32);
+        let mut buf = BytesMut::new();
+        let big = word(&table, 3, &"x".repeat(100), MessageId::default());
+        let small = word(&table, 3, "ok", MessageId::default());
+        encoder.push(&mut buf, &Batch { task: 1, tuples: vec![big, small], control: vec![] }).unwrap();
+        encoder.finish(&mut buf);
+        assert_eq!(encoder.take_skipped(), 1);
+        let decoded = decode_all(&table, buf).unwrap();
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].tuples[0].str(0), Ok("ok"));
+    }
+
+    #[test]
+    fn unknown_tasks_streams_and_arity_are_refused() {
+        let table = table();
+        let batch = |task, tuple| Batch { task, tuples: vec![tuple], control: vec![] };
+        // Task 3 is not one this connection feeds (the decoder's callback says so).
+        let err = decode_all(&table, encode(&table, &[batch(3, word(&table, 3, "a", MessageId::default()))]));
+        assert!(err.unwrap_err().to_string().contains("task 3"));
+        // A stream index the source component does not have.
+        let bad_stream = |stream: u32| {
+            let mut buf = BytesMut::new();
+            let wire = WireBatch {
+                task: 1,
+                tuples: &[word(&table, 3, "a", MessageId::default())],
+                indices: &[stream],
+                sendable: 1,
+                control: &[],
+            };
+            encode_frame(&mut buf, KIND_BATCHES, &[wire]).unwrap();
+            decode_all(&table, buf)
+        };
+        assert!(bad_stream(0).is_ok());
+        assert!(
+            bad_stream(1)
+                .unwrap_err()
+                .to_string()
+                .contains("tuple of 1 values on stream `all` of `words`, which has 7 fields")
+        );
+        assert!(bad_stream(7).unwrap_err().to_string().contains("unknown stream 7 of task 3"));
+    }
+
+    #[test]
+    fn handshake_frames_round_trip() {
+        let hello = Hello {
+            topology_id: "wc-1".into(),
+            worker: "127.0.0.1:6700".into(),
+            component: "count".into(),
+            fingerprint: 42,
+            version: WIRE_VERSION,
+        };
+        let reject = Reject { reason: RejectReason::LaneClosed, message: "closed".into() };
+        let mut buf = BytesMut::new();
+        encode_hello(&mut buf, &hello).unwrap();
+        encode_bye(&mut buf).unwrap();
+        encode_reject(&mut buf, &reject).unwrap();
+        let mut reader = codec();
+        let mut next = || decode_control_frame(&reader.decode(&mut buf).unwrap().unwrap()).unwrap();
+        assert_eq!(next(), Frame::Hello(hello));
+        assert_eq!(next(), Frame::Bye);
+        assert_eq!(next(), Frame::Reject(reject));
+        // Batches are not a handshake frame.
+        let table = table();
+        let batches =
+            encode(&table, &[Batch { task: 1, tuples: vec![], control: vec![Control::Notice(SpoutNotice::Acked(1))] }]);
+        let frame = codec().decode(&mut batches.clone()).unwrap().unwrap();
+        assert!(matches!(decode_control_frame(&frame), Err(WireError::Unexpected(_))));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let table = table();
+        let tuples = (0..20).map(|i| word(&table, 4, &format!("w{i}"), MessageId::from_anchors([(i, i)]))).collect();
+        let control = vec![Control::Acker(AckerMessage::Init { root: 1, value: 2, spout_task: 3 })];
+        let valid = encode(&table, &[Batch { task: 1, tuples, control }]);
+        let payload = &valid[4..];
+        let mut out = Vec::new();
+        let mut accept = |task: TaskId, hint: usize| (task <= 2).then(|| Vec::with_capacity(hint));
+        assert!(decode_frame(payload, &table, &mut out, &mut accept).is_ok());
+        // Every truncation, and random bit flips.
+        for len in 0..payload.len() {
+            out.clear();
+            assert!(decode_frame(&payload[..len], &table, &mut out, &mut accept).is_err());
+        }
+        let mut trailing = payload.to_vec();
+        trailing.push(0xc0);
+        assert!(matches!(decode_frame(&trailing, &table, &mut out, &mut accept), Err(WireError::TrailingBytes(1))));
+        for _ in 0..20_000 {
+            let mut bytes = payload.to_vec();
+            for _ in 0..fastrand::usize(1..4) {
+                let i = fastrand::usize(..bytes.len());
+                bytes[i] ^= 1 << fastrand::u8(..8);
+            }
+            out.clear();
+            let _ = decode_frame(&bytes, &table, &mut out, &mut accept);
+        }
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..fastrand::usize(..64)).map(|_| fastrand::u8(..)).collect();
+            out.clear();
+            let _ = decode_frame(&bytes, &table, &mut out, &mut accept);
+            let _ = decode_control_frame(&bytes);
+        }
+        // An array header claiming four billion batches does not allocate for them.
+        let huge =
+            [FIXARRAY_2, KIND_BATCHES, ARRAY32, 0xff, 0xff, 0xff, 0xff, 0x93, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode_frame(&huge, &table, &mut out, &mut accept).is_err());
+    }
+}
