@@ -125,6 +125,14 @@ fn bad_inputs_get_clear_errors() {
     assert!(!unreachable.status.success());
     assert!(stderr.contains("cannot reach Nimbus at 127.0.0.1:") && stderr.contains("squall nimbus"), "{stderr}");
 
+    // Not enough free slots: the topology waits, and `list` says why.
+    let waiting = sandbox.cli(&["submit", TOPOLOGY, "--name", "big", "-c", "topology.workers=2", "--wait", "0"]);
+    assert!(waiting.status.success(), "{}", String::from_utf8_lossy(&waiting.stderr));
+    sandbox.wait_for("list to say why `big` waits", Duration::from_secs(20), |s| {
+        s.cli_ok(&["list"]).contains("waiting for 2 free worker slots, 0 available")
+    });
+    sandbox.cli_ok(&["kill", "big", "--wait", "0"]);
+
     let unknown = sandbox.cli(&["kill", "nope"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no topology named `nope`"));
 
