@@ -45,6 +45,11 @@ pub(crate) struct WorkerArgs {
 /// (`worker.heartbeat.frequency.secs`).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// A worker that cannot heartbeat this long has lost its cluster (ZooKeeper and its supervisor
+/// are gone, or it is partitioned away): Nimbus has reassigned its tasks, so it stops rather
+/// than run on as an orphan.
+const ORPHAN_AFTER: Duration = Duration::from_secs(30);
+
 /// Why a worker stops.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WorkerError {
@@ -110,6 +115,7 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
     tracing::info!(topology = name, port = args.port, tasks = ?mine.tasks, version = assignment.version, "worker running");
     let tasks = mine.tasks.clone();
     let mut kill_deadline: Option<Instant> = None;
+    let mut last_beat = Instant::now();
     loop {
         let beat = WorkerHeartbeat {
             topology_id: record.id.clone(),
@@ -121,9 +127,16 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
             uptime_secs: started.elapsed().as_secs(),
             metrics: serde_json::to_value(running.metrics()).unwrap_or_default(),
         };
-        if let Err(e) = state.put_worker_heartbeat(name, &beat).await {
-            // ZooKeeper may be briefly away: keep processing, heartbeat again next round.
-            tracing::warn!(error = %e, "cannot write heartbeat");
+        match state.put_worker_heartbeat(name, &beat).await {
+            Ok(()) => last_beat = Instant::now(),
+            Err(e) if last_beat.elapsed() < ORPHAN_AFTER => {
+                // ZooKeeper may be briefly away: keep processing, heartbeat again next round.
+                tracing::warn!(error = %e, "cannot write heartbeat");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, silent = ?last_beat.elapsed(), "cannot heartbeat for too long; stopping");
+                break;
+            }
         }
         match state.topology(name).await {
             Ok(Some(r)) if r.id == record.id => match r.status {

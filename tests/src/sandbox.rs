@@ -309,6 +309,17 @@ impl ClusterSandbox {
     }
 }
 
+impl Drop for ClusterSandbox {
+    fn drop(&mut self) {
+        // Workers are the supervisors' children but outlive them (as in Storm): kill them too.
+        for i in 0..self.supervisors.len() {
+            for pid in self.worker_pids(i).values() {
+                kill9(*pid);
+            }
+        }
+    }
+}
+
 /// Kills a process with SIGKILL.
 pub fn kill9(pid: u32) {
     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
