@@ -24,7 +24,7 @@ pub struct RunningTopology {
     status: watch::Sender<TopologyStatus>,
     executors: Vec<(String, JoinHandle<Vec<TaskFailure>>)>,
     /// Lane writers: each ends once it has said Bye (or the topology is stopped).
-    writers: Vec<JoinHandle<()>>,
+    writers: Vec<(Lane, JoinHandle<()>)>,
     server: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
     metrics: MetricsRegistry,
@@ -148,6 +148,12 @@ impl RunningTopology {
     ///
     /// Executors are formed as in local mode, then restricted to the local tasks: a worker given
     /// whole executors runs exactly those.
+    ///
+    /// Lifecycle across workers: a bolt's queue closes once its local upstream executors have
+    /// stopped and every upstream worker has said Bye, so a finished topology drains and every
+    /// worker finishes by itself. To kill, set `Killing` on every worker (each one's spouts stop
+    /// and the drain follows), then `Stopped` after the wait: that ends the executors, the lanes
+    /// and the server at once, whatever the peers do.
     pub fn launch_worker(
         name: &str,
         topology: &Topology,
@@ -202,10 +208,19 @@ impl RunningTopology {
         self.metrics.snapshot()
     }
 
-    /// Whether every executor has stopped.
+    /// Whether every executor has stopped (and every lane to another worker has delivered its
+    /// last batch).
     pub fn is_finished(&self) -> bool {
         // A worker is done once its lanes have delivered their last batches too.
-        self.executors.iter().all(|(_, h)| h.is_finished()) && self.writers.iter().all(|h| h.is_finished())
+        self.executors.iter().all(|(_, h)| h.is_finished()) && self.writers.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// What still runs: executors by component, and lanes (`component@peer`) that have not yet
+    /// delivered their last batch. For logs when a worker does not finish.
+    pub fn unfinished(&self) -> Vec<String> {
+        let executors = self.executors.iter().filter(|(_, h)| !h.is_finished()).map(|(c, _)| c.clone());
+        let lanes = self.writers.iter().filter(|(_, h)| !h.is_finished()).map(|(lane, _)| format!("lane {lane}"));
+        executors.chain(lanes).collect()
     }
 
     /// Waits until every executor (and lane) has stopped or `timeout` passes; returns whether
@@ -241,7 +256,7 @@ impl RunningTopology {
                 Err(_) => {}
             }
         }
-        for handle in self.writers.into_iter().chain(self.server) {
+        for handle in self.writers.into_iter().map(|(_, h)| h).chain(self.server) {
             handle.abort();
             // A transport task ends by itself or by this abort; neither is a task failure.
             let _ = handle.await;
@@ -349,7 +364,7 @@ fn start(
                 let capacity = capacity_of(component).unwrap_or(config.receive_buffer_size as usize);
                 let (sender, writer) =
                     RemoteSender::spawn(lane.clone(), capacity, identity.clone(), status_tx.subscribe());
-                writers.push(writer);
+                writers.push((lane.clone(), writer));
                 sender
             });
             senders[task] = Some(Destination::Remote(sender.clone()));

@@ -214,6 +214,7 @@ impl Writer {
         let component = self.lane.component.as_str().to_owned();
         let mut backoff = BACKOFF_MIN;
         let mut attempts = 0u32;
+        let mut rejections = 0u32;
         loop {
             let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer));
             let Some(connected) = unless_stopped(&mut self.status, connect).await else { return self.stopped() };
@@ -233,6 +234,7 @@ impl Writer {
                         }
                         Ended::Stopped => return self.stopped(),
                         Ended::Lost { tuples, error } => {
+                            rejections = 0;
                             // Acking replays what was lost, as with Storm's Netty client.
                             tracing::warn!(%peer, component, tuples, error, "connection to peer worker lost; tuples in the failed write are dropped");
                             None
@@ -242,9 +244,13 @@ impl Writer {
                             return;
                         }
                         Ended::Rejected(reject) => {
-                            tracing::warn!(%peer, component, reason = ?reject.reason, message = reject.message, "peer worker rejected this worker");
+                            // A plan the peer does not share; it may be replaced, so keep trying
+                            // slowly, saying so now and then.
+                            rejections = rejections.saturating_add(1);
+                            if rejections == 1 || rejections.is_multiple_of(WARN_EVERY) {
+                                tracing::warn!(%peer, component, rejections, reason = ?reject.reason, message = reject.message, "peer worker rejected this worker");
+                            }
                             backoff = BACKOFF_MAX;
-                            attempts = attempts.saturating_add(1);
                             None
                         }
                     }
