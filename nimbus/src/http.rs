@@ -19,7 +19,7 @@ use crate::api::{
     TopologySummary,
 };
 use crate::scheduler;
-use crate::server::{Shared, free_slots, fresh_assignment, summary, worker_details};
+use crate::server::{Shared, effective_spec, free_slots, fresh_assignment, summary, worker_details};
 
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
@@ -222,7 +222,7 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
         })
         .collect();
     if let Some(acker) = metrics.remove(squall_topology::ACKER_COMPONENT) {
-        let acker_tasks = scheduler::executors(&record.spec, &record.parallelism, record.num_workers)
+        let acker_tasks = scheduler::executors(&effective_spec(&record), &record.parallelism, record.num_workers)
             .into_iter()
             .flatten()
             .filter(|t| !record.spec.components.iter().any(|c| c.task_ids.contains(t)))

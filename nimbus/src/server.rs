@@ -234,12 +234,32 @@ fn from_workers(workers: &[WorkerAssignment]) -> Vec<(Slot, Vec<u32>)> {
         .collect()
 }
 
+/// The record's spec with its `-c` overrides applied to the config keys scheduling reads, so
+/// Nimbus and the workers agree on the acker tasks.
+pub(crate) fn effective_spec(record: &TopologyRecord) -> squall_topology::TopologySpec {
+    let mut spec = record.spec.clone();
+    for (key, value) in &record.config {
+        let value = match value {
+            squall_topology::ConfigValue::Str(text) if text.trim() == "null" => squall_topology::ConfigValue::Null,
+            squall_topology::ConfigValue::Str(text) => match text.trim().parse::<i64>() {
+                Ok(n) => squall_topology::ConfigValue::Int(n),
+                Err(_) => continue,
+            },
+            other => other.clone(),
+        };
+        if key == "topology.acker.executors" {
+            spec.config.insert(key.clone(), value);
+        }
+    }
+    spec
+}
+
 /// A fresh assignment for `record` over `free` slots.
 pub(crate) fn fresh_assignment(
     record: &TopologyRecord,
     free: &BTreeMap<String, Vec<Slot>>,
 ) -> Result<Assignment, scheduler::NotEnoughSlots> {
-    let executors = scheduler::executors(&record.spec, &record.parallelism, record.num_workers);
+    let executors = scheduler::executors(&effective_spec(record), &record.parallelism, record.num_workers);
     let placed = scheduler::assign(&executors, record.num_workers as usize, free)?;
     Ok(Assignment {
         topology_id: record.id.clone(),
