@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use squall_topology::{ComponentKind, ConfigValue, TaskId, TopologySpec};
+use squall_topology::{ComponentKind, ConfigValue, TaskId, TopologySpec, executor_ranges};
 
 /// A worker slot: one port of one supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,22 +29,6 @@ pub struct NotEnoughSlots {
     pub available: usize,
 }
 
-/// Splits `tasks` into `executors` contiguous ranges whose sizes differ by at most one (as the
-/// worker does, so both agree on executor boundaries).
-pub fn executor_ranges(tasks: &[TaskId], executors: u32) -> Vec<Executor> {
-    let executors = (executors.max(1) as usize).min(tasks.len().max(1));
-    let (base, extra) = (tasks.len() / executors, tasks.len() % executors);
-    let mut start = 0;
-    (0..executors)
-        .map(|i| {
-            let len = base + usize::from(i < extra);
-            let range = tasks[start..start + len].to_vec();
-            start += len;
-            range
-        })
-        .collect()
-}
-
 /// The number of acker tasks of a topology run with `workers` workers.
 pub fn acker_count(spec: &TopologySpec, workers: u32) -> u32 {
     match spec.config.get("topology.acker.executors") {
@@ -61,7 +45,7 @@ pub fn executors(spec: &TopologySpec, parallelism: &BTreeMap<String, u32>, worke
     let mut last_task = 0;
     for component in &spec.components {
         let p = parallelism.get(&component.id).copied().unwrap_or(component.parallelism);
-        executors.extend(executor_ranges(&component.task_ids, p));
+        executors.extend(executor_ranges(&component.task_ids, p).into_iter().map(<[TaskId]>::to_vec));
         last_task = last_task.max(component.task_ids.iter().copied().max().unwrap_or(0));
     }
     for i in 0..acker_count(spec, workers) {

@@ -70,6 +70,22 @@ impl TaskLayout {
     }
 }
 
+/// Splits `tasks` into `executors` contiguous ranges whose sizes differ by at most one. Nimbus
+/// (placing executors) and the worker (running them) both use this, so they agree on executor
+/// boundaries.
+pub fn executor_ranges(tasks: &[TaskId], executors: u32) -> Vec<&[TaskId]> {
+    let executors = (executors.max(1) as usize).min(tasks.len().max(1));
+    let (base, extra) = (tasks.len() / executors, tasks.len() % executors);
+    let mut ranges = Vec::with_capacity(executors);
+    let mut start = 0;
+    for i in 0..executors {
+        let len = base + usize::from(i < extra);
+        ranges.push(&tasks[start..start + len]);
+        start += len;
+    }
+    ranges
+}
+
 /// What a task is told at `open` / `prepare`.
 #[derive(Debug, Clone)]
 pub struct TopologyContext {

@@ -78,19 +78,7 @@ pub enum LaunchError {
     Listener(#[source] std::io::Error),
 }
 
-/// Splits `tasks` into `executors` contiguous ranges whose sizes differ by at most one.
-pub fn executor_ranges(tasks: &[TaskId], executors: u32) -> Vec<&[TaskId]> {
-    let executors = (executors.max(1) as usize).min(tasks.len().max(1));
-    let (base, extra) = (tasks.len() / executors, tasks.len() % executors);
-    let mut ranges = Vec::with_capacity(executors);
-    let mut start = 0;
-    for i in 0..executors {
-        let len = base + usize::from(i < extra);
-        ranges.push(&tasks[start..start + len]);
-        start += len;
-    }
-    ranges
-}
+pub use squall_topology::executor_ranges;
 
 /// The runs of consecutive task ids among `tasks` (ascending) that satisfy `keep`: an executor
 /// runs a contiguous range of tasks.
