@@ -228,7 +228,7 @@ async fn reset_timeout_keeps_a_held_tuple_alive_until_it_is_acked() {
     assert_eq!(ids(&o.acked), vec![0, 1, 2]);
     // Held past twice the timeout, then acked.
     assert!(o.acked.iter().all(|(_, at)| *at > Duration::from_secs(5)), "{:?}", o.acked);
-    let spout_metrics = report.metrics.component("spout");
+    let spout_metrics = report.metrics.component("spout").unwrap();
     assert_eq!((spout_metrics.acked, spout_metrics.failed, spout_metrics.timed_out), (3, 0, 0));
 }
 
@@ -246,7 +246,7 @@ async fn without_resets_a_held_tuple_times_out() {
     let o = lock(&spout.outcomes);
     assert_eq!(ids(&o.failed), vec![0, 1]);
     assert!(o.acked.is_empty(), "a late ack of a timed-out tree is ignored");
-    assert_eq!(report.metrics.component("spout").timed_out, 2);
+    assert_eq!(report.metrics.component("spout").unwrap().timed_out, 2);
 }
 
 /// Emits two children per input, anchored to it (branching).
@@ -353,7 +353,7 @@ async fn a_branching_and_joining_tree_acks_only_after_every_descendant() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(lock(&spout.outcomes).emitted.len(), 20);
     assert!(lock(&spout.outcomes).acked.is_empty(), "acked before the join acked");
-    let fork = cluster.metrics("diamond").unwrap().component("fork");
+    let fork = cluster.metrics("diamond").unwrap().component("fork").unwrap();
     assert_eq!(fork.acked, 20);
 
     gate.store(true, Ordering::Relaxed);
@@ -364,7 +364,7 @@ async fn a_branching_and_joining_tree_acks_only_after_every_descendant() {
     assert!(o.failed.is_empty());
     assert_eq!(sink.seen.load(Ordering::Relaxed), 20);
     // Anchored twice to the same tuple and to four parts, every join output still completed.
-    let m = report.metrics.component("spout");
+    let m = report.metrics.component("spout").unwrap();
     assert_eq!((m.acked, m.failed), (20, 0));
     assert!(m.complete_latency_p50_ms.is_some() && m.complete_latency_max_ms >= m.complete_latency_p99_ms);
 }
@@ -392,7 +392,7 @@ async fn a_fail_anywhere_fails_the_root_at_once() {
     assert_eq!(ids(&o.acked), vec![0, 1, 2, 3, 4, 5, 6, 8, 9]);
     assert_eq!(ids(&o.failed), vec![7]);
     // Both copies of 7 that reached `left` failed there.
-    assert_eq!(report.metrics.component("left").failed, 2);
+    assert_eq!(report.metrics.component("left").unwrap().failed, 2);
 }
 
 /// Fails about one tuple in ten, at random.
@@ -440,7 +440,7 @@ async fn with_random_failures_every_message_is_processed_and_acked_exactly_once(
     assert_eq!(o.emitted.len(), N as usize + o.failed.len());
     // Nothing is left pending.
     assert!(lock(&spout.queue).is_empty());
-    let m = report.metrics.component("spout");
+    let m = report.metrics.component("spout").unwrap();
     assert_eq!(m.acked, N);
     assert_eq!(m.failed, o.failed.len() as u64);
     assert_eq!(m.timed_out, 0);
@@ -468,7 +468,7 @@ async fn max_spout_pending_bounds_the_trees_in_flight() {
     assert_eq!(o.acked.len(), 3_000);
     // Measured by the spout after each emit: it reached the bound and never passed it.
     assert_eq!(o.max_in_flight, 50);
-    assert_eq!(report.metrics.component("spout").acked, 3_000);
+    assert_eq!(report.metrics.component("spout").unwrap().acked, 3_000);
 }
 
 /// Records whether acker tasks exist.
@@ -513,5 +513,5 @@ async fn with_zero_ackers_tuples_are_acked_at_emit_and_no_acker_exists() {
     b.bolt("bolt", sees.clone(), 1).shuffle_grouping("spout");
     let report = squall_tests::run_to_completion(&b.build().unwrap()).await;
     assert_eq!(*lock(&sees.ackers), Some(vec![3]));
-    assert_eq!(report.metrics.component(ACKER_COMPONENT).executed, 20, "10 inits and 10 acks");
+    assert_eq!(report.metrics.component(ACKER_COMPONENT).unwrap().executed, 20, "10 inits and 10 acks");
 }

@@ -59,7 +59,7 @@ async fn a_fast_spout_is_slowed_by_a_slow_bolt_and_queues_stay_bounded() {
         let in_flight = emitted.load(Ordering::Relaxed) - executed.load(Ordering::Relaxed);
         max_in_flight = max_in_flight.max(in_flight);
     }
-    let metrics = cluster.metrics("bp").unwrap().component("slow");
+    let metrics = cluster.metrics("bp").unwrap().component("slow").unwrap();
     cluster.kill("bp", Duration::ZERO).await.unwrap();
 
     // The queue never held more than its capacity ...
@@ -147,8 +147,8 @@ async fn a_finished_topology_drains_every_tuple() {
     let report = run_to_completion(&b.build().unwrap()).await;
     // Two spout tasks each emit the whole sequence.
     assert_eq!(lock(&log).len(), 100_000);
-    assert_eq!(report.metrics.component("spout").emitted, 100_000);
-    assert_eq!(report.metrics.component("sink").executed, 100_000);
+    assert_eq!(report.metrics.component("spout").unwrap().emitted, 100_000);
+    assert_eq!(report.metrics.component("sink").unwrap().executed, 100_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +221,7 @@ async fn context_execute_errors_and_prepare_failures() {
             (3, 2, spouts, "picky".to_owned())
         ]
     );
-    let m = report.metrics.component("picky");
+    let m = report.metrics.component("picky").unwrap();
     assert_eq!(m.executed, 600);
     assert_eq!(m.errors, 200);
     assert!(m.last_error.unwrap().ends_with("is divisible by three"));

@@ -309,8 +309,9 @@ async fn finish_all(workers: Vec<RunningTopology>, timeout: Duration) {
         }
     }
     for worker in workers {
-        let failures = worker.finish().await;
+        let (failures, aborted) = worker.finish().await;
         assert!(failures.is_empty(), "{failures:?}");
+        assert!(aborted.is_empty(), "{aborted:?}");
     }
 }
 

@@ -125,7 +125,7 @@ fn local_main() -> anyhow::Result<ExitCode> {
             last = now;
         }
         let rate = (last.1 - start_count) as f64 / (last.0 - start).as_secs_f64();
-        let metrics = cluster.metrics(&name)?.component(args.workload.spout());
+        let metrics = cluster.metrics(&name)?.component(args.workload.spout())?;
         cluster.kill(&name, Duration::ZERO).await?;
         anyhow::Ok((rate, metrics))
     })?;

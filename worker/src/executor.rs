@@ -11,6 +11,7 @@ use squall_topology::driver::{ErasedBolt, ErasedSpout};
 use squall_topology::{ComponentError, TaskId, TopologyContext, Tuple};
 use tokio::sync::watch;
 
+use crate::cycle::CycleGate;
 use crate::inbox::{Batch, InboxReceiver};
 use crate::metrics::ExecutorStats;
 use crate::router::Router;
@@ -240,6 +241,8 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
     };
     let mut ticks = parts.tick.map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period));
     let mut batch_buf: Vec<Tuple> = Vec::new();
+    // In a cycle, the gate decides when the queue is finished: feedback senders keep it open.
+    let cycle = inbox.cycle().cloned();
     loop {
         if status_now(&mut parts.status) == TopologyStatus::Stopped {
             break;
@@ -252,6 +255,9 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                 }
             }
             _ = next_tick(&mut ticks) => {
+                if cycle.as_ref().is_some_and(|gate| !gate.reserve()) {
+                    continue;
+                }
                 let secs = parts.tick.map_or(0, |t| t.as_secs());
                 for bolt in bolts.iter_mut() {
                     batch_buf.push(Tuple::tick(secs));
@@ -260,11 +266,17 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                     record(&mut parts, &component, first_task, outcome, started.elapsed());
                 }
                 parts.router.flush_all().await;
+                if let Some(gate) = &cycle {
+                    gate.retire(1);
+                }
             }
             batch = inbox.recv() => {
                 let Some(mut batch) = batch else { break };
                 let mut last_flush = Instant::now();
+                // Tuples executed whose outputs may still sit in the router's buffers.
+                let mut unsent = 0;
                 loop {
+                    unsent += batch.len();
                     execute(&mut parts, &mut bolts, first_task, &component, &mut batch).await;
                     inbox.recycle(std::mem::take(&mut batch.tuples));
                     parts.router.flush_full().await;
@@ -273,6 +285,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                             batch = next;
                             if last_flush.elapsed() >= FLUSH_INTERVAL {
                                 parts.router.flush_all().await;
+                                retire(&cycle, &mut unsent);
                                 last_flush = Instant::now();
                             }
                         }
@@ -280,7 +293,9 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                     }
                 }
                 parts.router.flush_all().await;
+                retire(&cycle, &mut unsent);
             }
+            _ = closed(&cycle) => break,
         }
     }
     parts.router.flush_all().await;
@@ -329,6 +344,21 @@ fn record(
     if let Some(e) = outcome.first_error {
         tracing::warn!(component, task, errors = outcome.errors, error = %e, "execute failed");
         parts.stats.add_errors(outcome.errors as u64, e.to_string());
+    }
+}
+
+/// Tells a cycle's gate that `unsent` executed tuples have had all their outputs sent.
+fn retire(cycle: &Option<Arc<CycleGate>>, unsent: &mut usize) {
+    if let Some(gate) = cycle {
+        gate.retire(std::mem::take(unsent));
+    }
+}
+
+/// Resolves once the executor's cycle has closed; never outside a cycle.
+async fn closed(cycle: &Option<Arc<CycleGate>>) {
+    match cycle {
+        Some(gate) => gate.wait_closed().await,
+        None => std::future::pending().await,
     }
 }
 

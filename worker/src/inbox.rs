@@ -1,11 +1,16 @@
 //! An executor's input queue: batches of tuples, bounded in tuples (not batches), so the memory a
 //! queue holds is capped by `topology.executor.receive.buffer.size` whatever the batch sizes.
+//!
+//! A queue of a bolt inside a cycle is admitted through its cycle's [`CycleGate`] instead of a
+//! semaphore of its own, and its cycle's own edges never wait (see `cycle.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use squall_topology::{Control, TaskId, Tuple};
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::cycle::{CycleGate, Producer};
 
 /// Tuples and control messages for one task, moved between executors as one unit.
 #[derive(Debug, Default)]
@@ -28,6 +33,14 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.tuples.is_empty() && self.control.is_empty()
     }
+}
+
+/// A batch in the queue with the semaphore permits it holds (none when it was sent on a loop
+/// edge or into a cycle, whose admission is the gate's).
+#[derive(Debug)]
+struct Queued {
+    batch: Batch,
+    permits: usize,
 }
 
 /// Queue occupancy, observable while the topology runs.
@@ -62,22 +75,58 @@ impl QueueStats {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    fn add(&self, n: usize) {
+        let queued = self.queued.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(queued, Ordering::Relaxed);
+    }
+
+    fn remove(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// How a queue admits batches.
+#[derive(Debug, Clone)]
+enum Admission {
+    /// Room of its own: a semaphore of tuple permits.
+    Queue(Arc<Semaphore>),
+    /// A bolt in a cycle: room shared by the whole cycle.
+    Cycle(Arc<CycleGate>),
 }
 
 /// The sending side; cloned into every executor that routes to this one.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct InboxSender {
-    tx: mpsc::UnboundedSender<Batch>,
-    permits: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Queued>,
+    admission: Admission,
     stats: Arc<QueueStats>,
     pool: Arc<BufferPool>,
+    /// A sender on one of its cycle's own edges: it never waits for room, so a cycle cannot
+    /// block on itself.
+    feedback: bool,
+    /// Counts this sender among the producers that keep its cycle open (cycle queues only).
+    producer: Option<Producer>,
+}
+
+impl Clone for InboxSender {
+    fn clone(&self) -> Self {
+        InboxSender {
+            tx: self.tx.clone(),
+            admission: self.admission.clone(),
+            stats: self.stats.clone(),
+            pool: self.pool.clone(),
+            feedback: self.feedback,
+            producer: self.producer.clone(),
+        }
+    }
 }
 
 /// The receiving side, owned by the executor.
 #[derive(Debug)]
 pub struct InboxReceiver {
-    rx: mpsc::UnboundedReceiver<Batch>,
-    permits: Arc<Semaphore>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    admission: Admission,
     stats: Arc<QueueStats>,
     pool: Arc<BufferPool>,
 }
@@ -90,27 +139,64 @@ pub struct InboxClosed;
 /// A queue holding at most `capacity` tuples.
 pub fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
     let capacity = capacity.max(1);
+    with_admission(capacity, Admission::Queue(Arc::new(Semaphore::new(capacity))), None)
+}
+
+/// A queue of a bolt executor inside a cycle: admitted through the cycle's gate.
+pub(crate) fn cycle_inbox(capacity: usize, gate: Arc<CycleGate>) -> (InboxSender, InboxReceiver) {
+    let producer = Producer::new(gate.clone());
+    with_admission(capacity.max(1), Admission::Cycle(gate), Some(producer))
+}
+
+fn with_admission(capacity: usize, admission: Admission, producer: Option<Producer>) -> (InboxSender, InboxReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let permits = Arc::new(Semaphore::new(capacity));
     let stats = Arc::new(QueueStats { capacity, peak: AtomicUsize::new(0), queued: AtomicUsize::new(0) });
     let pool = Arc::new(BufferPool::default());
     (
-        InboxSender { tx, permits: permits.clone(), stats: stats.clone(), pool: pool.clone() },
-        InboxReceiver { rx, permits, stats, pool },
+        InboxSender {
+            tx,
+            admission: admission.clone(),
+            stats: stats.clone(),
+            pool: pool.clone(),
+            feedback: false,
+            producer,
+        },
+        InboxReceiver { rx, admission, stats, pool },
     )
 }
 
 impl InboxSender {
     /// Queues a batch, waiting while the queue is full: this wait is the backpressure that
-    /// reaches the spouts. The batch must not exceed the capacity.
+    /// reaches the spouts. The batch must not exceed the capacity. A feedback sender never
+    /// waits.
     pub async fn send(&self, batch: Batch) -> Result<(), InboxClosed> {
-        let n = batch.len().min(self.stats.capacity) as u32;
-        let permit = self.permits.acquire_many(n).await.map_err(|_| InboxClosed)?;
-        permit.forget();
-        let queued = self.stats.capacity - self.permits.available_permits();
-        self.stats.peak.fetch_max(queued, Ordering::Relaxed);
-        self.stats.queued.store(queued, Ordering::Relaxed);
-        self.tx.send(batch).map_err(|_| InboxClosed)
+        let n = batch.len();
+        let permits = match &self.admission {
+            Admission::Queue(_) if self.feedback => 0,
+            Admission::Queue(semaphore) => {
+                let n = n.min(self.stats.capacity);
+                semaphore.acquire_many(n as u32).await.map_err(|_| InboxClosed)?.forget();
+                n
+            }
+            Admission::Cycle(gate) if self.feedback => {
+                gate.add(n);
+                0
+            }
+            Admission::Cycle(gate) => {
+                gate.admit(n).await?;
+                0
+            }
+        };
+        self.stats.add(n);
+        self.tx.send(Queued { batch, permits }).map_err(|_| InboxClosed)
+    }
+
+    /// The same queue, reached over one of its cycle's own edges: sends never wait for room
+    /// (the cycle's gate holds back what enters the cycle instead), and this sender does not
+    /// keep the cycle open. Outside a cycle (a lane to a worker running part of one), sends
+    /// just do not wait.
+    pub fn feedback(&self) -> InboxSender {
+        InboxSender { feedback: true, producer: None, ..self.clone() }
     }
 
     /// The queue's occupancy.
@@ -133,21 +219,27 @@ impl InboxSender {
 impl InboxReceiver {
     /// The next batch; `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Batch> {
-        let batch = self.rx.recv().await?;
-        self.release(&batch);
-        Some(batch)
+        let queued = self.rx.recv().await?;
+        Some(self.release(queued))
     }
 
     /// The next batch if one is queued.
     pub fn try_recv(&mut self) -> Option<Batch> {
-        let batch = self.rx.try_recv().ok()?;
-        self.release(&batch);
-        Some(batch)
+        let queued = self.rx.try_recv().ok()?;
+        Some(self.release(queued))
     }
 
     /// The queue's occupancy.
     pub fn stats(&self) -> &Arc<QueueStats> {
         &self.stats
+    }
+
+    /// The cycle this queue belongs to, if any.
+    pub(crate) fn cycle(&self) -> Option<&Arc<CycleGate>> {
+        match &self.admission {
+            Admission::Cycle(gate) => Some(gate),
+            Admission::Queue(_) => None,
+        }
     }
 
     /// Hands an emptied batch buffer back to the senders.
@@ -159,16 +251,23 @@ impl InboxReceiver {
         }
     }
 
-    fn release(&self, batch: &Batch) {
-        self.permits.add_permits(batch.len().min(self.stats.capacity));
-        let queued = self.stats.capacity.saturating_sub(self.permits.available_permits());
-        self.stats.queued.store(queued, Ordering::Relaxed);
+    fn release(&self, Queued { batch, permits }: Queued) -> Batch {
+        self.stats.remove(batch.len());
+        if let Admission::Queue(semaphore) = &self.admission
+            && permits > 0
+        {
+            semaphore.add_permits(permits);
+        }
+        batch
     }
 }
 
 impl Drop for InboxReceiver {
     fn drop(&mut self) {
         // Wake senders waiting for room: they get `InboxClosed` instead of waiting forever.
-        self.permits.close();
+        match &self.admission {
+            Admission::Queue(semaphore) => semaphore.close(),
+            Admission::Cycle(gate) => gate.break_off(),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! and [`LocalCluster`], the in-process mode.
 
 pub mod acker;
+pub mod cycle;
 pub mod executor;
 pub mod histogram;
 pub mod inbox;
@@ -14,5 +15,5 @@ pub mod wire;
 
 pub use executor::{TaskFailure, TopologyStatus};
 pub use local::{LocalCluster, LocalClusterError, RunReport};
-pub use metrics::{ComponentMetrics, TopologyMetrics};
+pub use metrics::{ComponentMetrics, TopologyMetrics, UnknownComponent};
 pub use runtime::{LaunchError, RunningTopology, WorkerPlan};

@@ -23,12 +23,15 @@ pub enum LocalClusterError {
     #[error("topology name `{0}` is invalid: use a non-empty name without `/`, `.`, `:` or `\\`")]
     InvalidName(String),
     /// The topology did not finish in time; it keeps running.
-    #[error("topology `{name}` did not finish within {waited:?}; it is still running")]
+    #[error("topology `{name}` did not finish within {waited:?}; still running: {}", unfinished.join(", "))]
     Timeout {
         /// The topology.
         name: String,
         /// How long we waited.
         waited: Duration,
+        /// What had not finished: executors by component (with the cycles they are on and
+        /// what is outstanding there) and lanes.
+        unfinished: Vec<String>,
     },
 }
 
@@ -41,12 +44,14 @@ pub struct RunReport {
     pub failures: Vec<TaskFailure>,
     /// The final counters.
     pub metrics: TopologyMetrics,
+    /// Executors stopped before they had drained (a kill whose wait ran out), by component.
+    pub aborted: Vec<String>,
 }
 
 impl RunReport {
-    /// Whether no task failed.
+    /// Whether every task ran to its end: none failed and none was stopped before draining.
     pub fn is_success(&self) -> bool {
-        self.failures.is_empty()
+        self.failures.is_empty() && self.aborted.is_empty()
     }
 }
 
@@ -107,6 +112,12 @@ impl LocalCluster {
         self.with(name, |t| t.metrics())
     }
 
+    /// What of a topology still runs: executors by component (with the tuples outstanding in
+    /// their cycle, for bolts on one) and lanes to other workers.
+    pub fn unfinished(&self, name: &str) -> Result<Vec<String>, LocalClusterError> {
+        self.with(name, |t| t.unfinished())
+    }
+
     /// The names of the running topologies.
     pub fn topologies(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lock().keys().cloned().collect();
@@ -123,7 +134,8 @@ impl LocalCluster {
                 return self.remove_and_finish(name).await;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(LocalClusterError::Timeout { name: name.to_owned(), waited: timeout });
+                let unfinished = self.unfinished(name)?;
+                return Err(LocalClusterError::Timeout { name: name.to_owned(), waited: timeout, unfinished });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -135,11 +147,17 @@ impl LocalCluster {
         let mut running = self.lock().remove(name).ok_or_else(|| LocalClusterError::NotFound(name.to_owned()))?;
         tracing::info!(topology = name, ?wait, "killing topology");
         running.set_status(TopologyStatus::Killing);
+        let mut aborted = Vec::new();
         if !running.join(wait).await {
+            aborted = running.unfinished();
+            tracing::info!(topology = name, ?aborted, "kill wait over; stopping what still runs");
             running.set_status(TopologyStatus::Stopped);
             running.join(STOP_GRACE).await;
         }
-        Ok(finish(name, running).await)
+        let mut report = finish(name, running).await;
+        report.aborted.extend(aborted);
+        report.aborted.dedup();
+        Ok(report)
     }
 
     /// Kills every topology without waiting.
@@ -168,8 +186,8 @@ impl LocalCluster {
 
 async fn finish(name: &str, running: RunningTopology) -> RunReport {
     let metrics = running.metrics();
-    let failures = running.finish().await;
-    RunReport { name: name.to_owned(), failures, metrics }
+    let (failures, aborted) = running.finish().await;
+    RunReport { name: name.to_owned(), failures, metrics, aborted }
 }
 
 fn validate_name(name: &str) -> Result<(), LocalClusterError> {

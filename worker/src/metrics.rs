@@ -121,10 +121,23 @@ pub struct TopologyMetrics {
     pub components: BTreeMap<String, ComponentMetrics>,
 }
 
+/// Metrics asked for a component the topology does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no component `{component}` in this topology; its components are: {known}")]
+pub struct UnknownComponent {
+    /// The id asked for.
+    pub component: String,
+    /// The topology's components, comma-separated.
+    pub known: String,
+}
+
 impl TopologyMetrics {
-    /// One component's counters (zero for an unknown component).
-    pub fn component(&self, id: &str) -> ComponentMetrics {
-        self.components.get(id).cloned().unwrap_or_default()
+    /// One component's counters, or an error naming the components there are.
+    pub fn component(&self, id: &str) -> Result<ComponentMetrics, UnknownComponent> {
+        self.components.get(id).cloned().ok_or_else(|| UnknownComponent {
+            component: id.to_owned(),
+            known: self.components.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+        })
     }
 }
 

@@ -54,6 +54,14 @@ impl Destination {
         self.queue().spare_buffer(capacity)
     }
 
+    /// The same destination reached over a cycle's own edge: sends never wait for room.
+    pub fn feedback(&self) -> Destination {
+        match self {
+            Destination::Local(inbox) => Destination::Local(inbox.feedback()),
+            Destination::Remote(remote) => Destination::Remote(remote.feedback()),
+        }
+    }
+
     /// Whether the task runs in this worker.
     pub fn is_local(&self) -> bool {
         matches!(self, Destination::Local(_))

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::acker::AckerFactory;
+use crate::cycle::{CycleGate, cycles};
 use crate::executor::{ExecutorParts, TaskFailure, TopologyStatus, run_bolts, run_spouts};
-use crate::inbox::{InboxReceiver, inbox};
+use crate::inbox::{InboxReceiver, cycle_inbox, inbox};
 use crate::metrics::{ExecutorStats, MetricsRegistry, TopologyMetrics};
 use crate::router::{ComponentRoutes, Destination, Router};
 use crate::transport::{InboundLanes, Lane, RemoteSender, TransportServer, WireIdentity};
@@ -28,6 +29,8 @@ pub struct RunningTopology {
     server: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
     metrics: MetricsRegistry,
+    /// The gates of the topology's cycles, for diagnostics.
+    cycles: Vec<Arc<CycleGate>>,
 }
 
 /// What one worker of a topology runs and where the rest runs.
@@ -203,10 +206,28 @@ impl RunningTopology {
         self.executors.iter().all(|(_, h)| h.is_finished()) && self.writers.iter().all(|(_, h)| h.is_finished())
     }
 
-    /// What still runs: executors by component, and lanes (`component@peer`) that have not yet
-    /// delivered their last batch. For logs when a worker does not finish.
+    /// What still runs: executors by component (with a count when several run, and for bolts
+    /// on a cycle the tuples outstanding there), and lanes (`component@peer`) that have not yet
+    /// delivered their last batch. For errors and logs when a topology does not finish.
     pub fn unfinished(&self) -> Vec<String> {
-        let executors = self.executors.iter().filter(|(_, h)| !h.is_finished()).map(|(c, _)| c.clone());
+        let mut by_component: Vec<(&str, usize)> = Vec::new();
+        for (component, _) in self.executors.iter().filter(|(_, h)| !h.is_finished()) {
+            match by_component.iter_mut().find(|(c, _)| c == component) {
+                Some((_, n)) => *n += 1,
+                None => by_component.push((component, 1)),
+            }
+        }
+        let executors = by_component.into_iter().map(|(component, n)| {
+            let mut line = component.to_owned();
+            if n > 1 {
+                line.push_str(&format!(" ({n} executors)"));
+            }
+            if let Some(gate) = self.cycles.iter().find(|g| g.members().iter().any(|m| m == component)) {
+                let cycle = gate.members().join(" → ");
+                line.push_str(&format!(" [on cycle {cycle}: {} tuples outstanding]", gate.outstanding()));
+            }
+            line
+        });
         let lanes = self.writers.iter().filter(|(_, h)| !h.is_finished()).map(|(lane, _)| format!("lane {lane}"));
         executors.chain(lanes).collect()
     }
@@ -226,12 +247,15 @@ impl RunningTopology {
         }
     }
 
-    /// Stops what still runs and collects every task failure.
-    pub async fn finish(self) -> Vec<TaskFailure> {
+    /// Stops what still runs and collects every task failure, and the executors (by
+    /// component) that had to be aborted.
+    pub async fn finish(self) -> (Vec<TaskFailure>, Vec<String>) {
         let mut failures = Vec::new();
+        let mut aborted = Vec::new();
         for (component, handle) in self.executors {
             if !handle.is_finished() {
                 handle.abort();
+                aborted.push(component.clone());
             }
             match handle.await {
                 Ok(f) => failures.extend(f),
@@ -249,7 +273,7 @@ impl RunningTopology {
             // A transport task ends by itself or by this abort; neither is a task failure.
             let _ = handle.await;
         }
-        failures
+        (failures, aborted)
     }
 }
 
@@ -288,6 +312,7 @@ fn start(
         .flat_map(|c| layout.tasks(&c.id).iter().copied())
         .collect();
     let is_local = |task: TaskId| placement.get(task as usize) == Some(&Placement::Local);
+    let mut armed: Vec<Arc<CycleGate>> = Vec::new();
     // The inbox capacity of a component's executors, which is also the capacity of the lanes
     // to its tasks in other workers.
     let capacity_of = |component: &str| -> Option<usize> {
@@ -301,13 +326,47 @@ fn start(
         }
     };
 
+    // Bolts on a cycle share a gate per cycle (see `cycle.rs`); its capacity is the sum of its
+    // local executors' queue capacities. It may close by itself only when the whole cycle runs
+    // here.
+    let gates: Vec<(Vec<String>, Arc<CycleGate>)> = topology_cycles(topology)
+        .into_iter()
+        .map(|members| {
+            let mut capacity = 0;
+            let mut all_local = true;
+            for member in &members {
+                let Some(def) = topology.component(member) else { continue };
+                let tasks = layout.tasks(member);
+                all_local &= tasks.iter().all(|t| is_local(*t));
+                let executors =
+                    executor_ranges(tasks, def.parallelism).iter().filter(|r| r.iter().any(|t| is_local(*t))).count();
+                capacity += executors * capacity_of(member).unwrap_or(0);
+            }
+            let gate = CycleGate::new(members.clone(), capacity);
+            if !all_local {
+                tracing::info!(cycle = ?members, "cycle spans workers: it ends when the topology is killed");
+            }
+            (members, gate.clone(), all_local)
+        })
+        .map(|(members, gate, all_local)| {
+            if all_local {
+                armed.push(gate.clone());
+            }
+            (members, gate)
+        })
+        .collect();
+    let gate_of = |component: &str| gates.iter().find(|(m, _)| m.iter().any(|c| c == component)).map(|(_, g)| g);
+
     // One input queue per local executor: bolts get tuples, ackers acking messages, spouts
     // (with acking) the ackers' notices.
     let mut senders: Vec<Option<Destination>> = vec![None; layout.task_count() + 1];
     let mut plans = Vec::new();
     let mut plan = |component: &str, range: Vec<TaskId>, capacity: Option<usize>| {
         let inbox = capacity.map(|capacity| {
-            let (tx, rx) = inbox(capacity);
+            let (tx, rx) = match gate_of(component) {
+                Some(gate) => cycle_inbox(capacity, gate.clone()),
+                None => inbox(capacity),
+            };
             for task in &range {
                 senders[*task as usize] = Some(Destination::Local(tx.clone()));
             }
@@ -391,9 +450,18 @@ fn start(
 
     // Each router reaches only its subscribers (and the ackers), so a bolt's queue closes
     // once every executor upstream of it has stopped: that is how a finished topology drains.
+    // Within a cycle, members reach each other over feedback senders: they never wait for
+    // room and do not keep the cycle open.
     let destinations_of = |source: &str| {
         let mut dest: Vec<Option<Destination>> = vec![None; senders.len()];
-        let mut reach = |task: TaskId| dest[task as usize] = senders[task as usize].clone();
+        let source_cycle = gate_of(source);
+        let mut reach = |task: TaskId| {
+            let sender = senders[task as usize].clone();
+            let same_cycle = source_cycle.is_some_and(|g| {
+                layout.component_of(task).and_then(gate_of).is_some_and(|target| Arc::ptr_eq(g, target))
+            });
+            dest[task as usize] = if same_cycle { sender.map(|s| s.feedback()) } else { sender };
+        };
         if source == ACKER_COMPONENT {
             spout_tasks.iter().for_each(|t| reach(*t));
         } else {
@@ -461,7 +529,23 @@ fn start(
         };
         executors.push((component_id, handle));
     }
-    RunningTopology { status: status_tx, executors, writers, server, local_addr, metrics }
+    drop(senders);
+    for gate in armed {
+        gate.arm();
+    }
+    let cycles = gates.into_iter().map(|(_, gate)| gate).collect();
+    RunningTopology { status: status_tx, executors, writers, server, local_addr, metrics, cycles }
+}
+
+/// The topology's cycles, by component id.
+fn topology_cycles(topology: &Topology) -> Vec<Vec<String>> {
+    let components: Vec<&str> = topology.components().iter().map(|c| c.id.as_str()).collect();
+    let edges: Vec<(&str, &str)> = topology
+        .components()
+        .iter()
+        .flat_map(|c| c.inputs.iter().map(move |i| (i.component.as_str(), c.id.as_str())))
+        .collect();
+    cycles(&components, &edges).into_iter().map(|c| c.into_iter().map(str::to_owned).collect()).collect()
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

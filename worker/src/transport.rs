@@ -157,6 +157,11 @@ impl RemoteSender {
         &self.lane
     }
 
+    /// The same lane for a cycle's own edge: queueing never waits for room.
+    pub(crate) fn feedback(&self) -> RemoteSender {
+        RemoteSender { queue: self.queue.feedback(), lane: self.lane.clone() }
+    }
+
     pub(crate) fn queue(&self) -> &InboxSender {
         &self.queue
     }
