@@ -4,7 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the timeout tests run on simulated time.
+use tokio::time::Instant;
 
 use squall::prelude::*;
 use squall::{ACKER_COMPONENT, ComponentError, LocalCluster, ReplayQueue};
@@ -141,7 +144,8 @@ fn ids(v: &[(u64, Duration)]) -> Vec<u64> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Simulated time: seconds of timeouts pass in milliseconds.
+#[tokio::test(start_paused = true)]
 async fn unacked_tuples_time_out_within_twice_the_timeout_and_are_replayed() {
     let spout = ReliableSpout::new(6, true);
     let bolt = AckEveryOther::default();
@@ -210,7 +214,8 @@ impl Bolt for Holder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Simulated time: seconds of timeouts pass in milliseconds.
+#[tokio::test(start_paused = true)]
 async fn reset_timeout_keeps_a_held_tuple_alive_until_it_is_acked() {
     let spout = ReliableSpout::new(3, false);
     let mut b = TopologyBuilder::new();
@@ -232,7 +237,8 @@ async fn reset_timeout_keeps_a_held_tuple_alive_until_it_is_acked() {
     assert_eq!((spout_metrics.acked, spout_metrics.failed, spout_metrics.timed_out), (3, 0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Simulated time: seconds of timeouts pass in milliseconds.
+#[tokio::test(start_paused = true)]
 async fn without_resets_a_held_tuple_times_out() {
     let spout = ReliableSpout::new(2, false);
     let mut b = TopologyBuilder::new();

@@ -61,7 +61,11 @@ pub use squall_macros::{Bolt, Spout, Tuple};
 pub use squall_topology::*;
 pub use squall_worker::{
     ComponentMetrics, LocalCluster, LocalClusterError, RunReport, TaskFailure, TopologyMetrics, TopologyStatus,
+    UnknownComponent,
 };
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// What generated code refers to; not a public API.
 #[doc(hidden)]
@@ -71,7 +75,7 @@ pub use squall_topology as __private;
 pub mod prelude {
     pub use squall_macros::{Bolt, Spout, Tuple};
     pub use squall_topology::{
-        Bolt, BoltCollector, ComponentError, Config, Spout, SpoutCollector, Str, Topology, TopologyBuilder,
-        TopologyContext, Tuple, TypedTuple, Value, Values, values,
+        Bolt, BoltCollector, ComponentError, Config, ReplayQueue, Spout, SpoutCollector, Str, TaskId, Topology,
+        TopologyBuilder, TopologyContext, Tuple, TypedTuple, Value, Values, values,
     };
 }

@@ -574,7 +574,23 @@ pub struct Topology {
     layout: Arc<TaskLayout>,
 }
 
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let spec = self.spec();
+        f.debug_struct("Topology").field("components", &spec.components).field("config", &spec.config).finish()
+    }
+}
+
 impl Topology {
+    /// The factory of a spout, to replace its implementation while keeping its id, tasks and
+    /// streams (`squall::testing` mocks sources this way). `None` if `id` is not a spout.
+    pub fn spout_factory_mut(&mut self, id: &str) -> Option<&mut Arc<dyn SpoutFactory>> {
+        match &mut self.components.iter_mut().find(|c| c.id == id)?.factory {
+            Factory::Spout(factory) => Some(factory),
+            Factory::Bolt(_) => None,
+        }
+    }
+
     /// Its components, in the order they were added.
     pub fn components(&self) -> &[ComponentDef] {
         &self.components

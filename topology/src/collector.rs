@@ -327,8 +327,21 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// Emits anchored to the given tuples instead of the input (multi-anchoring: a join or an
     /// aggregate emits once for many inputs). The new tuple completes its trees only once it
     /// is acked too.
-    pub fn anchored<'c>(&'c mut self, anchors: &[&Tuple]) -> Anchored<'c, 'a, C> {
-        let roots = roots_of(anchors.iter().map(|t| t.message_id()));
+    ///
+    /// Takes any collection of tuples: `&[&a, &b]`, `&held` for a `Vec<Tuple>`, an iterator.
+    pub fn anchored<'c, I>(&'c mut self, anchors: I) -> Anchored<'c, 'a, C>
+    where
+        I: IntoIterator,
+        I::Item: AsTuple,
+    {
+        let mut roots = Roots::new();
+        for anchor in anchors {
+            roots.extend(anchor.as_tuple().message_id().anchors().iter().map(|(root, _)| *root));
+        }
+        if roots.len() > 1 {
+            roots.sort_unstable();
+            roots.dedup();
+        }
         Anchored { collector: self, roots }
     }
 
@@ -433,6 +446,24 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
             }
         }
         Ok(())
+    }
+}
+
+/// A tuple, or a reference to one: what [`BoltCollector::anchored`] takes a collection of.
+pub trait AsTuple {
+    /// The tuple.
+    fn as_tuple(&self) -> &Tuple;
+}
+
+impl AsTuple for Tuple {
+    fn as_tuple(&self) -> &Tuple {
+        self
+    }
+}
+
+impl<T: AsTuple + ?Sized> AsTuple for &T {
+    fn as_tuple(&self) -> &Tuple {
+        (**self).as_tuple()
     }
 }
 

@@ -65,6 +65,26 @@ impl From<u32> for ConfigValue {
     }
 }
 
+/// Values above `i64::MAX` become `i64::MAX`, which every bounded key then refuses by name.
+impl From<u64> for ConfigValue {
+    fn from(v: u64) -> Self {
+        ConfigValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+/// Values above `i64::MAX` become `i64::MAX`, which every bounded key then refuses by name.
+impl From<usize> for ConfigValue {
+    fn from(v: usize) -> Self {
+        ConfigValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<String> for ConfigValue {
+    fn from(v: String) -> Self {
+        ConfigValue::Str(v)
+    }
+}
+
 impl From<&str> for ConfigValue {
     fn from(v: &str) -> Self {
         ConfigValue::Str(v.to_owned())

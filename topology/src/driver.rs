@@ -7,7 +7,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, which a test may pause and advance: timeouts and latencies in simulated time.
+use tokio::time::Instant;
 
 use crate::ack::{Control, RotatingMap, SpoutNotice};
 use crate::collector::{BoltCollector, SpoutCollector, Transfer};
@@ -29,6 +32,9 @@ pub struct SpoutProgress {
     pub throttled: bool,
     /// Whether the spout said it is done.
     pub done: bool,
+    /// Whether a `next_tuple` call waited (it was not ready at once): the batch ended there so
+    /// that what it emitted can be sent without waiting for a full batch.
+    pub waited: bool,
 }
 
 /// What one [`ErasedBolt::execute_batch`] call did.
@@ -46,6 +52,23 @@ pub struct BatchOutcome {
     pub errors: usize,
     /// The first error of the batch, if any.
     pub first_error: Option<ComponentError>,
+    /// Whether an `execute` call waited (it was not ready at once): the call ended there,
+    /// leaving the rest of the batch in place, so that what was emitted can be sent first.
+    pub waited: bool,
+}
+
+/// Polls `future` to its end and says whether it had to wait (was polled more than once). A
+/// spout or bolt that waits inside a call is slow per tuple: its outputs should not sit in
+/// buffers until a whole batch has been made.
+async fn polled<F: Future>(future: F) -> (F::Output, bool) {
+    let mut future = std::pin::pin!(future);
+    let mut polls = 0u32;
+    let output = std::future::poll_fn(|cx| {
+        polls += 1;
+        future.as_mut().poll(cx)
+    })
+    .await;
+    (output, polls > 1)
 }
 
 /// Hears how a spout's tuple trees end, for metrics.
@@ -210,7 +233,7 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
                     break;
                 }
                 let mut out = SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.tracked, &mut self.acked);
-                let result = self.spout.next_tuple(&mut out).await;
+                let (result, waited) = polled(self.spout.next_tuple(&mut out)).await;
                 let (emitted, done) = (out.emitted(), out.is_done());
                 progress.emitted += emitted;
                 for (root, id) in self.tracked.drain(..) {
@@ -227,6 +250,10 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
                 }
                 if emitted == 0 {
                     progress.idle = true;
+                    break;
+                }
+                if waited {
+                    progress.waited = true;
                     break;
                 }
             }
@@ -302,9 +329,11 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
     ) -> BoxFuture<'a, BatchOutcome> {
         Box::pin(async move {
             let mut outcome = BatchOutcome::default();
-            for tuple in tuples.drain(..) {
+            // Drained in place: the batch's buffer goes back to its sender with its capacity.
+            let mut input = tuples.drain(..);
+            while let Some(tuple) = input.next() {
                 let mut out = BoltCollector::<C>::new(&mut *transfer, self.task, Some(&tuple));
-                let result = self.bolt.execute(tuple, &mut out).await;
+                let (result, waited) = polled(self.bolt.execute(tuple, &mut out)).await;
                 outcome.emitted += out.emitted();
                 let (acked, failed) = out.finish(result.is_ok(), C::AUTO_ACK);
                 outcome.acked += acked;
@@ -315,6 +344,12 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
                     if outcome.first_error.is_none() {
                         outcome.first_error = Some(e);
                     }
+                }
+                if waited && input.len() > 0 {
+                    outcome.waited = true;
+                    let rest: Vec<Tuple> = input.collect();
+                    tuples.extend(rest);
+                    return outcome;
                 }
             }
             outcome

@@ -189,8 +189,20 @@ impl Tuple {
         })
     }
 
-    /// Converts the tuple into a typed tuple (by position).
+    /// Converts the tuple into a typed tuple. The tuple's stream must have exactly `T`'s
+    /// fields, in order: reading a tuple as the type of another stream is an error, not a
+    /// silent misreading of values that happen to line up.
     pub fn to<T: TypedTuple>(&self) -> Result<T, TupleError> {
+        let fields = self.meta.fields;
+        if !std::ptr::eq(fields, T::FIELDS) && fields != T::FIELDS {
+            return Err(TupleError::Schema {
+                type_name: std::any::type_name::<T>(),
+                component: self.meta.component,
+                stream: self.meta.stream,
+                expected: T::FIELDS.join(", "),
+                found: fields.join(", "),
+            });
+        }
         T::from_values(&self.values)
     }
 
@@ -258,6 +270,22 @@ pub enum TupleError {
         found: usize,
         /// The typed tuple's field names.
         fields: String,
+    },
+    /// The tuple's stream does not have the typed tuple's fields.
+    #[error(
+        "stream `{stream}` of `{component}` has fields ({found}) but `{type_name}` has fields ({expected}): read it as the type declared for that stream"
+    )]
+    Schema {
+        /// The typed tuple.
+        type_name: &'static str,
+        /// The emitting component.
+        component: &'static str,
+        /// The stream.
+        stream: &'static str,
+        /// The typed tuple's fields.
+        expected: String,
+        /// The stream's fields.
+        found: String,
     },
     /// A value has the wrong type.
     #[error("field `{field}`: {source}")]

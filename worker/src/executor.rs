@@ -5,7 +5,10 @@
 //! `squall_topology::driver`), entered once per batch.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, which a test may pause and advance (simulated time).
+use tokio::time::Instant;
 
 use squall_topology::driver::{ErasedBolt, ErasedSpout};
 use squall_topology::{ComponentError, TaskId, TopologyContext, Tuple};
@@ -13,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::cycle::CycleGate;
 use crate::inbox::{Batch, InboxReceiver};
+use crate::instruments::InFlight;
 use crate::metrics::ExecutorStats;
 use crate::router::Router;
 
@@ -64,6 +68,8 @@ pub struct ExecutorParts {
     pub tick: Option<Duration>,
     /// Spouts: how long a tree may take before it times out (with acking and timeouts on).
     pub message_timeout: Option<Duration>,
+    /// Counts tuples in flight (tests only).
+    pub in_flight: Option<Arc<InFlight>>,
 }
 
 /// How often partially filled output batches are sent even while busy.
@@ -105,6 +111,10 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
     let mut active = false;
     let mut idle_rounds = 0u32;
     let mut last_flush = Instant::now();
+    // Emits whose tuples may still sit in the router's buffers: announced to a test's
+    // in-flight counter only once sent.
+    let mut unannounced = 0;
+    let mut slow = false;
     loop {
         match status_now(&mut parts.status) {
             TopologyStatus::Killing | TopologyStatus::Stopped => break,
@@ -116,6 +126,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             }
             TopologyStatus::Inactive if active => {
                 parts.router.flush_all().await;
+                parts.announce(&mut unannounced);
                 for spout in &mut spouts {
                     spout.deactivate().await;
                 }
@@ -127,10 +138,14 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         // The acker's notices: acks, fails, timeout resets. Handled whatever the status.
         if let Some(inbox) = inbox.as_mut() {
             while let Some(mut batch) = received.take().or_else(|| inbox.try_recv()) {
+                let handled = batch.len();
                 if let Some(spout) = batch.task.checked_sub(first_task).and_then(|i| spouts.get_mut(i as usize)) {
                     spout.notices(&mut batch.control, &mut observer).await;
                 }
                 inbox.recycle(std::mem::take(&mut batch.tuples));
+                if let Some(in_flight) = &parts.in_flight {
+                    in_flight.handled(handled);
+                }
             }
         }
         if let (Some(at), Some(timeout)) = (next_rotation, parts.message_timeout)
@@ -154,6 +169,8 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                 }
                 match spout.next_batch(parts.batch_size, &mut parts.router, &mut observer).await {
                     Ok(progress) => {
+                        unannounced += progress.emitted;
+                        slow |= progress.waited;
                         wait &= progress.idle || progress.throttled || progress.done;
                         done[i] = progress.done;
                     }
@@ -168,8 +185,10 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         }
         if !wait {
             idle_rounds = 0;
-            if parts.router.has_pending() && last_flush.elapsed() >= FLUSH_INTERVAL {
+            // A spout that waits inside `next_tuple` is slow per tuple: send its tuples now.
+            if parts.router.has_pending() && (std::mem::take(&mut slow) || last_flush.elapsed() >= FLUSH_INTERVAL) {
                 parts.router.flush_all().await;
+                parts.announce(&mut unannounced);
                 last_flush = Instant::now();
             }
             continue;
@@ -178,6 +197,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         // Nothing to emit now: send what is buffered, then wait for a notice, a status change,
         // the next timeout rotation, or (when idle) a short back-off as Storm's spout wait.
         parts.router.flush_all().await;
+        parts.announce(&mut unannounced);
         last_flush = Instant::now();
         idle_rounds = idle_rounds.saturating_add(1);
         if idle_rounds < 8 && active && !all_done {
@@ -197,6 +217,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         }
     }
     parts.router.flush_all().await;
+    parts.announce(&mut unannounced);
     if active {
         for spout in &mut spouts {
             spout.deactivate().await;
@@ -285,7 +306,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                             batch = next;
                             if last_flush.elapsed() >= FLUSH_INTERVAL {
                                 parts.router.flush_all().await;
-                                retire(&cycle, &mut unsent);
+                                parts.retire(&cycle, &mut unsent);
                                 last_flush = Instant::now();
                             }
                         }
@@ -293,7 +314,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                     }
                 }
                 parts.router.flush_all().await;
-                retire(&cycle, &mut unsent);
+                parts.retire(&cycle, &mut unsent);
             }
             _ = closed(&cycle) => break,
         }
@@ -318,10 +339,15 @@ async fn execute(
         tracing::warn!(component, task = batch.task, "batch for a task this executor does not run; dropped");
         return;
     };
-    if !batch.tuples.is_empty() {
+    while !batch.tuples.is_empty() {
         let started = Instant::now();
         let outcome = bolt.execute_batch(&mut batch.tuples, &mut parts.router).await;
+        let waited = outcome.waited;
         record(parts, component, batch.task, outcome, started.elapsed());
+        if waited {
+            // A slow bolt: send what it emitted before going on with the batch.
+            parts.router.flush_all().await;
+        }
     }
     if !batch.control.is_empty() {
         let started = Instant::now();
@@ -347,13 +373,6 @@ fn record(
     }
 }
 
-/// Tells a cycle's gate that `unsent` executed tuples have had all their outputs sent.
-fn retire(cycle: &Option<Arc<CycleGate>>, unsent: &mut usize) {
-    if let Some(gate) = cycle {
-        gate.retire(std::mem::take(unsent));
-    }
-}
-
 /// Resolves once the executor's cycle has closed; never outside a cycle.
 async fn closed(cycle: &Option<Arc<CycleGate>>) {
     match cycle {
@@ -372,6 +391,26 @@ async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
 }
 
 impl ExecutorParts {
+    /// `unsent` executed tuples have had all their outputs sent: tells the executor's cycle
+    /// and a test's in-flight counter.
+    fn retire(&self, cycle: &Option<Arc<CycleGate>>, unsent: &mut usize) {
+        let n = std::mem::take(unsent);
+        if let Some(gate) = cycle {
+            gate.retire(n);
+        }
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.handled(n);
+        }
+    }
+
+    /// `emitted` spout emits have been sent: tells a test's in-flight counter.
+    fn announce(&self, emitted: &mut usize) {
+        let n = std::mem::take(emitted);
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.spout_emitted(n);
+        }
+    }
+
     fn flush_counts(&mut self) {
         let (emitted, transferred) = self.router.take_counts();
         self.stats.add_emits(emitted, transferred);

@@ -6,6 +6,7 @@ pub mod cycle;
 pub mod executor;
 pub mod histogram;
 pub mod inbox;
+pub mod instruments;
 pub mod local;
 pub mod metrics;
 pub mod router;
@@ -14,6 +15,7 @@ pub mod transport;
 pub mod wire;
 
 pub use executor::{TaskFailure, TopologyStatus};
+pub use instruments::{Captured, InFlight, InFlightTimeout, Instruments};
 pub use local::{LocalCluster, LocalClusterError, RunReport};
 pub use metrics::{ComponentMetrics, TopologyMetrics, UnknownComponent};
 pub use runtime::{LaunchError, RunningTopology, WorkerPlan};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use squall_topology::Topology;
 
 use crate::executor::{TaskFailure, TopologyStatus};
+use crate::instruments::Instruments;
 use crate::metrics::TopologyMetrics;
 use crate::runtime::RunningTopology;
 
@@ -81,11 +82,32 @@ impl LocalCluster {
         self.submit_with_status(name, topology, TopologyStatus::Inactive)
     }
 
+    /// Starts a topology, active, with a test's instruments attached (what `squall::testing`
+    /// uses to capture outputs and track tuples in flight).
+    pub fn submit_instrumented(
+        &self,
+        name: &str,
+        topology: &Topology,
+        instruments: Instruments,
+    ) -> Result<(), LocalClusterError> {
+        self.start(name, topology, TopologyStatus::Active, instruments)
+    }
+
     fn submit_with_status(
         &self,
         name: &str,
         topology: &Topology,
         status: TopologyStatus,
+    ) -> Result<(), LocalClusterError> {
+        self.start(name, topology, status, Instruments::default())
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        topology: &Topology,
+        status: TopologyStatus,
+        instruments: Instruments,
     ) -> Result<(), LocalClusterError> {
         validate_name(name)?;
         let mut topologies = self.lock();
@@ -93,7 +115,7 @@ impl LocalCluster {
             return Err(LocalClusterError::NameInUse(name.to_owned()));
         }
         tracing::info!(topology = name, "starting topology in local mode");
-        topologies.insert(name.to_owned(), RunningTopology::launch(name, topology, status));
+        topologies.insert(name.to_owned(), RunningTopology::launch_instrumented(name, topology, status, instruments));
         Ok(())
     }
 

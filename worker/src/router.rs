@@ -14,6 +14,7 @@ use squall_topology::{
 };
 
 use crate::inbox::{Batch, InboxClosed, InboxSender};
+use crate::instruments::{Captured, InFlight, Instruments};
 use crate::transport::RemoteSender;
 
 /// Where each task's tuples go, indexed by task id: the inbox of the executor that runs it, or
@@ -231,6 +232,12 @@ pub struct Router {
     emitted: u64,
     /// Tuple copies sent to tasks since the last `take_counts`.
     transferred: u64,
+    /// Records every emitted tuple (tests only).
+    capture: Option<Arc<Captured>>,
+    /// Emitted tuples not yet handed to `capture`.
+    captured: Vec<(&'static StreamMeta, Values)>,
+    /// Counts what is sent as in flight (tests only).
+    in_flight: Option<Arc<InFlight>>,
 }
 
 impl Router {
@@ -272,7 +279,16 @@ impl Router {
             debug,
             emitted: 0,
             transferred: 0,
+            capture: None,
+            captured: Vec::new(),
+            in_flight: None,
         }
+    }
+
+    /// Attaches a test's instruments.
+    pub fn instrument(&mut self, instruments: &Instruments) {
+        self.capture = instruments.capture.clone();
+        self.in_flight = instruments.in_flight.clone();
     }
 
     /// Sends every buffer that reached the batch size, waiting while a destination is full.
@@ -306,6 +322,9 @@ impl Router {
 
     /// The (emitted, transferred) counts since the last call.
     pub fn take_counts(&mut self) -> (u64, u64) {
+        if let Some(capture) = &self.capture {
+            capture.record(&mut self.captured);
+        }
         (std::mem::take(&mut self.emitted), std::mem::take(&mut self.transferred))
     }
 
@@ -318,6 +337,9 @@ impl Router {
         };
         if let Ok(i) = self.ackers.binary_search(&task) {
             self.last_ack[i] = None;
+        }
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.sent(self.buffered(task));
         }
         // Reuse a buffer the receiver has emptied: warm memory, no allocation per batch.
         let mut tuples = if self.out[task as usize].is_empty() {
@@ -490,6 +512,9 @@ impl Transfer for Router {
             tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
         }
         self.emitted += 1;
+        if self.capture.is_some() {
+            self.captured.push((meta, values.clone()));
+        }
         let mut edges_xor = 0;
         let mut values = Some(values);
         let last = targets.len().saturating_sub(1);

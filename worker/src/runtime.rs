@@ -15,6 +15,7 @@ use crate::acker::AckerFactory;
 use crate::cycle::{CycleGate, cycles};
 use crate::executor::{ExecutorParts, TaskFailure, TopologyStatus, run_bolts, run_spouts};
 use crate::inbox::{InboxReceiver, cycle_inbox, inbox};
+use crate::instruments::Instruments;
 use crate::metrics::{ExecutorStats, MetricsRegistry, TopologyMetrics};
 use crate::router::{ComponentRoutes, Destination, Router};
 use crate::transport::{InboundLanes, Lane, RemoteSender, TransportServer, WireIdentity};
@@ -127,9 +128,19 @@ impl RunningTopology {
     /// `status` (active or inactive). With `topology.acker.executors` above zero (by default
     /// one per worker), acker tasks are added after the user's tasks.
     pub fn launch(name: &str, topology: &Topology, status: TopologyStatus) -> RunningTopology {
+        RunningTopology::launch_instrumented(name, topology, status, Instruments::default())
+    }
+
+    /// [`RunningTopology::launch`] with a test's instruments attached.
+    pub fn launch_instrumented(
+        name: &str,
+        topology: &Topology,
+        status: TopologyStatus,
+        instruments: Instruments,
+    ) -> RunningTopology {
         let layout = topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]);
         let placement = vec![Placement::Local; layout.task_count() + 1];
-        start(name, topology, status, placement, None)
+        start(name, topology, status, placement, None, instruments)
     }
 
     /// Starts this worker's share of `topology`: the executors of `plan.local_tasks`, a lane to
@@ -176,7 +187,7 @@ impl RunningTopology {
             None => plan.listener.local_addr().map_err(LaunchError::Listener)?,
         };
         let network = Network { topology_id: plan.topology_id, listener: plan.listener, advertised };
-        Ok(start(name, topology, status, placement, Some(network)))
+        Ok(start(name, topology, status, placement, Some(network), Instruments::default()))
     }
 
     /// The address this worker's transport server listens on (`None` in local mode).
@@ -298,6 +309,7 @@ fn start(
     status: TopologyStatus,
     placement: Vec<Placement>,
     network: Option<Network>,
+    instruments: Instruments,
 ) -> RunningTopology {
     let (status_tx, _) = watch::channel(status);
     let config = topology.config();
@@ -495,20 +507,22 @@ fn start(
             Factory::Spout(_) => None,
         };
         metrics.register(&component_id, stats.clone(), queue_stats);
+        let mut router = Router::new(
+            component_routes,
+            destinations_of(&component_id),
+            ackers.clone(),
+            config.producer_batch_size as usize,
+            config.debug,
+            &is_local,
+        );
+        router.instrument(&instruments);
         let parts = ExecutorParts {
             component: component_id.clone(),
             contexts: tasks
                 .iter()
                 .map(|t| TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t))
                 .collect(),
-            router: Router::new(
-                component_routes,
-                destinations_of(&component_id),
-                ackers.clone(),
-                config.producer_batch_size as usize,
-                config.debug,
-                &is_local,
-            ),
+            router,
             inbox,
             status: status_tx.subscribe(),
             stats,
@@ -516,6 +530,7 @@ fn start(
             tick: config.tick_tuple_freq_secs.map(|s| Duration::from_secs(s.into())),
             message_timeout: (config.enable_message_timeouts && !ackers.is_empty())
                 .then(|| Duration::from_secs(config.message_timeout_secs.into())),
+            in_flight: instruments.in_flight.clone(),
         };
         let handle = match factory {
             Factory::Spout(f) => {
