@@ -9,7 +9,7 @@ fn spout() -> SequenceSpout {
 }
 
 fn err(b: TopologyBuilder) -> (BuildError, String) {
-    let e = b.build().err().expect("the topology must not build");
+    let e = b.build().expect_err("the topology must not build");
     let message = e.to_string();
     (e, message)
 }

@@ -139,7 +139,7 @@ pub enum TestingError {
         /// The stream.
         stream: String,
         /// Why the values are not that type.
-        source: TupleError,
+        source: Box<TupleError>,
     },
     /// A read names a stream the component does not declare.
     #[error("component `{component}` declares no stream `{stream}`; its streams: {known}")]
@@ -239,8 +239,11 @@ impl Streams {
     }
 
     fn read<T: TypedTuple>(&self, captured: &Captured, component: &str, stream: &str) -> Result<Vec<T>, TestingError> {
-        let read_error =
-            |source| TestingError::Read { component: component.to_owned(), stream: stream.to_owned(), source };
+        let read_error = |source: TupleError| TestingError::Read {
+            component: component.to_owned(),
+            stream: stream.to_owned(),
+            source: Box::new(source),
+        };
         let fields = self.fields(component, stream)?;
         if fields.iter().map(String::as_str).ne(T::FIELDS.iter().copied()) {
             return Err(read_error(TupleError::Schema {
