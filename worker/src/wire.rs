@@ -58,6 +58,9 @@ pub const FRAME_TARGET_LENGTH: usize = 256 << 10;
 /// frame the receiver would refuse; the decoder refuses such a frame.
 pub const MAX_VALUE_DEPTH: usize = 64;
 
+/// The arrays around a value in a batch frame: frame, batches, batch, tuples, tuple, values.
+const FRAME_LEVELS: usize = 6;
+
 const KIND_HELLO: u8 = 0;
 const KIND_BATCHES: u8 = 1;
 const KIND_BYE: u8 = 2;
@@ -411,6 +414,11 @@ pub fn decode_control_frame(payload: &[u8]) -> Result<Frame, WireError> {
 fn decode(payload: &[u8], ctx: Option<BatchContext<'_, '_>>) -> Result<Frame, WireError> {
     // Borrowing from the payload, strings are read in place (a copying reader is ~20% slower).
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+    // Values refuse to nest deeper than `MAX_VALUE_DEPTH` with a clear error; this also bounds
+    // what is skipped unread (extra fields, trailing bytes, batches in a handshake frame). It
+    // lets in one level more than a value may have, which the value refuses with its message
+    // (rmp-serde's limit `n` admits `n - 1` levels).
+    de.set_max_depth(FRAME_LEVELS + MAX_VALUE_DEPTH + 2);
     let budget = Budget(Cell::new(payload.len()));
     let frame = FrameSeed { ctx, budget: &budget }.deserialize(&mut de)?;
     // That reader does not tell where it stopped: a frame is whole when nothing more can be read.
@@ -1439,6 +1447,31 @@ mod tests {
         let deepest: Vec<u8> = std::iter::repeat_n(0x91, MAX_VALUE_DEPTH).chain([0x01]).collect();
         let decoded = decode_all(&table, raw_value_frame(&deepest)).unwrap();
         assert_eq!(decoded[0].tuples[0].values()[0], nested(MAX_VALUE_DEPTH));
+    }
+
+    #[test]
+    fn deep_nesting_where_no_value_is_expected_is_refused_too() {
+        let table = table();
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, 100_000).chain([0xc0]).collect();
+        // After a whole frame.
+        let mut payload =
+            encode(&table, &[Batch { task: 1, tuples: vec![], control: vec![Control::Notice(SpoutNotice::Acked(1))] }])
+                [4..]
+                .to_vec();
+        payload.extend(&deep);
+        let mut out = Vec::new();
+        let mut accept = |task: TaskId, hint: usize| (task <= 2).then(|| Vec::with_capacity(hint));
+        assert!(matches!(decode_frame(&payload, &table, &mut out, &mut accept), Err(WireError::TrailingBytes)));
+        // As the body of a batches frame read as a handshake, and of a Hello.
+        let batches: Vec<u8> = [FIXARRAY_2, KIND_BATCHES].into_iter().chain(deep.iter().copied()).collect();
+        assert!(decode_control_frame(&batches).is_err());
+        let hello: Vec<u8> = [FIXARRAY_2, KIND_HELLO].into_iter().chain(deep.iter().copied()).collect();
+        assert!(decode_control_frame(&hello).is_err());
+        // As an extra field of a control message.
+        let control: Vec<u8> =
+            [0x93, 0x02, 0x90, 0x91, 0x93, 0x04, 0x01].into_iter().chain(deep.iter().copied()).collect();
+        let frame = batch_frame(|out| out.write_all(&control).map_err(ValueWriteError::InvalidDataWrite));
+        assert!(decode_all(&table, frame).is_err());
     }
 
     #[test]
