@@ -134,6 +134,80 @@ fn keys_carry_index_and_tuple_name() {
     assert_eq!(keys.bytes.index(), 5);
 }
 
+// --- Fields of any serde type -----------------------------------------------------------------
+
+/// A serde type that is not `IntoValue`.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+struct Address {
+    street: String,
+    zip: u32,
+}
+
+/// A serde enum.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+enum Priority {
+    Low,
+    High { reason: String },
+}
+
+/// Collections convert with `IntoValue`; `Address`, `Priority` and `Vec<Address>` through serde.
+#[derive(Tuple, Debug, Clone, PartialEq)]
+struct Order {
+    id: u64,
+    items: Vec<String>,
+    address: Address,
+    tags: std::collections::HashMap<String, u64>,
+    priority: Priority,
+    history: Vec<Address>,
+    note: Option<Str>,
+}
+
+fn order() -> Order {
+    let address = Address { street: "Main".into(), zip: 1234 };
+    Order {
+        id: 7,
+        items: vec!["apple".into(), "pear".into()],
+        address: address.clone(),
+        tags: [("red".to_owned(), 1), ("blue".to_owned(), 2)].into(),
+        priority: Priority::High { reason: "late".into() },
+        history: vec![address],
+        note: None,
+    }
+}
+
+#[test]
+fn fields_of_serde_types_round_trip() {
+    let values = order().into_values();
+    assert_eq!(values.len(), 7);
+    assert_eq!(values[0], Value::U64(7));
+    assert_eq!(values[1], Value::list(["apple", "pear"]));
+    assert_eq!(values[2], Value::map([("street", Value::from("Main")), ("zip", Value::U64(1234))]));
+    assert_eq!(values[3], Value::map([("blue", 2u64), ("red", 1)]));
+    assert_eq!(values[4], Value::map([("High", Value::map([("reason", "late")]))]));
+    assert_eq!(values[5], Value::list([values[2].clone()]));
+    assert_eq!(values[6], Value::Null);
+    assert_eq!(Order::from_values(&values), Ok(order()));
+    assert_eq!(Order::FIELDS, ["id", "items", "address", "tags", "priority", "history", "note"]);
+    let keys = Order::keys();
+    assert_eq!((keys.address.name(), keys.address.index()), ("address", 2));
+}
+
+#[test]
+fn a_serde_field_of_the_wrong_shape_names_the_field() {
+    let mut values = order().into_values();
+    values[2] = Value::map([("street", Value::from("Main")), ("zip", Value::from("x"))]);
+    let err = Order::from_values(&values).unwrap_err();
+    assert!(matches!(&err, TupleError::Field { field, .. } if field == "address"), "{err:?}");
+    assert_eq!(err.to_string(), "field `address`: expected macros::Address, found map");
+    // The value's own conversion says what inside it is wrong.
+    let err = squall::value::from_value::<Address>(&values[2]).unwrap_err();
+    assert_eq!(err.to_string(), r#"field `zip`: invalid type: string "x", expected u32"#);
+
+    values[1] = Value::list([Value::U64(1)]);
+    let err = Order::from_values(&values).unwrap_err();
+    assert_eq!(err.to_string(), "field `items`: expected String, found u64");
+}
+
 // --- Components -----------------------------------------------------------------------------
 
 /// Splits sentences into words: the example of the macros' documentation.

@@ -17,9 +17,12 @@ use syn::{DeriveInput, parse_macro_input};
 /// Implements `TypedTuple` for a struct with named fields, so a bolt reads `word.text`
 /// instead of `tuple.get(0)`.
 ///
-/// The tuple's fields are the struct's fields, in order; each field type converts to and from
-/// a `Value` (`IntoValue` + `FromValue`). The derive also generates a hidden `<Name>Keys`
-/// struct, with one `FieldKey` per field, for typed fields grouping:
+/// The tuple's fields are the struct's fields, in order. A field's type converts to and from a
+/// `Value` with `IntoValue` + `FromValue` when it implements them (scalars, strings, `Vec`,
+/// `HashMap`, `BTreeMap`, `Option` of those: no serde involved), and through serde otherwise
+/// (`value::to_value` / `value::from_value`): any `Serialize + Deserialize` type can be a field,
+/// with no annotation. The choice is made at compile time, per field. The derive also generates
+/// a hidden `<Name>Keys` struct, with one `FieldKey` per field, for typed fields grouping:
 /// `.fields_grouping_by(&split, |w| w.text)`.
 ///
 /// ```text
@@ -30,8 +33,13 @@ use syn::{DeriveInput, parse_macro_input};
 ///     #[squall(rename = "word")]
 ///     pub text: Str,
 ///     pub len: u32,
+///     pub origin: Origin, // #[derive(serde::Serialize, serde::Deserialize)]
 /// }
 /// ```
+///
+/// Emitting panics if a serde field's `Serialize` fails (its own error, or a 128-bit integer
+/// beyond 64 bits). Reading a serde field of the wrong shape gives `TupleError::Field` naming
+/// the field and its type; `value::from_value` on that field's value says which part is wrong.
 ///
 /// Attributes:
 /// - on a field, `#[squall(rename = "name")]`: the field's name in the tuple (default: the

@@ -1,6 +1,6 @@
 //! `#[derive(Tuple)]`: implements `TypedTuple` for a struct with named fields.
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Field, Fields, FieldsNamed, Ident, LitStr, Type};
@@ -137,20 +137,28 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
     let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
     let indices = (0..fields.len()).map(Literal::usize_unsuffixed);
 
+    // A field converts with `IntoValue`/`FromValue` if its type has them, through serde if not:
+    // `value::derive_support` explains how the method calls below pick one. They are spanned at
+    // the field type, so a type that is neither is reported there.
+    let support = quote!(#private::value::derive_support);
+    // (`self` and `values` are interpolated, so they keep the call site's hygiene. The path to
+    // the support module takes the field type's span too: with a span of the macro's, rustc
+    // would report the error at the derive.)
     let into_values = fields.iter().map(|f| {
-        let (field, ty) = (f.ident, f.ty);
-        // Spanned at the field type: "`T: IntoValue` is not satisfied" points at that type.
-        let into_value = quote_spanned!(ty.span()=> <#ty as #private::IntoValue>::into_value);
-        quote!(values.push(#into_value(self.#field));)
+        let (field, ty, name) = (f.ident, f.ty, &f.name);
+        let support = respanned(&support, ty.span());
+        let field = quote!(self.#field);
+        let value = quote_spanned!(ty.span()=> #support::Write::<#ty>(#field).write_field(#name));
+        quote!(values.push(#value);)
     });
     let values_binding = if fields.is_empty() { quote!(values) } else { quote!(mut values) };
 
     let from_values = fields.iter().enumerate().map(|(i, f)| {
         let (field, ty, name) = (f.ident, f.ty, &f.name);
         let i = Literal::usize_unsuffixed(i);
-        let read = quote_spanned!(ty.span()=>
-            #private::tuple::derive_support::field::<#ty>(values, #i, #name)?
-        );
+        let support = respanned(&support, ty.span());
+        let values = quote!(values);
+        let read = quote_spanned!(ty.span()=> (&#support::Read::<#ty>::new()).read_field(#values, #i, #name)?);
         quote!(#field: #read,)
     });
 
@@ -164,6 +172,9 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
         }
 
         const _: () = {
+            #[allow(unused_imports)]
+            use #support::{ReadWithFromValue as _, ReadWithSerde as _, WriteWithIntoValue as _, WriteWithSerde as _};
+
             #[automatically_derived]
             impl #private::TypedTuple for #ident {
                 const FIELDS: &'static [&'static str] = &[#(#names),*];
@@ -193,4 +204,16 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
             }
         };
     }
+}
+
+/// The tokens (a path: no groups) with the span `span`.
+fn respanned(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }

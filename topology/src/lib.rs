@@ -30,4 +30,4 @@ pub use tuple::{
     DEFAULT_STREAM, FieldKey, MessageId, SYSTEM_COMPONENT, StreamMeta, TICK_STREAM, TaskId, Tuple, TupleError,
     TypedTuple,
 };
-pub use value::{FromValue, IntoValue, Str, Value, ValueTypeError, Values};
+pub use value::{FromValue, IntoValue, Str, Value, ValueError, ValueMap, ValueTypeError, Values};

@@ -1,11 +1,37 @@
 //! Tuple values: the dynamically typed cells a tuple is made of.
+//!
+//! A [`Value`] is a scalar (null, bool, integer, float, string, bytes) or a nested list or map
+//! of values. Rust types convert to and from values with [`IntoValue`] and [`FromValue`]; any
+//! serde type converts with [`to_value`] and [`from_value`] (structs become maps keyed by field
+//! name, sequences lists, enums are externally tagged as in `serde_json`).
+//!
+//! Values have a total order ([`Ord`]): by kind first (null < bool < integer < float < string <
+//! bytes < list < map), then within the kind. Integers of both signednesses are one kind ordered
+//! by numeric value (`I64(-1) < U64(0) < I64(1)`), an `I64` just before the `U64` of the same
+//! value; floats are ordered by [`f64::total_cmp`], so `NaN == NaN` and `-0.0 < 0.0`. That makes
+//! any value a map key. [`Value::stable_hash`] is the hash fields grouping uses: the same in
+//! every process.
 
+mod convert;
+mod de;
+#[doc(hidden)]
+pub mod derive_support;
+mod error;
+mod ser;
+mod serde_impl;
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::Hasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+
+pub use convert::{FromValue, IntoValue, NotValue};
+pub use de::from_value;
+pub use error::ValueError;
+pub use ser::to_value;
 
 /// An immutable string with O(1) clone: up to 23 bytes inline, `&'static str` without copying,
 /// longer strings shared by reference count. Words and keys never allocate.
@@ -14,8 +40,14 @@ pub use smol_str::SmolStr as Str;
 /// The values of one tuple. Up to three values live inline, so typical tuples do not allocate.
 pub type Values = SmallVec<[Value; 3]>;
 
+/// The map inside [`Value::Map`]: entries sorted by key in [`Value`]'s order.
+pub type ValueMap = BTreeMap<Value, Value>;
+
 /// One cell of a tuple.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+///
+/// Equality, order and hashing are structural and agree with each other (see the [module
+/// docs](self) for the order). `I64(5)` and `U64(5)` are different values that hash alike.
+#[derive(Clone, Debug, Default)]
 pub enum Value {
     /// No value.
     #[default]
@@ -32,9 +64,24 @@ pub enum Value {
     Str(Str),
     /// Raw bytes, shared by reference count.
     Bytes(Arc<[u8]>),
+    /// A list of values, shared by reference count.
+    List(Arc<[Value]>),
+    /// A map from values to values, sorted by key, shared by reference count.
+    Map(Arc<ValueMap>),
 }
 
 impl Value {
+    /// A list of the given items: `Value::list(["a", "b"])`.
+    pub fn list<T: IntoValue>(items: impl IntoIterator<Item = T>) -> Value {
+        Value::List(items.into_iter().map(IntoValue::into_value).collect())
+    }
+
+    /// A map of the given entries: `Value::map([("red", 1u64), ("blue", 2)])`. A key given twice
+    /// keeps its last value.
+    pub fn map<K: IntoValue, V: IntoValue>(entries: impl IntoIterator<Item = (K, V)>) -> Value {
+        Value::Map(Arc::new(entries.into_iter().map(|(k, v)| (k.into_value(), v.into_value())).collect()))
+    }
+
     /// The name of this value's type, for error messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -45,6 +92,8 @@ impl Value {
             Value::F64(_) => "f64",
             Value::Str(_) => "string",
             Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
         }
     }
 
@@ -74,8 +123,30 @@ impl Value {
         }
     }
 
+    /// The items, if this is a list.
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The entries, if this is a map.
+    pub fn as_map(&self) -> Option<&ValueMap> {
+        match self {
+            Value::Map(map) => Some(map),
+            _ => None,
+        }
+    }
+
     /// Feeds a stable hash of this value: the same value hashes the same in every process of a
     /// topology, which fields grouping relies on once tasks run in several workers.
+    ///
+    /// Each value writes a kind tag and then its contents: integers of either signedness alike
+    /// (a key survives a change of type), floats by their bits, strings and bytes followed by
+    /// `0xff`, lists by their length and items, maps by their length and then key and value of
+    /// each entry in key order (so the order entries were inserted in never matters). Changing
+    /// this moves keys between tasks: a test pins it.
     pub fn stable_hash<H: Hasher>(&self, state: &mut H) {
         match self {
             Value::Null => state.write_u8(0),
@@ -83,7 +154,6 @@ impl Value {
                 state.write_u8(1);
                 state.write_u8(*b as u8);
             }
-            // Integers of either signedness hash alike, so a key survives a change of type.
             Value::I64(v) => {
                 state.write_u8(2);
                 state.write_u64(*v as u64);
@@ -106,10 +176,101 @@ impl Value {
                 state.write(b);
                 state.write_u8(0xff);
             }
+            Value::List(items) => {
+                state.write_u8(6);
+                state.write_u64(items.len() as u64);
+                for item in items.iter() {
+                    item.stable_hash(state);
+                }
+            }
+            Value::Map(map) => {
+                state.write_u8(7);
+                state.write_u64(map.len() as u64);
+                for (key, value) in map.iter() {
+                    key.stable_hash(state);
+                    value.stable_hash(state);
+                }
+            }
+        }
+    }
+
+    /// The rank of this value's kind in the order of values (and its hash tag).
+    fn kind_rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::I64(_) | Value::U64(_) => 2,
+            Value::F64(_) => 3,
+            Value::Str(_) => 4,
+            Value::Bytes(_) => 5,
+            Value::List(_) => 6,
+            Value::Map(_) => 7,
         }
     }
 }
 
+/// Orders a signed and an unsigned integer by value; equal values put the signed one first.
+fn cmp_signed_unsigned(signed: i64, unsigned: u64) -> Ordering {
+    match u64::try_from(signed) {
+        Ok(signed) => signed.cmp(&unsigned).then(Ordering::Less),
+        Err(_) => Ordering::Less,
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::I64(a), Value::I64(b)) => a == b,
+            (Value::U64(a), Value::U64(b)) => a == b,
+            // As `total_cmp` sees them: equal exactly when the bits are.
+            (Value::F64(a), Value::F64(b)) => a.to_bits() == b.to_bits(),
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::List(a), Value::List(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Value::Map(a), Value::Map(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Value {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::I64(a), Value::I64(b)) => a.cmp(b),
+            (Value::U64(a), Value::U64(b)) => a.cmp(b),
+            (Value::I64(a), Value::U64(b)) => cmp_signed_unsigned(*a, *b),
+            (Value::U64(a), Value::I64(b)) => cmp_signed_unsigned(*b, *a).reverse(),
+            (Value::F64(a), Value::F64(b)) => a.total_cmp(b),
+            (Value::Str(a), Value::Str(b)) => a.as_str().cmp(b.as_str()),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            (Value::List(a), Value::List(b)) => a.cmp(b),
+            (Value::Map(a), Value::Map(b)) => a.cmp(b),
+            _ => self.kind_rank().cmp(&other.kind_rank()),
+        }
+    }
+}
+
+/// Hashes with [`Value::stable_hash`], so values can be keys of a `HashMap` too.
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.stable_hash(state);
+    }
+}
+
+/// Scalars print bare (a string as its text); lists print as `[a, b]` and maps as `{k: v}`,
+/// strings inside them quoted: `["fox", 3, {"red": true}]`.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -120,6 +281,38 @@ impl fmt::Display for Value {
             Value::F64(v) => write!(f, "{v}"),
             Value::Str(v) => f.write_str(v),
             Value::Bytes(v) => write!(f, "<{} bytes>", v.len()),
+            Value::List(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", Nested(item))?;
+                }
+                f.write_str("]")
+            }
+            Value::Map(map) => {
+                f.write_str("{")?;
+                for (i, (key, value)) in map.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}: {}", Nested(key), Nested(value))?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+/// A value inside a list or map: strings quoted.
+struct Nested<'a>(&'a Value);
+
+impl fmt::Display for Nested<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Str(s) => write!(f, "{:?}", s.as_str()),
+            other => write!(f, "{other}"),
         }
     }
 }
@@ -134,205 +327,6 @@ pub struct ValueTypeError {
     pub found: &'static str,
 }
 
-/// A Rust type that converts into a [`Value`].
-pub trait IntoValue {
-    /// Converts into a value.
-    fn into_value(self) -> Value;
-}
-
-/// A Rust type that a [`Value`] converts into.
-pub trait FromValue: Sized {
-    /// Converts from a value, or says which type was found instead.
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError>;
-}
-
-impl IntoValue for Value {
-    fn into_value(self) -> Value {
-        self
-    }
-}
-
-impl FromValue for Value {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        Ok(value.clone())
-    }
-}
-
-macro_rules! int_value {
-    ($($t:ty => $variant:ident),* $(,)?) => {$(
-        impl IntoValue for $t {
-            fn into_value(self) -> Value {
-                Value::$variant(self.into())
-            }
-        }
-        impl FromValue for $t {
-            fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-                let err = || ValueTypeError { expected: stringify!($t), found: value.type_name() };
-                match *value {
-                    Value::I64(v) => <$t>::try_from(v).map_err(|_| err()),
-                    Value::U64(v) => <$t>::try_from(v).map_err(|_| err()),
-                    _ => Err(err()),
-                }
-            }
-        }
-    )*};
-}
-
-int_value!(i64 => I64, i32 => I64, i16 => I64, i8 => I64, u64 => U64, u32 => U64, u16 => U64, u8 => U64);
-
-impl IntoValue for usize {
-    fn into_value(self) -> Value {
-        Value::U64(self as u64)
-    }
-}
-
-impl FromValue for usize {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        let v = u64::from_value(value).map_err(|e| ValueTypeError { expected: "usize", ..e })?;
-        usize::try_from(v).map_err(|_| ValueTypeError { expected: "usize", found: "u64" })
-    }
-}
-
-impl IntoValue for bool {
-    fn into_value(self) -> Value {
-        Value::Bool(self)
-    }
-}
-
-impl FromValue for bool {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match *value {
-            Value::Bool(v) => Ok(v),
-            _ => Err(ValueTypeError { expected: "bool", found: value.type_name() }),
-        }
-    }
-}
-
-impl IntoValue for f64 {
-    fn into_value(self) -> Value {
-        Value::F64(self)
-    }
-}
-
-impl FromValue for f64 {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match *value {
-            Value::F64(v) => Ok(v),
-            Value::I64(v) => Ok(v as f64),
-            Value::U64(v) => Ok(v as f64),
-            _ => Err(ValueTypeError { expected: "f64", found: value.type_name() }),
-        }
-    }
-}
-
-impl IntoValue for Str {
-    fn into_value(self) -> Value {
-        Value::Str(self)
-    }
-}
-
-impl FromValue for Str {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match value {
-            Value::Str(v) => Ok(v.clone()),
-            _ => Err(ValueTypeError { expected: "string", found: value.type_name() }),
-        }
-    }
-}
-
-impl IntoValue for String {
-    fn into_value(self) -> Value {
-        Value::Str(Str::from(self))
-    }
-}
-
-impl FromValue for String {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match value {
-            Value::Str(v) => Ok(v.to_string()),
-            _ => Err(ValueTypeError { expected: "String", found: value.type_name() }),
-        }
-    }
-}
-
-impl IntoValue for &str {
-    fn into_value(self) -> Value {
-        Value::Str(Str::new(self))
-    }
-}
-
-impl IntoValue for Vec<u8> {
-    fn into_value(self) -> Value {
-        Value::Bytes(self.into())
-    }
-}
-
-impl FromValue for Vec<u8> {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match value {
-            Value::Bytes(v) => Ok(v.to_vec()),
-            _ => Err(ValueTypeError { expected: "bytes", found: value.type_name() }),
-        }
-    }
-}
-
-impl IntoValue for Arc<[u8]> {
-    fn into_value(self) -> Value {
-        Value::Bytes(self)
-    }
-}
-
-impl FromValue for Arc<[u8]> {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match value {
-            Value::Bytes(v) => Ok(v.clone()),
-            _ => Err(ValueTypeError { expected: "bytes", found: value.type_name() }),
-        }
-    }
-}
-
-impl<T: IntoValue> IntoValue for Option<T> {
-    fn into_value(self) -> Value {
-        match self {
-            Some(v) => v.into_value(),
-            None => Value::Null,
-        }
-    }
-}
-
-impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(value: &Value) -> Result<Self, ValueTypeError> {
-        match value {
-            Value::Null => Ok(None),
-            v => T::from_value(v).map(Some),
-        }
-    }
-}
-
-impl<T: IntoValue> From<T> for Value
-where
-    T: NotValue,
-{
-    fn from(v: T) -> Self {
-        v.into_value()
-    }
-}
-
-/// Marks the types that convert into a [`Value`] with `From`, every [`IntoValue`] but `Value`.
-#[doc(hidden)]
-pub trait NotValue {}
-impl NotValue for i64 {}
-impl NotValue for i32 {}
-impl NotValue for u64 {}
-impl NotValue for u32 {}
-impl NotValue for usize {}
-impl NotValue for bool {}
-impl NotValue for f64 {}
-impl NotValue for Str {}
-impl NotValue for String {}
-impl NotValue for &str {}
-impl NotValue for Vec<u8> {}
-
 /// Builds [`Values`] from a list of expressions that convert into [`Value`]:
 /// `values!["word", 3u64]`.
 #[macro_export]
@@ -346,7 +340,17 @@ macro_rules! values {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use rustc_hash::FxHasher;
+
     use super::*;
+
+    fn fx(value: &Value) -> u64 {
+        let mut hasher = FxHasher::default();
+        value.stable_hash(&mut hasher);
+        hasher.finish()
+    }
 
     #[test]
     fn conversions_round_trip_and_name_the_wrong_type() {
@@ -359,17 +363,120 @@ mod tests {
 
     #[test]
     fn integers_hash_alike_across_signedness() {
-        let mut a = rustc_hash::FxHasher::default();
-        let mut b = rustc_hash::FxHasher::default();
-        Value::I64(5).stable_hash(&mut a);
-        Value::U64(5).stable_hash(&mut b);
-        assert_eq!(a.finish(), b.finish());
+        assert_eq!(fx(&Value::I64(5)), fx(&Value::U64(5)));
+        // Inside lists and maps too, keys included: ints sort by value whatever their type.
+        let signed = Value::map([(Value::I64(1), Value::list([-1i64, 2])), (Value::I64(2), Value::Null)]);
+        let mixed =
+            Value::map([(Value::U64(2), Value::Null), (Value::U64(1), Value::list([Value::I64(-1), 2u64.into()]))]);
+        assert_ne!(signed, mixed);
+        assert_eq!(fx(&signed), fx(&mixed));
+    }
+
+    /// The hash decides which task gets a key, in every worker: it must never change by
+    /// accident. The scalar constants are those of the hash before lists and maps existed.
+    #[test]
+    fn stable_hashes_are_pinned() {
+        let pins = [
+            (Value::Null, 0x0000000000000000),
+            (Value::Bool(true), 0x5d97316d781574d8),
+            (Value::I64(-7), 0xcca882fb3e3f6467),
+            (Value::U64(42), 0x182c0cf612ec5683),
+            (Value::I64(42), 0x182c0cf612ec5683),
+            (Value::F64(1.5), 0x1e98f4532cb93cc6),
+            (Value::Str(Str::new("fox")), 0x78cf0612c7916945),
+            (Value::Str(Str::new("")), 0x5faebe1e036f08a2),
+            (Value::Bytes(vec![0u8, 1, 255].into()), 0x884dcb89a36a64f3),
+            (Value::list(Vec::<Value>::new()), 0x3d31e8a659e3b98c),
+            (Value::list(["a", "b"]), 0x28e9b0a701d703b5),
+            (Value::list([Value::list([1u64]), Value::Null]), 0x8c0aba6f89af3d84),
+            (Value::map([("red", 1u64), ("blue", 2)]), 0xb282f9b7f5a39e2f),
+            (Value::map([(Value::list([1u64]), Value::map([("x", 1.5f64)]))]), 0xd93af7637aa49a22),
+        ];
+        for (value, pin) in pins {
+            assert_eq!(fx(&value), pin, "the stable hash of {value:?} changed: {:#018x}", fx(&value));
+        }
+    }
+
+    #[test]
+    fn map_hash_and_equality_ignore_insertion_order() {
+        let mut a = HashMap::new();
+        let mut b = HashMap::new();
+        for i in 0..100u64 {
+            a.insert(format!("k{i}"), i);
+        }
+        for i in (0..100u64).rev() {
+            b.insert(format!("k{i}"), i);
+        }
+        let (a, b) = (a.into_value(), b.into_value());
+        assert_eq!(a, b);
+        assert_eq!(fx(&a), fx(&b));
+        assert_ne!(fx(&a), fx(&Value::map([("k0", 0u64)])));
+    }
+
+    #[test]
+    fn values_order_by_kind_then_within_it() {
+        let ascending = [
+            Value::Null,
+            Value::Bool(false),
+            Value::Bool(true),
+            Value::I64(i64::MIN),
+            Value::I64(-1),
+            Value::I64(0),
+            Value::U64(0),
+            Value::U64(1),
+            Value::I64(2),
+            Value::U64(u64::MAX),
+            Value::F64(f64::NEG_INFINITY),
+            Value::F64(-0.0),
+            Value::F64(0.0),
+            Value::F64(f64::NAN),
+            Value::from(""),
+            Value::from("a"),
+            Value::from("b"),
+            Value::Bytes(vec![].into()),
+            Value::Bytes(vec![0].into()),
+            Value::list(Vec::<u64>::new()),
+            Value::list([1u64]),
+            Value::list([1u64, 0]),
+            Value::list([2u64]),
+            Value::map(Vec::<(u64, u64)>::new()),
+            Value::map([(1u64, 1u64)]),
+            Value::map([(1u64, 2u64)]),
+            Value::map([(2u64, 0u64)]),
+        ];
+        for (i, a) in ascending.iter().enumerate() {
+            for (j, b) in ascending.iter().enumerate() {
+                assert_eq!(a.cmp(b), i.cmp(&j), "{a:?} vs {b:?}");
+                assert_eq!(a == b, i == j, "{a:?} == {b:?}");
+            }
+        }
+        assert_eq!(Value::F64(f64::NAN), Value::F64(f64::NAN));
+        // Any value is a map key.
+        let map: BTreeMap<Value, u32> = ascending.iter().cloned().zip(0..).collect();
+        assert_eq!(map.len(), ascending.len());
+        assert_eq!(map[&Value::list([1u64, 0])], 21);
+    }
+
+    #[test]
+    fn display_and_accessors() {
+        let v = Value::list([Value::from("fox"), Value::U64(3), Value::map([("red", true)]), Value::Null]);
+        assert_eq!(v.to_string(), r#"["fox", 3, {"red": true}, null]"#);
+        assert_eq!(Value::from("fox").to_string(), "fox");
+        assert_eq!(v.type_name(), "list");
+        assert_eq!(v.as_list().map(<[Value]>::len), Some(4));
+        assert_eq!(v.as_list().unwrap()[2].as_map().unwrap()[&Value::from("red")], Value::Bool(true));
+        assert_eq!(Value::map([(1u64, 2u64)]).type_name(), "map");
+        assert!(Value::Null.as_list().is_none() && Value::Null.as_map().is_none());
     }
 
     #[test]
     fn small_values_stay_inline() {
         assert!(std::mem::size_of::<Value>() <= 32);
+        // Lists and maps fit beside the other kinds: the value is no larger than before them.
+        assert_eq!(std::mem::size_of::<Value>(), 24);
         let v = values!["a", 1u64, true];
         assert!(!v.spilled());
+        let nested = values![vec!["a", "b"], BTreeMap::from([("k", 1u64)])];
+        assert_eq!(nested[0], Value::list(["a", "b"]));
     }
 }

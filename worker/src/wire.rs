@@ -12,37 +12,54 @@
 //!
 //! A batch is `[task, [tuple, ...], [control, ...]]` and a tuple `[src_task, stream, [value, ...],
 //! [root, edge, root, edge, ...]]`, where `stream` is the index of the stream among the source
-//! component's declared streams. Values use MessagePack's own types (nil, bool, uint, negative
-//! int, float 64, str, bin); a non-negative `I64` is a one-element array so it reads back as an
-//! `I64`, not a `U64`. Control messages are `[kind, fields...]` (see [`Control`]'s encoding
-//! below). A 1-word untracked tuple takes 6 bytes plus the word; a tracked one 24 plus the word.
+//! component's declared streams. Values use MessagePack's own types: nil, bool, uint (`U64`),
+//! int (`I64`: a non-negative one with an explicit signed marker, `0xd0`–`0xd3`, so it reads
+//! back as an `I64`, not a `U64`), float 64, str, bin, array (`List`) and map (`Map`), nested at
+//! most [`MAX_VALUE_DEPTH`] levels. Control messages are `[kind, fields...]` (see [`Control`]'s
+//! encoding below). A 1-word untracked tuple takes 6 bytes plus the word; a tracked one 24 plus
+//! the word.
+//!
+//! Decoding trusts nothing read from the network: every length only bounds a loop, no
+//! allocation is sized beyond what the frame's remaining bytes could fill (each element takes at
+//! least a byte), and values nested deeper than [`MAX_VALUE_DEPTH`] are refused before they are
+//! descended into, so a hostile frame can neither exhaust memory nor the stack.
 //!
 //! The receiver rebuilds each [`Tuple`] with the interned [`StreamMeta`] of its source stream from
 //! a [`StreamTable`], so a tuple from another worker is indistinguishable from a local one.
 
+use std::cell::Cell;
+use std::collections::btree_map::Entry;
 use std::hash::Hasher;
 use std::sync::Arc;
-use std::{fmt, mem};
+use std::{fmt, io, mem};
 
 use bytes::{BufMut, BytesMut};
+use rmp::encode::{self as rmp_encode, ValueWriteError};
 use rustc_hash::FxHasher;
-use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, SerializeTuple};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use squall_topology::{
-    AckerMessage, Control, MessageId, SpoutNotice, StreamMeta, TaskId, TaskLayout, Topology, Tuple, Value, Values,
+    AckerMessage, Control, MessageId, SpoutNotice, StreamMeta, TaskId, TaskLayout, Topology, Tuple, Value, ValueMap,
+    Values,
 };
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::inbox::Batch;
 
 /// The version of this format; a peer speaking another one is rejected at its Hello.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 /// The largest payload a frame may have. Larger frames are refused by the reader.
 pub const MAX_FRAME_LENGTH: usize = 64 << 20;
 /// Batch frames are closed once their payload reaches this, so a reader decodes and delivers
 /// in steps instead of holding one huge frame.
 pub const FRAME_TARGET_LENGTH: usize = 256 << 10;
+/// The deepest nesting of lists and maps a value may have to cross the wire: a list of scalars
+/// is 1 level. The encoder drops (and counts) a tuple with a deeper value rather than send a
+/// frame the receiver would refuse; the decoder refuses such a frame.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// The arrays around a value in a batch frame: frame, batches, batch, tuples, tuple, values.
+const FRAME_LEVELS: usize = 6;
 
 const KIND_HELLO: u8 = 0;
 const KIND_BATCHES: u8 = 1;
@@ -55,7 +72,8 @@ const FIXARRAY_2: u8 = 0x92;
 const ARRAY32: u8 = 0xdd;
 
 /// Never trust a length read from the network for a pre-allocation: a garbage header could
-/// claim billions of elements.
+/// claim billions of elements. Besides this cap, a frame's pre-allocations together never
+/// exceed one element per byte of the frame (see `Budget`).
 const MAX_PREALLOCATION: usize = 4096;
 
 /// The codec both ends use: 4-byte big-endian lengths, frames up to [`MAX_FRAME_LENGTH`].
@@ -253,7 +271,10 @@ impl BatchEncoder {
     pub fn push(&mut self, buf: &mut BytesMut, batch: &Batch) -> Result<(), WireError> {
         let mut indices = mem::take(&mut self.indices);
         indices.clear();
-        indices.extend(batch.tuples.iter().map(|t| self.table.stream_index(t).unwrap_or(u32::MAX)));
+        indices.extend(batch.tuples.iter().map(|t| match self.table.stream_index(t) {
+            Some(index) if t.values().iter().all(|v| nests_within(v, MAX_VALUE_DEPTH)) => index,
+            _ => u32::MAX,
+        }));
         self.skipped += indices.iter().filter(|i| **i == u32::MAX).count() as u64;
         let result = self.push_slices(buf, batch.task, &batch.tuples, &indices, &batch.control);
         self.indices = indices;
@@ -261,7 +282,8 @@ impl BatchEncoder {
     }
 
     /// Tuples and control messages dropped since the last call: ticks and unknown streams,
-    /// which never cross the wire, and single tuples larger than a frame.
+    /// which never cross the wire, single tuples larger than a frame, and tuples with a value
+    /// nested deeper than [`MAX_VALUE_DEPTH`].
     pub fn take_skipped(&mut self) -> u64 {
         mem::take(&mut self.skipped)
     }
@@ -306,7 +328,10 @@ impl BatchEncoder {
         };
         let mark = buf.len();
         let wire = WireBatch { task, tuples, indices, sendable, control };
-        rmp_serde::encode::write(&mut (&mut *buf).writer(), &wire)?;
+        if let Err(e) = write_batch(&mut (&mut *buf).writer(), &wire) {
+            buf.truncate(mark);
+            return Err(rmp_serde::encode::Error::from(e).into());
+        }
         if buf.len() - start - 4 <= self.max_frame {
             self.batches += 1;
             if buf.len() - start - 4 >= self.target {
@@ -389,7 +414,13 @@ pub fn decode_control_frame(payload: &[u8]) -> Result<Frame, WireError> {
 fn decode(payload: &[u8], ctx: Option<BatchContext<'_, '_>>) -> Result<Frame, WireError> {
     // Borrowing from the payload, strings are read in place (a copying reader is ~20% slower).
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);
-    let frame = FrameSeed { ctx }.deserialize(&mut de)?;
+    // Values refuse to nest deeper than `MAX_VALUE_DEPTH` with a clear error; this also bounds
+    // what is skipped unread (extra fields, trailing bytes, batches in a handshake frame). It
+    // lets in one level more than a value may have, which the value refuses with its message
+    // (rmp-serde's limit `n` admits `n - 1` levels).
+    de.set_max_depth(FRAME_LEVELS + MAX_VALUE_DEPTH + 2);
+    let budget = Budget(Cell::new(payload.len()));
+    let frame = FrameSeed { ctx, budget: &budget }.deserialize(&mut de)?;
     // That reader does not tell where it stopped: a frame is whole when nothing more can be read.
     match IgnoredAny::deserialize(&mut de) {
         Err(rmp_serde::decode::Error::InvalidMarkerRead(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
@@ -399,6 +430,9 @@ fn decode(payload: &[u8], ctx: Option<BatchContext<'_, '_>>) -> Result<Frame, Wi
 }
 
 // ---- Encoding ----
+//
+// Batches are written with `rmp`'s encoders rather than through serde: serde has no way to
+// say "this non-negative integer is signed", which an `I64` needs to read back as one.
 
 struct WireBatch<'a> {
     task: TaskId,
@@ -408,126 +442,120 @@ struct WireBatch<'a> {
     control: &'a [Control],
 }
 
-impl Serialize for WireBatch<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut batch = s.serialize_tuple(3)?;
-        batch.serialize_element(&self.task)?;
-        batch.serialize_element(&WireTuples(self))?;
-        batch.serialize_element(&WireControls(self.control))?;
-        batch.end()
-    }
+/// Where batches are written: the frame buffer.
+type Out<'a> = bytes::buf::Writer<&'a mut BytesMut>;
+
+type Written = Result<(), ValueWriteError>;
+
+/// A length as MessagePack writes it (at most `u32::MAX`, far beyond any frame).
+fn len32(len: usize) -> Result<u32, ValueWriteError> {
+    u32::try_from(len).map_err(|_| ValueWriteError::InvalidDataWrite(io::Error::other("too many elements")))
 }
 
-struct WireTuples<'a, 'b>(&'a WireBatch<'b>);
-
-impl Serialize for WireTuples<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.sendable))?;
-        for (tuple, stream) in self.0.tuples.iter().zip(self.0.indices) {
-            if *stream != u32::MAX {
-                seq.serialize_element(&WireTuple { tuple, stream: *stream })?;
-            }
+/// `[task, [tuple, ...], [control, ...]]`, the tuples whose index is not `u32::MAX`.
+fn write_batch(out: &mut Out<'_>, batch: &WireBatch<'_>) -> Written {
+    rmp_encode::write_array_len(out, 3)?;
+    rmp_encode::write_uint(out, batch.task.into())?;
+    rmp_encode::write_array_len(out, len32(batch.sendable)?)?;
+    for (tuple, stream) in batch.tuples.iter().zip(batch.indices) {
+        if *stream != u32::MAX {
+            write_tuple(out, tuple, *stream)?;
         }
-        seq.end()
     }
-}
-
-struct WireTuple<'a> {
-    tuple: &'a Tuple,
-    stream: u32,
-}
-
-impl Serialize for WireTuple<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(4)?;
-        t.serialize_element(&self.tuple.source_task())?;
-        t.serialize_element(&self.stream)?;
-        t.serialize_element(&WireValues(self.tuple.values()))?;
-        t.serialize_element(&WireId(self.tuple.message_id()))?;
-        t.end()
+    rmp_encode::write_array_len(out, len32(batch.control.len())?)?;
+    for control in batch.control {
+        write_control(out, control)?;
     }
+    Ok(())
 }
 
-struct WireValues<'a>(&'a [Value]);
+/// `[src_task, stream, [value, ...], [root, edge, ...]]`.
+fn write_tuple(out: &mut Out<'_>, tuple: &Tuple, stream: u32) -> Written {
+    rmp_encode::write_array_len(out, 4)?;
+    rmp_encode::write_uint(out, tuple.source_task().into())?;
+    rmp_encode::write_uint(out, stream.into())?;
+    rmp_encode::write_array_len(out, len32(tuple.values().len())?)?;
+    for value in tuple.values() {
+        write_value(out, value)?;
+    }
+    let anchors = tuple.message_id().anchors();
+    rmp_encode::write_array_len(out, len32(anchors.len() * 2)?)?;
+    for (root, edge) in anchors {
+        rmp_encode::write_uint(out, *root)?;
+        rmp_encode::write_uint(out, *edge)?;
+    }
+    Ok(())
+}
 
-impl Serialize for WireValues<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for value in self.0 {
-            seq.serialize_element(&WireValue(value))?;
+/// A value as MessagePack's own types; lists and maps recursively (the caller checked the
+/// depth with [`nests_within`]).
+fn write_value(out: &mut Out<'_>, value: &Value) -> Written {
+    match value {
+        Value::Null => rmp_encode::write_nil(out).map_err(ValueWriteError::InvalidMarkerWrite),
+        Value::Bool(v) => rmp_encode::write_bool(out, *v).map_err(ValueWriteError::InvalidMarkerWrite),
+        Value::I64(v) => write_signed(out, *v),
+        Value::U64(v) => rmp_encode::write_uint(out, *v).map(drop),
+        Value::F64(v) => rmp_encode::write_f64(out, *v),
+        Value::Str(v) => rmp_encode::write_str(out, v),
+        Value::Bytes(v) => rmp_encode::write_bin(out, v),
+        Value::List(items) => {
+            rmp_encode::write_array_len(out, len32(items.len())?)?;
+            items.iter().try_for_each(|item| write_value(out, item))
         }
-        seq.end()
-    }
-}
-
-struct WireValue<'a>(&'a Value);
-
-impl Serialize for WireValue<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Null => s.serialize_unit(),
-            Value::Bool(v) => s.serialize_bool(*v),
-            Value::I64(v) if *v < 0 => s.serialize_i64(*v),
-            // MessagePack writes non-negative integers alike: wrapped, this one reads back as
-            // an I64 (user code matching on the variant sees what was emitted).
-            Value::I64(v) => {
-                let mut t = s.serialize_tuple(1)?;
-                t.serialize_element(v)?;
-                t.end()
-            }
-            Value::U64(v) => s.serialize_u64(*v),
-            Value::F64(v) => s.serialize_f64(*v),
-            Value::Str(v) => s.serialize_str(v),
-            Value::Bytes(v) => s.serialize_bytes(v),
+        Value::Map(map) => {
+            rmp_encode::write_map_len(out, len32(map.len())?)?;
+            map.iter().try_for_each(|(key, value)| {
+                write_value(out, key)?;
+                write_value(out, value)
+            })
         }
     }
 }
 
-struct WireId<'a>(&'a MessageId);
-
-impl Serialize for WireId<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let anchors = self.0.anchors();
-        let mut seq = s.serialize_seq(Some(anchors.len() * 2))?;
-        for (root, edge) in anchors {
-            seq.serialize_element(root)?;
-            seq.serialize_element(edge)?;
-        }
-        seq.end()
+/// A signed integer with a signed marker whatever its value: MessagePack's compact form of a
+/// non-negative integer would read back as unsigned.
+fn write_signed(out: &mut Out<'_>, v: i64) -> Written {
+    if v < 0 {
+        rmp_encode::write_sint(out, v).map(drop)
+    } else if let Ok(v) = i8::try_from(v) {
+        rmp_encode::write_i8(out, v)
+    } else if let Ok(v) = i16::try_from(v) {
+        rmp_encode::write_i16(out, v)
+    } else if let Ok(v) = i32::try_from(v) {
+        rmp_encode::write_i32(out, v)
+    } else {
+        rmp_encode::write_i64(out, v)
     }
 }
 
-struct WireControls<'a>(&'a [Control]);
-
-impl Serialize for WireControls<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for control in self.0 {
-            seq.serialize_element(&WireControl(control))?;
+/// Whether `value` nests lists and maps at most `levels` deep. Looks no deeper than that, so it
+/// is cheap for scalars and safe for any value.
+fn nests_within(value: &Value, levels: usize) -> bool {
+    match value {
+        Value::List(items) => levels > 0 && items.iter().all(|item| nests_within(item, levels - 1)),
+        Value::Map(map) => {
+            levels > 0 && map.iter().all(|(k, v)| nests_within(k, levels - 1) && nests_within(v, levels - 1))
         }
-        seq.end()
+        _ => true,
     }
 }
 
 /// `[0, root, value, spout_task]` Init, `[1, root, value]` Ack, `[2, root]` Fail, `[3, root]`
 /// ResetTimeout (to ackers); `[4, root]` Acked, `[5, root]` Failed, `[6, root]` ResetTimeout
 /// (to spouts). Enum variants by name would cost more than the message.
-struct WireControl<'a>(&'a Control);
-
-impl Serialize for WireControl<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self.0 {
-            Control::Acker(AckerMessage::Init { root, value, spout_task }) => {
-                (0u8, root, value, spout_task).serialize(s)
-            }
-            Control::Acker(AckerMessage::Ack { root, value }) => (1u8, root, value).serialize(s),
-            Control::Acker(AckerMessage::Fail { root }) => (2u8, root).serialize(s),
-            Control::Acker(AckerMessage::ResetTimeout { root }) => (3u8, root).serialize(s),
-            Control::Notice(SpoutNotice::Acked(root)) => (4u8, root).serialize(s),
-            Control::Notice(SpoutNotice::Failed(root)) => (5u8, root).serialize(s),
-            Control::Notice(SpoutNotice::ResetTimeout(root)) => (6u8, root).serialize(s),
-        }
-    }
+fn write_control(out: &mut Out<'_>, control: &Control) -> Written {
+    let (kind, fields): (u8, &[u64]) = match *control {
+        Control::Acker(AckerMessage::Init { root, value, spout_task }) => (0, &[root, value, spout_task.into()]),
+        Control::Acker(AckerMessage::Ack { root, value }) => (1, &[root, value]),
+        Control::Acker(AckerMessage::Fail { root }) => (2, &[root]),
+        Control::Acker(AckerMessage::ResetTimeout { root }) => (3, &[root]),
+        Control::Notice(SpoutNotice::Acked(root)) => (4, &[root]),
+        Control::Notice(SpoutNotice::Failed(root)) => (5, &[root]),
+        Control::Notice(SpoutNotice::ResetTimeout(root)) => (6, &[root]),
+    };
+    rmp_encode::write_array_len(out, len32(fields.len() + 1)?)?;
+    rmp_encode::write_uint(out, kind.into())?;
+    fields.iter().try_for_each(|field| rmp_encode::write_uint(out, *field).map(drop))
 }
 
 // ---- Decoding ----
@@ -538,9 +566,24 @@ struct BatchContext<'a, 'b> {
     buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
 }
 
+/// How many elements a frame's decoding may still pre-allocate: it starts at the frame's length
+/// in bytes, as every element takes at least one byte, and each pre-allocation takes its share.
+/// An honest frame never runs out; headers claiming more than the frame holds get less.
+struct Budget(Cell<usize>);
+
+impl Budget {
+    /// The capacity to pre-allocate for `hint` elements (a length read from the frame).
+    fn take(&self, hint: usize) -> usize {
+        let n = hint.min(self.0.get()).min(MAX_PREALLOCATION);
+        self.0.set(self.0.get() - n);
+        n
+    }
+}
+
 /// `Some(frame)`, or `None` for batches when no batch context was given.
 struct FrameSeed<'a, 'b> {
     ctx: Option<BatchContext<'a, 'b>>,
+    budget: &'a Budget,
 }
 
 impl<'de> DeserializeSeed<'de> for FrameSeed<'_, '_> {
@@ -565,7 +608,7 @@ impl<'de> Visitor<'de> for FrameSeed<'_, '_> {
             KIND_HELLO => Some(Frame::Hello(seq.next_element()?.ok_or_else(missing)?)),
             KIND_BATCHES => match self.ctx {
                 Some(ctx) => {
-                    seq.next_element_seed(BatchesSeed(ctx))?.ok_or_else(missing)?;
+                    seq.next_element_seed(BatchesSeed(ctx, self.budget))?.ok_or_else(missing)?;
                     Some(Frame::Batches)
                 }
                 None => {
@@ -589,7 +632,7 @@ impl<'de> Visitor<'de> for FrameSeed<'_, '_> {
     }
 }
 
-struct BatchesSeed<'a, 'b>(BatchContext<'a, 'b>);
+struct BatchesSeed<'a, 'b>(BatchContext<'a, 'b>, &'a Budget);
 
 impl<'de> DeserializeSeed<'de> for BatchesSeed<'_, '_> {
     type Value = ();
@@ -607,8 +650,8 @@ impl<'de> Visitor<'de> for BatchesSeed<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let BatchContext { table, out, buffer } = self.0;
-        while let Some(batch) = seq.next_element_seed(BatchSeed { table, buffer: &mut *buffer })? {
+        let (BatchContext { table, out, buffer }, budget) = (self.0, self.1);
+        while let Some(batch) = seq.next_element_seed(BatchSeed { table, buffer: &mut *buffer, budget })? {
             out.push(batch);
         }
         Ok(())
@@ -618,6 +661,7 @@ impl<'de> Visitor<'de> for BatchesSeed<'_, '_> {
 struct BatchSeed<'a, 'b> {
     table: &'a StreamTable,
     buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
+    budget: &'a Budget,
 }
 
 impl<'de> DeserializeSeed<'de> for BatchSeed<'_, '_> {
@@ -637,11 +681,12 @@ impl<'de> Visitor<'de> for BatchSeed<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
         let task: TaskId = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &"3 elements"))?;
+        let budget = self.budget;
         let tuples = seq
-            .next_element_seed(TuplesSeed { table: self.table, task, buffer: self.buffer })?
+            .next_element_seed(TuplesSeed { table: self.table, task, buffer: self.buffer, budget })?
             .ok_or_else(|| de::Error::invalid_length(1, &"3 elements"))?;
         let control =
-            seq.next_element_seed(ControlsSeed)?.ok_or_else(|| de::Error::invalid_length(2, &"3 elements"))?;
+            seq.next_element_seed(ControlsSeed(budget))?.ok_or_else(|| de::Error::invalid_length(2, &"3 elements"))?;
         Ok(Batch { task, tuples, control })
     }
 }
@@ -650,6 +695,7 @@ struct TuplesSeed<'a, 'b> {
     table: &'a StreamTable,
     task: TaskId,
     buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
+    budget: &'a Budget,
 }
 
 impl<'de> DeserializeSeed<'de> for TuplesSeed<'_, '_> {
@@ -668,18 +714,18 @@ impl<'de> Visitor<'de> for TuplesSeed<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Tuple>, A::Error> {
-        let hint = seq.size_hint().unwrap_or(0).min(MAX_PREALLOCATION);
+        let hint = self.budget.take(seq.size_hint().unwrap_or(0));
         let mut tuples = (self.buffer)(self.task, hint).ok_or_else(|| {
             de::Error::custom(format_args!("batch for task {} which this connection does not feed", self.task))
         })?;
-        while let Some(tuple) = seq.next_element_seed(TupleSeed(self.table))? {
+        while let Some(tuple) = seq.next_element_seed(TupleSeed(self.table, self.budget))? {
             tuples.push(tuple);
         }
         Ok(tuples)
     }
 }
 
-struct TupleSeed<'a>(&'a StreamTable);
+struct TupleSeed<'a>(&'a StreamTable, &'a Budget);
 
 impl<'de> DeserializeSeed<'de> for TupleSeed<'_> {
     type Value = Tuple;
@@ -704,7 +750,7 @@ impl<'de> Visitor<'de> for TupleSeed<'_> {
             .0
             .meta(src, stream)
             .ok_or_else(|| de::Error::custom(format_args!("unknown stream {stream} of task {src}")))?;
-        let ValuesDe(values) = seq.next_element()?.ok_or_else(|| len(2))?;
+        let values = seq.next_element_seed(ValuesSeed(self.1))?.ok_or_else(|| len(2))?;
         if values.len() != meta.fields.len() {
             return Err(de::Error::custom(format_args!(
                 "tuple of {} values on stream `{}` of `{}`, which has {} fields",
@@ -719,90 +765,122 @@ impl<'de> Visitor<'de> for TupleSeed<'_> {
     }
 }
 
-struct ValuesDe(Values);
+/// A tuple's values.
+struct ValuesSeed<'a>(&'a Budget);
 
-impl<'de> Deserialize<'de> for ValuesDe {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_seq(ValuesVisitor)
+impl<'de> DeserializeSeed<'de> for ValuesSeed<'_> {
+    type Value = Values;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Values, D::Error> {
+        d.deserialize_seq(self)
     }
 }
 
-struct ValuesVisitor;
-
-impl<'de> Visitor<'de> for ValuesVisitor {
-    type Value = ValuesDe;
+impl<'de> Visitor<'de> for ValuesSeed<'_> {
+    type Value = Values;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of values")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValuesDe, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
         // Up to three values are inline: no allocation for a typical tuple.
         let mut values = Values::new();
-        while let Some(ValueDe(value)) = seq.next_element()? {
+        while let Some(value) = seq.next_element_seed(ValueSeed { depth: 0, budget: self.0 })? {
             values.push(value);
         }
-        Ok(ValuesDe(values))
+        Ok(values)
     }
 }
 
-struct ValueDe(Value);
+/// One value, inside `depth` lists and maps.
+#[derive(Clone, Copy)]
+struct ValueSeed<'a> {
+    depth: usize,
+    budget: &'a Budget,
+}
 
-impl<'de> Deserialize<'de> for ValueDe {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
+impl ValueSeed<'_> {
+    /// The seed of the values inside this list or map, if it may have any.
+    fn nested<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_VALUE_DEPTH {
+            return Err(E::custom(format_args!("value nested deeper than {MAX_VALUE_DEPTH} levels")));
+        }
+        Ok(ValueSeed { depth: self.depth + 1, budget: self.budget })
     }
 }
 
-struct ValueVisitor;
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
 
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = ValueDe;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a value")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::Null))
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::Null))
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::Bool(v)))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::I64(v)))
+    /// Every signed marker (and a negative fixint) arrives here: an `I64`.
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::I64(v))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::U64(v)))
+    /// Every unsigned marker (and a positive fixint) arrives here: a `U64`.
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::U64(v))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::F64(v)))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::F64(v))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<ValueDe, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         // Words up to 23 bytes are inline: no allocation.
-        Ok(ValueDe(Value::Str(v.into())))
+        Ok(Value::Str(v.into()))
     }
 
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ValueDe, E> {
-        Ok(ValueDe(Value::Bytes(v.into())))
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bytes(v.into()))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValueDe, A::Error> {
-        // A non-negative I64, wrapped.
-        let v: i64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &"one i64"))?;
-        if seq.next_element::<IgnoredAny>()?.is_some() {
-            return Err(de::Error::invalid_length(2, &"one i64"));
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut items = Vec::with_capacity(self.budget.take(seq.size_hint().unwrap_or(0)));
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
         }
-        Ok(ValueDe(Value::I64(v)))
+        Ok(Value::List(items.into()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut map = ValueMap::new();
+        while let Some(key) = access.next_key_seed(inner)? {
+            match map.entry(key) {
+                Entry::Vacant(entry) => {
+                    entry.insert(access.next_value_seed(inner)?);
+                }
+                Entry::Occupied(_) => return Err(de::Error::custom("map with a key given twice")),
+            }
+        }
+        Ok(Value::Map(Arc::new(map)))
     }
 }
 
@@ -841,9 +919,9 @@ impl<'de> Visitor<'de> for IdVisitor {
     }
 }
 
-struct ControlsSeed;
+struct ControlsSeed<'a>(&'a Budget);
 
-impl<'de> DeserializeSeed<'de> for ControlsSeed {
+impl<'de> DeserializeSeed<'de> for ControlsSeed<'_> {
     type Value = Vec<Control>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Control>, D::Error> {
@@ -851,7 +929,7 @@ impl<'de> DeserializeSeed<'de> for ControlsSeed {
     }
 }
 
-impl<'de> Visitor<'de> for ControlsSeed {
+impl<'de> Visitor<'de> for ControlsSeed<'_> {
     type Value = Vec<Control>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -859,7 +937,7 @@ impl<'de> Visitor<'de> for ControlsSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Control>, A::Error> {
-        let mut control = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOCATION));
+        let mut control = Vec::with_capacity(self.0.take(seq.size_hint().unwrap_or(0)));
         while let Some(ControlDe(message)) = seq.next_element()? {
             control.push(message);
         }
@@ -914,6 +992,10 @@ impl<'de> Visitor<'de> for ControlVisitor {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    use squall_topology::value::{from_value, to_value};
     use squall_topology::{
         Bolt, BoltCollector, ComponentError, NoOutput, OutputDeclarer, Outputs, Spout, SpoutCollector, Str,
         TopologyBuilder,
@@ -980,6 +1062,41 @@ mod tests {
         }
         encoder.finish(&mut buf);
         buf
+    }
+
+    /// A frame of one batch written by `write`.
+    fn batch_frame(write: impl FnOnce(&mut Out<'_>) -> Written) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(0);
+        buf.put_u8(FIXARRAY_2);
+        buf.put_u8(KIND_BATCHES);
+        buf.put_u8(0x91);
+        write(&mut (&mut buf).writer()).unwrap();
+        let payload = (buf.len() - 4) as u32;
+        buf[..4].copy_from_slice(&payload.to_be_bytes());
+        buf
+    }
+
+    /// A frame of one batch for task 1 with one tuple of task 3 (`words`, stream 0), whose one
+    /// value is `raw` MessagePack.
+    fn raw_value_frame(raw: &[u8]) -> BytesMut {
+        batch_frame(|out| {
+            out.write_all(&[0x93, 0x01, 0x91, 0x94, 0x03, 0x00, 0x91]).map_err(ValueWriteError::InvalidDataWrite)?;
+            out.write_all(raw).map_err(ValueWriteError::InvalidDataWrite)?;
+            out.write_all(&[0x90, 0x90]).map_err(ValueWriteError::InvalidDataWrite)
+        })
+    }
+
+    /// A tuple of `words` (one field) from task 3 with this value.
+    fn one_value(table: &StreamTable, value: Value) -> Tuple {
+        let mut values = Values::new();
+        values.push(value);
+        Tuple::new(table.meta(3, 0).unwrap(), 3, values, MessageId::default())
+    }
+
+    /// A value nested `levels` deep: `[[[...[1]...]]]`.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(Value::U64(1), |inner, _| Value::List(vec![inner].into()))
     }
 
     /// Decodes every frame of `buf` through the codec, as a reader does.
@@ -1143,16 +1260,9 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("task 3"));
         // A stream index the source component does not have.
         let bad_stream = |stream: u32| {
-            let mut buf = BytesMut::new();
-            let wire = WireBatch {
-                task: 1,
-                tuples: &[word(&table, 3, "a", MessageId::default())],
-                indices: &[stream],
-                sendable: 1,
-                control: &[],
-            };
-            encode_frame(&mut buf, KIND_BATCHES, &[wire]).unwrap();
-            decode_all(&table, buf)
+            let tuples = [word(&table, 3, "a", MessageId::default())];
+            let wire = WireBatch { task: 1, tuples: &tuples, indices: &[stream], sendable: 1, control: &[] };
+            decode_all(&table, batch_frame(|out| write_batch(out, &wire)))
         };
         assert!(bad_stream(0).is_ok());
         assert!(
@@ -1228,5 +1338,198 @@ mod tests {
         let huge =
             [FIXARRAY_2, KIND_BATCHES, ARRAY32, 0xff, 0xff, 0xff, 0xff, 0x93, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff];
         assert!(decode_frame(&huge, &table, &mut out, &mut accept).is_err());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+    struct Address {
+        street: String,
+        zip: u32,
+        lines: Vec<String>,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+    enum Shipping {
+        Pickup,
+        Post { address: Address, express: bool },
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+    struct Order {
+        id: u64,
+        delta: i64,
+        tags: HashMap<String, u64>,
+        shipping: Vec<Shipping>,
+    }
+
+    #[test]
+    fn nested_lists_maps_and_serde_structs_round_trip() {
+        let table = table();
+        let all = table.meta(4, 1).unwrap();
+        let address = Address { street: "Main".into(), zip: 1234, lines: vec!["a".into(), "b".into()] };
+        let order = Order {
+            id: u64::MAX,
+            delta: 5,
+            tags: [("red".to_owned(), 1), ("blue".to_owned(), 2)].into(),
+            shipping: vec![Shipping::Pickup, Shipping::Post { address, express: true }],
+        };
+        let long = "a string longer than twenty-three bytes, shared";
+        let mut values = Values::new();
+        values.extend([
+            to_value(&order).unwrap(),
+            // Signedness survives inside lists and maps, keys included.
+            Value::list([Value::I64(0), Value::I64(127), Value::I64(128), Value::I64(40_000), Value::I64(1 << 40)]),
+            Value::list([Value::U64(0), Value::U64(300), Value::I64(-1), Value::I64(i64::MIN), Value::I64(i64::MAX)]),
+            Value::map([
+                (Value::I64(1), Value::from("signed")),
+                (Value::U64(1), Value::from("unsigned")),
+                (Value::list([Value::Null, Value::Bool(true)]), Value::map([(long, Value::F64(-0.5))])),
+                (Value::Bytes(vec![0, 255].into()), Value::list(Vec::<Value>::new())),
+            ]),
+            Value::list([Value::map(Vec::<(u64, u64)>::new()), Value::from(long), Value::Bytes(vec![7].into())]),
+            nested(MAX_VALUE_DEPTH),
+            Value::F64(f64::NAN),
+        ]);
+        let batch =
+            Batch { task: 1, tuples: vec![Tuple::new(all, 4, values.clone(), MessageId::default())], control: vec![] };
+        let decoded = decode_all(&table, encode(&table, &[batch])).unwrap();
+        let got = decoded[0].tuples[0].values();
+        assert_eq!(got, &values[..]);
+        assert!(matches!(got[1].as_list().unwrap()[0], Value::I64(0)), "a non-negative I64 stays an I64");
+        assert!(matches!(got[2].as_list().unwrap()[0], Value::U64(0)));
+        assert_eq!(from_value::<Order>(&got[0]), Ok(order));
+    }
+
+    #[test]
+    fn signed_integers_cost_no_more_than_before() {
+        let table = table();
+        let size = |value: Value| {
+            let tuples = vec![one_value(&table, value)];
+            encode(&table, &[Batch { task: 1, tuples, control: vec![] }]).len()
+        };
+        let nil = size(Value::Null);
+        // A non-negative I64 takes a signed marker and its smallest width: as the one-element
+        // array of version 1 did.
+        assert_eq!(size(Value::I64(5)) - nil, 1);
+        assert_eq!(size(Value::I64(200)) - nil, 2);
+        assert_eq!(size(Value::I64(-5)) - nil, 0);
+        assert_eq!(size(Value::U64(5)) - nil, 0);
+        assert_eq!(size(Value::list([1u64, 2])) - nil, 2);
+        assert_eq!(size(Value::map([(1u64, 2u64)])) - nil, 2);
+    }
+
+    #[test]
+    fn values_nested_too_deep_are_not_sent_and_refused() {
+        let table = table();
+        // The encoder drops (and counts) the tuple rather than break the connection's frame.
+        let mut encoder = BatchEncoder::new(table.clone());
+        let mut buf = BytesMut::new();
+        let tuples = vec![
+            one_value(&table, nested(MAX_VALUE_DEPTH + 1)),
+            one_value(&table, Value::map([(nested(MAX_VALUE_DEPTH), Value::Null)])),
+            one_value(&table, nested(MAX_VALUE_DEPTH)),
+        ];
+        encoder.push(&mut buf, &Batch { task: 1, tuples, control: vec![] }).unwrap();
+        encoder.finish(&mut buf);
+        assert_eq!(encoder.take_skipped(), 2);
+        let decoded = decode_all(&table, buf).unwrap();
+        assert_eq!(decoded[0].tuples.len(), 1);
+        assert_eq!(decoded[0].tuples[0].values()[0], nested(MAX_VALUE_DEPTH));
+
+        // The decoder refuses a deeper value before descending into it: a frame of 100 000
+        // nested arrays (or maps) is an error, not a stack overflow.
+        let deep_arrays: Vec<u8> = std::iter::repeat_n(0x91, 100_000).chain([0xc0]).collect();
+        let err = decode_all(&table, raw_value_frame(&deep_arrays)).unwrap_err();
+        assert_eq!(err.to_string(), "malformed frame: value nested deeper than 64 levels");
+        let deep_maps: Vec<u8> = std::iter::repeat_n([0x81, 0xc0], 100_000).flatten().chain([0xc0]).collect();
+        let err = decode_all(&table, raw_value_frame(&deep_maps)).unwrap_err();
+        assert_eq!(err.to_string(), "malformed frame: value nested deeper than 64 levels");
+        // Exactly the deepest allowed decodes.
+        let deepest: Vec<u8> = std::iter::repeat_n(0x91, MAX_VALUE_DEPTH).chain([0x01]).collect();
+        let decoded = decode_all(&table, raw_value_frame(&deepest)).unwrap();
+        assert_eq!(decoded[0].tuples[0].values()[0], nested(MAX_VALUE_DEPTH));
+    }
+
+    #[test]
+    fn deep_nesting_where_no_value_is_expected_is_refused_too() {
+        let table = table();
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, 100_000).chain([0xc0]).collect();
+        // After a whole frame.
+        let mut payload =
+            encode(&table, &[Batch { task: 1, tuples: vec![], control: vec![Control::Notice(SpoutNotice::Acked(1))] }])
+                [4..]
+                .to_vec();
+        payload.extend(&deep);
+        let mut out = Vec::new();
+        let mut accept = |task: TaskId, hint: usize| (task <= 2).then(|| Vec::with_capacity(hint));
+        assert!(matches!(decode_frame(&payload, &table, &mut out, &mut accept), Err(WireError::TrailingBytes)));
+        // As the body of a batches frame read as a handshake, and of a Hello.
+        let batches: Vec<u8> = [FIXARRAY_2, KIND_BATCHES].into_iter().chain(deep.iter().copied()).collect();
+        assert!(decode_control_frame(&batches).is_err());
+        let hello: Vec<u8> = [FIXARRAY_2, KIND_HELLO].into_iter().chain(deep.iter().copied()).collect();
+        assert!(decode_control_frame(&hello).is_err());
+        // As an extra field of a control message.
+        let control: Vec<u8> =
+            [0x93, 0x02, 0x90, 0x91, 0x93, 0x04, 0x01].into_iter().chain(deep.iter().copied()).collect();
+        let frame = batch_frame(|out| out.write_all(&control).map_err(ValueWriteError::InvalidDataWrite));
+        assert!(decode_all(&table, frame).is_err());
+    }
+
+    #[test]
+    fn hostile_lengths_and_keys_are_refused() {
+        let table = table();
+        // Arrays and maps claiming four billion elements, nested: an error, and what was
+        // pre-allocated for them is bounded by the frame's length.
+        let mut claims = Vec::new();
+        for _ in 0..MAX_VALUE_DEPTH {
+            claims.extend([0xdd, 0xff, 0xff, 0xff, 0xff]);
+        }
+        assert!(decode_all(&table, raw_value_frame(&claims)).is_err());
+        assert!(decode_all(&table, raw_value_frame(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0])).is_err());
+        // A map with a key given twice.
+        let err = decode_all(&table, raw_value_frame(&[0x82, 0x01, 0xc0, 0x01, 0xc3])).unwrap_err();
+        assert_eq!(err.to_string(), "malformed frame: map with a key given twice");
+        // A well-formed map, for contrast.
+        let decoded = decode_all(&table, raw_value_frame(&[0x82, 0x01, 0xc0, 0x02, 0xc3])).unwrap();
+        assert_eq!(decoded[0].tuples[0].values()[0], Value::map([(1u64, Value::Null), (2, Value::Bool(true))]));
+        // Extension types are not values.
+        assert!(decode_all(&table, raw_value_frame(&[0xd4, 0x01, 0x00])).is_err());
+    }
+
+    #[test]
+    fn the_preallocation_budget_is_the_frames_length() {
+        let budget = Budget(Cell::new(100));
+        assert_eq!(budget.take(30), 30);
+        assert_eq!(budget.take(u32::MAX as usize), 70);
+        assert_eq!(budget.take(5), 0);
+        let budget = Budget(Cell::new(usize::MAX));
+        assert_eq!(budget.take(usize::MAX), MAX_PREALLOCATION);
+    }
+
+    #[test]
+    fn nested_values_survive_garbage() {
+        let table = table();
+        let value = Value::map([
+            (Value::from("k"), Value::list([Value::I64(1), Value::map([(2u64, "x")]), Value::Bytes(vec![1].into())])),
+            (Value::list([Value::F64(1.0)]), Value::Null),
+        ]);
+        let tuples = (0..5).map(|_| one_value(&table, value.clone())).collect();
+        let valid = encode(&table, &[Batch { task: 1, tuples, control: vec![] }]);
+        let payload = &valid[4..];
+        let mut out = Vec::new();
+        let mut accept = |task: TaskId, hint: usize| (task <= 2).then(|| Vec::with_capacity(hint));
+        assert!(decode_frame(payload, &table, &mut out, &mut accept).is_ok());
+        for len in 0..payload.len() {
+            out.clear();
+            assert!(decode_frame(&payload[..len], &table, &mut out, &mut accept).is_err());
+        }
+        for _ in 0..20_000 {
+            let mut bytes = payload.to_vec();
+            for _ in 0..fastrand::usize(1..4) {
+                let i = fastrand::usize(..bytes.len());
+                bytes[i] ^= 1 << fastrand::u8(..8);
+            }
+            out.clear();
+            let _ = decode_frame(&bytes, &table, &mut out, &mut accept);
+        }
     }
 }
