@@ -172,7 +172,9 @@ fn complete_topology_names_what_is_wrong_with_mocked_sources() {
 
         let done = run(MockedSources::new().add("sentences", [values!["a b"]])).await.unwrap();
         let err = done.read::<Sentence>("split").unwrap_err();
-        assert!(err.to_string().contains("has fields (word) but"), "{err}");
+        assert!(err.to_string().starts_with("stream `default` of `split` has fields (word) but `"), "{err}");
+        let err = done.read_on::<Word>("split", "typo").unwrap_err();
+        assert_eq!(err.to_string(), "component `split` declares no stream `typo`; its streams: default");
     });
 }
 

@@ -603,3 +603,113 @@ async fn local_or_shuffle_keeps_tuples_in_their_worker() {
     let used: HashSet<TaskId> = log.iter().map(|r| r.task).collect();
     assert_eq!(used, HashSet::from([1, 2, 3, 4]));
 }
+
+/// A countdown that `Decrement` re-emits until nothing is left.
+#[derive(Tuple, Debug, Clone)]
+struct Countdown {
+    id: u64,
+    left: u64,
+}
+
+/// Emits `count` countdowns from `from`, then is done.
+#[derive(Clone, Spout)]
+#[squall(output = Countdown)]
+struct Countdowns {
+    count: u64,
+    from: u64,
+    next: u64,
+}
+
+impl Spout for Countdowns {
+    type MsgId = ();
+
+    async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
+        if self.next == self.count {
+            out.done();
+            return Ok(());
+        }
+        out.emit(Countdown { id: self.next, left: self.from })?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// Re-emits every countdown with one less left; counts its executions.
+#[derive(Clone, Bolt)]
+#[squall(output = Countdown)]
+struct Decrement {
+    executed: Arc<AtomicU64>,
+}
+
+impl Bolt for Decrement {
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        let Countdown { id, left } = input.to()?;
+        self.executed.fetch_add(1, Ordering::Relaxed);
+        if left > 0 {
+            out.emit(Countdown { id, left: left - 1 })?;
+        }
+        Ok(())
+    }
+}
+
+/// Spout → `decrement` (4 tasks, subscribed to itself), with small queues and batches; tasks
+/// placed by `place(component, index)`.
+async fn countdown_workers(
+    executed: &Arc<AtomicU64>,
+    place: impl Fn(&str, usize) -> usize,
+) -> (Vec<RunningTopology>, Topology) {
+    let build = || {
+        let mut b = TopologyBuilder::new();
+        b.config_mut().set("topology.acker.executors", 0).unwrap();
+        b.config_mut().set("topology.executor.receive.buffer.size", 1_000).unwrap();
+        b.config_mut().set("topology.producer.batch.size", 100).unwrap();
+        b.spout("countdowns", Countdowns { count: 5_000, from: 20, next: 0 }, 1);
+        b.bolt("decrement", Decrement { executed: executed.clone() }, 4)
+            .shuffle_grouping("countdowns")
+            .shuffle_grouping("decrement");
+        b.build().unwrap()
+    };
+    let topology = build();
+    let mut tasks = HashMap::new();
+    for (component, ids) in topology.layout().components() {
+        for (index, task) in ids.iter().enumerate() {
+            tasks.insert(*task, place(component, index));
+        }
+    }
+    let listeners = listeners(2).await;
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let workers = listeners.into_iter().enumerate().map(|(w, l)| launch(&build(), &tasks, &addrs, w, l)).collect();
+    (workers, topology)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_inside_one_worker_fed_from_another_completes_by_itself() {
+    // The spout runs in worker 0, the whole cycle in worker 1: it closes once worker 0's lane
+    // said Bye and nothing is outstanding.
+    let executed = Arc::new(AtomicU64::new(0));
+    let (workers, _) = countdown_workers(&executed, |c, _| usize::from(c != "countdowns")).await;
+    finish_all(workers, Duration::from_secs(60)).await;
+    assert_eq!(executed.load(Ordering::Relaxed), 105_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_across_workers_under_full_queues_never_deadlocks() {
+    // Each worker runs two of the cycle's tasks: feedback crosses the wire both ways while every
+    // queue is full. It cannot tell it is finished across workers, so it is killed once done.
+    let executed = Arc::new(AtomicU64::new(0));
+    let (mut workers, _) = countdown_workers(&executed, |_, index| index % 2).await;
+    let start = Instant::now();
+    while executed.load(Ordering::Relaxed) < 105_000 && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(executed.load(Ordering::Relaxed), 105_000, "progress stopped");
+    for worker in &workers {
+        worker.set_status(TopologyStatus::Killing);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for worker in &mut workers {
+        worker.set_status(TopologyStatus::Stopped);
+        assert!(worker.join(Duration::from_secs(10)).await, "{:?}", worker.unfinished());
+    }
+    assert_eq!(executed.load(Ordering::Relaxed), 105_000, "nothing ran twice");
+}

@@ -141,6 +141,20 @@ pub enum TestingError {
         /// Why the values are not that type.
         source: Box<TupleError>,
     },
+    /// Captured tuples read as a typed tuple whose fields are not the stream's.
+    #[error("stream `{stream}` of `{component}` has fields ({found}) but `{type_name}` has fields ({expected})")]
+    WrongType {
+        /// The component.
+        component: String,
+        /// The stream.
+        stream: String,
+        /// The typed tuple asked for.
+        type_name: &'static str,
+        /// Its fields.
+        expected: String,
+        /// The stream's fields.
+        found: String,
+    },
     /// A read names a stream the component does not declare.
     #[error("component `{component}` declares no stream `{stream}`; its streams: {known}")]
     NoSuchStream {
@@ -246,13 +260,13 @@ impl Streams {
         };
         let fields = self.fields(component, stream)?;
         if fields.iter().map(String::as_str).ne(T::FIELDS.iter().copied()) {
-            return Err(read_error(TupleError::Schema {
+            return Err(TestingError::WrongType {
+                component: component.to_owned(),
+                stream: stream.to_owned(),
                 type_name: std::any::type_name::<T>(),
-                component: "",
-                stream: "",
                 expected: T::FIELDS.join(", "),
                 found: fields.join(", "),
-            }));
+            });
         }
         captured.tuples(component, stream).iter().map(|values| T::from_values(values).map_err(read_error)).collect()
     }
@@ -610,6 +624,10 @@ impl<'c> TrackedTopology<'c> {
 /// the topologies it starts reads that clock. The clock jumps to the next timer whenever every
 /// task waits on one, so timeouts of seconds pass in milliseconds; [`advance_time`] moves it
 /// explicitly. Inside `#[tokio::test]`, `#[tokio::test(start_paused = true)]` does the same.
+///
+/// The clock only jumps while nothing can run: a spout that emits without ever waiting keeps
+/// simulated time still (feed tuples with a [`FeederSpout`], or pace the spout with
+/// `tokio::time::sleep`). Everything runs on one thread.
 ///
 /// Panics if the runtime cannot be built (as `#[tokio::test]` does).
 pub fn with_simulated_time<F: Future>(test: F) -> F::Output {

@@ -324,7 +324,6 @@ fn start(
         .flat_map(|c| layout.tasks(&c.id).iter().copied())
         .collect();
     let is_local = |task: TaskId| placement.get(task as usize) == Some(&Placement::Local);
-    let mut armed: Vec<Arc<CycleGate>> = Vec::new();
     // The inbox capacity of a component's executors, which is also the capacity of the lanes
     // to its tasks in other workers.
     let capacity_of = |component: &str| -> Option<usize> {
@@ -341,32 +340,27 @@ fn start(
     // Bolts on a cycle share a gate per cycle (see `cycle.rs`); its capacity is the sum of its
     // local executors' queue capacities. It may close by itself only when the whole cycle runs
     // here.
-    let gates: Vec<(Vec<String>, Arc<CycleGate>)> = topology_cycles(topology)
-        .into_iter()
-        .map(|members| {
-            let mut capacity = 0;
-            let mut all_local = true;
-            for member in &members {
-                let Some(def) = topology.component(member) else { continue };
-                let tasks = layout.tasks(member);
-                all_local &= tasks.iter().all(|t| is_local(*t));
-                let executors =
-                    executor_ranges(tasks, def.parallelism).iter().filter(|r| r.iter().any(|t| is_local(*t))).count();
-                capacity += executors * capacity_of(member).unwrap_or(0);
-            }
-            let gate = CycleGate::new(members.clone(), capacity);
-            if !all_local {
-                tracing::info!(cycle = ?members, "cycle spans workers: it ends when the topology is killed");
-            }
-            (members, gate.clone(), all_local)
-        })
-        .map(|(members, gate, all_local)| {
-            if all_local {
-                armed.push(gate.clone());
-            }
-            (members, gate)
-        })
-        .collect();
+    let mut gates: Vec<(Vec<String>, Arc<CycleGate>)> = Vec::new();
+    let mut armed: Vec<Arc<CycleGate>> = Vec::new();
+    for members in topology_cycles(topology) {
+        let mut capacity = 0;
+        let mut all_local = true;
+        for member in &members {
+            let Some(def) = topology.component(member) else { continue };
+            let tasks = layout.tasks(member);
+            all_local &= tasks.iter().all(|t| is_local(*t));
+            let executors =
+                executor_ranges(tasks, def.parallelism).iter().filter(|r| r.iter().any(|t| is_local(*t))).count();
+            capacity += executors * capacity_of(member).unwrap_or(0);
+        }
+        let gate = CycleGate::new(members.clone(), capacity);
+        if all_local {
+            armed.push(gate.clone());
+        } else {
+            tracing::info!(cycle = ?members, "cycle spans workers: it ends when the topology is killed");
+        }
+        gates.push((members, gate));
+    }
     let gate_of = |component: &str| gates.iter().find(|(m, _)| m.iter().any(|c| c == component)).map(|(_, g)| g);
 
     // One input queue per local executor: bolts get tuples, ackers acking messages, spouts
