@@ -147,6 +147,7 @@ impl Value {
     /// `0xff`, lists by their length and items, maps by their length and then key and value of
     /// each entry in key order (so the order entries were inserted in never matters). Changing
     /// this moves keys between tasks: a test pins it.
+    #[inline]
     pub fn stable_hash<H: Hasher>(&self, state: &mut H) {
         match self {
             Value::Null => state.write_u8(0),
@@ -176,6 +177,15 @@ impl Value {
                 state.write(b);
                 state.write_u8(0xff);
             }
+            Value::List(_) | Value::Map(_) => self.stable_hash_nested(state),
+        }
+    }
+
+    /// [`Value::stable_hash`] of a list or map: apart, so that the scalar cases stay small and
+    /// inline into the router's hashing (a recursive function would not).
+    #[inline(never)]
+    fn stable_hash_nested<H: Hasher>(&self, state: &mut H) {
+        match self {
             Value::List(items) => {
                 state.write_u8(6);
                 state.write_u64(items.len() as u64);
@@ -191,6 +201,7 @@ impl Value {
                     value.stable_hash(state);
                 }
             }
+            scalar => scalar.stable_hash(state),
         }
     }
 
