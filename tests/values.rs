@@ -199,8 +199,9 @@ async fn orders_cross_the_wire_between_two_workers_intact_and_grouped_alike() {
         assert!(worker.join(Duration::from_secs(120)).await, "worker {w} did not finish: {:?}", worker.unfinished());
     }
     for worker in workers {
-        let failures = worker.finish().await;
+        let (failures, aborted) = worker.finish().await;
         assert!(failures.is_empty(), "{failures:?}");
+        assert!(aborted.is_empty(), "{aborted:?}");
     }
     let used = check_orders(&routes, &log);
     assert_eq!(used, HashSet::from([3, 4, 5, 6]));
