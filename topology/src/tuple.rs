@@ -295,6 +295,9 @@ pub enum TupleError {
         /// What was expected and found.
         source: ValueTypeError,
     },
+    /// A field of a serde type does not have that type's shape; the error says where inside.
+    #[error("{0}")]
+    Value(crate::value::ValueError),
     /// The stream has no such field.
     #[error("stream `{stream}` of `{component}` has no field `{field}`; its fields are: {fields}")]
     UnknownField {

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{FromValue, IntoValue, Value, ValueError, ValueTypeError, from_value, to_value};
+use super::{FromValue, IntoValue, Value, ValueError, from_value, to_value};
 use crate::tuple::TupleError;
 
 /// A field's value on its way into a tuple.
@@ -123,13 +123,8 @@ impl<T> ReadWithSerde for &Read<T> {
     where
         T: DeserializeField,
     {
-        let value = &values[index];
-        // `TupleError::Field` holds static type names: the detailed error (which nested field is
-        // wrong) is what `value::from_value` on the field's value gives.
-        T::from_field_value(value).map_err(|_| TupleError::Field {
-            field: name.to_owned(),
-            source: ValueTypeError { expected: std::any::type_name::<T>(), found: value.type_name() },
-        })
+        // Where inside the field it is wrong, from the field's name down: `address.zip`.
+        T::from_field_value(&values[index]).map_err(|e| TupleError::Value(e.in_field(name)))
     }
 }
 
