@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 // tokio's clock, which a test may pause and advance: timeouts and latencies in simulated time.
@@ -57,18 +58,36 @@ pub struct BatchOutcome {
     pub waited: bool,
 }
 
-/// Polls `future` to its end and says whether it had to wait (was polled more than once). A
-/// spout or bolt that waits inside a call is slow per tuple: its outputs should not sit in
-/// buffers until a whole batch has been made.
-async fn polled<F: Future>(future: F) -> (F::Output, bool) {
-    let mut future = std::pin::pin!(future);
-    let mut polls = 0u32;
-    let output = std::future::poll_fn(|cx| {
-        polls += 1;
-        future.as_mut().poll(cx)
+/// How often a batch future has been polled. The executor counts (see [`count_polls`]); the
+/// driver compares the count around each `next_tuple` / `execute` call: when it moved, the call
+/// waited (it was not ready at once), and a component that waits inside a call is slow per
+/// tuple, so its outputs should not sit in buffers until a whole batch has been made. Two plain
+/// loads per call, no wrapper around the user's future.
+#[derive(Debug, Default)]
+pub struct Polls(AtomicU32);
+
+impl Polls {
+    #[inline]
+    fn now(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Polls a batch future to its end, counting its polls in `polls`.
+pub async fn count_polls<T>(polls: &Polls, mut batch: BoxFuture<'_, T>) -> T {
+    std::future::poll_fn(|cx| {
+        polls.0.store(polls.0.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        batch.as_mut().poll(cx)
     })
-    .await;
-    (output, polls > 1)
+    .await
+}
+
+/// The tuples of a batch left after a call that waited. Rare, so kept out of the generic
+/// per-tuple loop.
+#[cold]
+#[inline(never)]
+fn unexecuted(rest: std::vec::Drain<'_, Tuple>) -> Vec<Tuple> {
+    rest.collect()
 }
 
 /// Hears how a spout's tuple trees end, for metrics.
@@ -91,11 +110,13 @@ pub trait ErasedSpout: Send {
     fn deactivate(&mut self) -> BoxFuture<'_, ()>;
     /// Calls `next_tuple` until `max_emits` tuples are emitted, a call emits nothing, the spout
     /// is done, or `topology.max.spout.pending` trees are in flight.
+    /// Await it with [`count_polls`] and the same `polls`.
     fn next_batch<'a>(
         &'a mut self,
         max_emits: usize,
         transfer: &'a mut dyn Transfer,
         observer: &'a mut dyn SpoutObserver,
+        polls: &'a Polls,
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>>;
     /// Handles the acker's notices for this task, draining them: calls `ack` / `fail`,
     /// restarts timeouts.
@@ -118,10 +139,12 @@ pub trait ErasedBolt: Send {
     /// Calls `prepare`.
     fn prepare<'a>(&'a mut self, ctx: &'a TopologyContext) -> BoxFuture<'a, Result<(), ComponentError>>;
     /// Calls `execute` for every tuple of the batch, draining it.
+    /// Await it with [`count_polls`] and the same `polls`.
     fn execute_batch<'a>(
         &'a mut self,
         tuples: &'a mut Vec<Tuple>,
         transfer: &'a mut dyn Transfer,
+        polls: &'a Polls,
     ) -> BoxFuture<'a, BatchOutcome>;
     /// Handles control messages (only system bolts get any), draining them.
     fn control(&mut self, messages: &mut Vec<Control>, transfer: &mut dyn Transfer) {
@@ -222,6 +245,7 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
         max_emits: usize,
         transfer: &'a mut dyn Transfer,
         observer: &'a mut dyn SpoutObserver,
+        polls: &'a Polls,
     ) -> BoxFuture<'a, Result<SpoutProgress, ComponentError>> {
         Box::pin(async move {
             let mut progress = SpoutProgress::default();
@@ -233,7 +257,9 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
                     break;
                 }
                 let mut out = SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.tracked, &mut self.acked);
-                let (result, waited) = polled(self.spout.next_tuple(&mut out)).await;
+                let before = polls.now();
+                let result = self.spout.next_tuple(&mut out).await;
+                let waited = polls.now() != before;
                 let (emitted, done) = (out.emitted(), out.is_done());
                 progress.emitted += emitted;
                 for (root, id) in self.tracked.drain(..) {
@@ -326,6 +352,7 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
         &'a mut self,
         tuples: &'a mut Vec<Tuple>,
         transfer: &'a mut dyn Transfer,
+        polls: &'a Polls,
     ) -> BoxFuture<'a, BatchOutcome> {
         Box::pin(async move {
             let mut outcome = BatchOutcome::default();
@@ -333,7 +360,9 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
             let mut input = tuples.drain(..);
             while let Some(tuple) = input.next() {
                 let mut out = BoltCollector::<C>::new(&mut *transfer, self.task, Some(&tuple));
-                let (result, waited) = polled(self.bolt.execute(tuple, &mut out)).await;
+                let before = polls.now();
+                let result = self.bolt.execute(tuple, &mut out).await;
+                let waited = polls.now() != before;
                 outcome.emitted += out.emitted();
                 let (acked, failed) = out.finish(result.is_ok(), C::AUTO_ACK);
                 outcome.acked += acked;
@@ -347,8 +376,8 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
                 }
                 if waited && input.len() > 0 {
                     outcome.waited = true;
-                    let rest: Vec<Tuple> = input.collect();
-                    tuples.extend(rest);
+                    let mut rest = unexecuted(input);
+                    tuples.append(&mut rest);
                     return outcome;
                 }
             }

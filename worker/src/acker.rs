@@ -2,7 +2,7 @@
 //! tells the spout task when a tree completes or fails (Storm's `Acker`).
 
 use squall_topology::ack::RotatingMap;
-use squall_topology::driver::{BatchOutcome, BoltFactory, BoxFuture, ErasedBolt};
+use squall_topology::driver::{BatchOutcome, BoltFactory, BoxFuture, ErasedBolt, Polls};
 use squall_topology::{
     AckerMessage, ComponentError, Control, OutputDeclarer, SpoutNotice, TaskId, TopologyContext, Transfer, Tuple,
 };
@@ -66,6 +66,7 @@ impl ErasedBolt for Acker {
         &'a mut self,
         tuples: &'a mut Vec<Tuple>,
         _transfer: &'a mut dyn Transfer,
+        _polls: &'a Polls,
     ) -> BoxFuture<'a, BatchOutcome> {
         let mut outcome = BatchOutcome::default();
         for tuple in tuples.drain(..) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 // tokio's clock, which a test may pause and advance (simulated time).
 use tokio::time::Instant;
 
-use squall_topology::driver::{ErasedBolt, ErasedSpout};
+use squall_topology::driver::{ErasedBolt, ErasedSpout, Polls, count_polls};
 use squall_topology::{ComponentError, TaskId, TopologyContext, Tuple};
 use tokio::sync::watch;
 
@@ -167,7 +167,10 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                 if done[i] {
                     continue;
                 }
-                match spout.next_batch(parts.batch_size, &mut parts.router, &mut observer).await {
+                let polls = Polls::default();
+                match count_polls(&polls, spout.next_batch(parts.batch_size, &mut parts.router, &mut observer, &polls))
+                    .await
+                {
                     Ok(progress) => {
                         unannounced += progress.emitted;
                         slow |= progress.waited;
@@ -283,7 +286,8 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                 for bolt in bolts.iter_mut() {
                     batch_buf.push(Tuple::tick(secs));
                     let started = Instant::now();
-                    let outcome = bolt.execute_batch(&mut batch_buf, &mut parts.router).await;
+                    let polls = Polls::default();
+                    let outcome = count_polls(&polls, bolt.execute_batch(&mut batch_buf, &mut parts.router, &polls)).await;
                     record(&mut parts, &component, first_task, outcome, started.elapsed());
                 }
                 parts.router.flush_all().await;
@@ -341,7 +345,8 @@ async fn execute(
     };
     while !batch.tuples.is_empty() {
         let started = Instant::now();
-        let outcome = bolt.execute_batch(&mut batch.tuples, &mut parts.router).await;
+        let polls = Polls::default();
+        let outcome = count_polls(&polls, bolt.execute_batch(&mut batch.tuples, &mut parts.router, &polls)).await;
         let waited = outcome.waited;
         record(parts, component, batch.task, outcome, started.elapsed());
         if waited {
