@@ -7,76 +7,7 @@ use std::time::Duration;
 
 use squall::prelude::*;
 use squall::{ComponentError, LocalCluster, LocalClusterError};
-
-/// A countdown: executed once per value from `left` down to 0.
-#[derive(Tuple, Debug, Clone, PartialEq)]
-struct Countdown {
-    id: u64,
-    left: u64,
-}
-
-/// Emits `count` countdowns from `from`, tracked by their id when `tracked`.
-#[derive(Clone, Spout)]
-#[squall(output = Countdown)]
-struct Countdowns {
-    count: u64,
-    from: u64,
-    next: u64,
-    tracked: bool,
-    acked: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-}
-
-impl Countdowns {
-    fn new(count: u64, from: u64) -> Self {
-        Countdowns { count, from, next: 0, tracked: false, acked: Arc::default(), failed: Arc::default() }
-    }
-}
-
-impl Spout for Countdowns {
-    type MsgId = u64;
-
-    async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
-        if self.next == self.count {
-            out.done();
-            return Ok(());
-        }
-        let tuple = Countdown { id: self.next, left: self.from };
-        if self.tracked {
-            out.emit_with_id(tuple, self.next)?;
-        } else {
-            out.emit(tuple)?;
-        }
-        self.next += 1;
-        Ok(())
-    }
-
-    async fn ack(&mut self, _id: u64) {
-        self.acked.fetch_add(1, Ordering::Relaxed);
-    }
-
-    async fn fail(&mut self, _id: u64) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Re-emits every countdown with one less left, until none is left.
-#[derive(Clone, Default, Bolt)]
-#[squall(output = Countdown)]
-struct Decrement {
-    executed: Arc<AtomicU64>,
-}
-
-impl Bolt for Decrement {
-    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-        let Countdown { id, left } = input.to()?;
-        self.executed.fetch_add(1, Ordering::Relaxed);
-        if left > 0 {
-            out.emit(Countdown { id, left: left - 1 })?;
-        }
-        Ok(())
-    }
-}
+use squall_tests::{Countdown, Countdowns, Decrement};
 
 /// Passes every countdown on unchanged.
 #[derive(Clone, Default, Bolt)]
@@ -157,7 +88,7 @@ async fn a_cycle_under_full_queues_makes_progress_and_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_bolt_cycle_with_acking_acks_every_tree_once() {
-    let spout = Countdowns { tracked: true, ..Countdowns::new(2_000, 10) };
+    let spout = Countdowns::new(2_000, 10).tracked();
     let (acked, failed) = (spout.acked.clone(), spout.failed.clone());
     let a = Decrement::default();
     let b_ = Forward::default();

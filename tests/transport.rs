@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use squall::prelude::*;
 use squall::{ACKER_COMPONENT, ComponentError, ReplayQueue, TaskId};
-use squall_tests::{Log, Recorder, SequenceSpout, lock};
+use squall_tests::{Countdowns, Decrement, Log, Recorder, SequenceSpout, lock};
 use squall_worker::wire::{
     Frame, Hello, RejectReason, StreamTable, WIRE_VERSION, codec, decode_control_frame, encode_hello,
 };
@@ -604,54 +604,6 @@ async fn local_or_shuffle_keeps_tuples_in_their_worker() {
     assert_eq!(used, HashSet::from([1, 2, 3, 4]));
 }
 
-/// A countdown that `Decrement` re-emits until nothing is left.
-#[derive(Tuple, Debug, Clone)]
-struct Countdown {
-    id: u64,
-    left: u64,
-}
-
-/// Emits `count` countdowns from `from`, then is done.
-#[derive(Clone, Spout)]
-#[squall(output = Countdown)]
-struct Countdowns {
-    count: u64,
-    from: u64,
-    next: u64,
-}
-
-impl Spout for Countdowns {
-    type MsgId = ();
-
-    async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
-        if self.next == self.count {
-            out.done();
-            return Ok(());
-        }
-        out.emit(Countdown { id: self.next, left: self.from })?;
-        self.next += 1;
-        Ok(())
-    }
-}
-
-/// Re-emits every countdown with one less left; counts its executions.
-#[derive(Clone, Bolt)]
-#[squall(output = Countdown)]
-struct Decrement {
-    executed: Arc<AtomicU64>,
-}
-
-impl Bolt for Decrement {
-    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-        let Countdown { id, left } = input.to()?;
-        self.executed.fetch_add(1, Ordering::Relaxed);
-        if left > 0 {
-            out.emit(Countdown { id, left: left - 1 })?;
-        }
-        Ok(())
-    }
-}
-
 /// Spout → `decrement` (4 tasks, subscribed to itself), with small queues and batches; tasks
 /// placed by `place(component, index)`.
 async fn countdown_workers(
@@ -663,7 +615,7 @@ async fn countdown_workers(
         b.config_mut().set("topology.acker.executors", 0).unwrap();
         b.config_mut().set("topology.executor.receive.buffer.size", 1_000).unwrap();
         b.config_mut().set("topology.producer.batch.size", 100).unwrap();
-        b.spout("countdowns", Countdowns { count: 5_000, from: 20, next: 0 }, 1);
+        b.spout("countdowns", Countdowns::new(5_000, 20), 1);
         b.bolt("decrement", Decrement { executed: executed.clone() }, 4)
             .shuffle_grouping("countdowns")
             .shuffle_grouping("decrement");

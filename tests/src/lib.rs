@@ -3,6 +3,7 @@
 
 pub mod sandbox;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,4 +117,89 @@ pub async fn run_to_completion(topology: &Topology) -> RunReport {
     let report = cluster.wait_for_completion("test", Duration::from_secs(60)).await.expect("topology finishes");
     assert!(report.is_success(), "tasks failed: {:?}", report.failures);
     report
+}
+
+/// A countdown: executed once per value from `left` down to 0.
+#[derive(Tuple, Debug, Clone, PartialEq)]
+pub struct Countdown {
+    /// Which countdown.
+    pub id: u64,
+    /// What is left.
+    pub left: u64,
+}
+
+/// Emits `count` countdowns from `from`, tracked by their id when `tracked`.
+#[derive(Clone, Spout)]
+#[squall(output = Countdown)]
+pub struct Countdowns {
+    /// How many countdowns.
+    pub count: u64,
+    /// Where each starts.
+    pub from: u64,
+    next: u64,
+    /// Whether each is emitted with its id as message id.
+    pub tracked: bool,
+    /// Trees acked.
+    pub acked: Arc<AtomicU64>,
+    /// Trees failed.
+    pub failed: Arc<AtomicU64>,
+}
+
+impl Countdowns {
+    /// Emits with message ids: acks and fails are counted.
+    pub fn tracked(mut self) -> Self {
+        self.tracked = true;
+        self
+    }
+
+    /// `count` untracked countdowns from `from`.
+    pub fn new(count: u64, from: u64) -> Self {
+        Countdowns { count, from, next: 0, tracked: false, acked: Arc::default(), failed: Arc::default() }
+    }
+}
+
+impl Spout for Countdowns {
+    type MsgId = u64;
+
+    async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
+        if self.next == self.count {
+            out.done();
+            return Ok(());
+        }
+        let tuple = Countdown { id: self.next, left: self.from };
+        if self.tracked {
+            out.emit_with_id(tuple, self.next)?;
+        } else {
+            out.emit(tuple)?;
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    async fn ack(&mut self, _id: u64) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn fail(&mut self, _id: u64) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Re-emits every countdown with one less left, until none is left.
+#[derive(Clone, Default, Bolt)]
+#[squall(output = Countdown)]
+pub struct Decrement {
+    /// Executions, over all tasks.
+    pub executed: Arc<AtomicU64>,
+}
+
+impl Bolt for Decrement {
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        let Countdown { id, left } = input.to()?;
+        self.executed.fetch_add(1, Ordering::Relaxed);
+        if left > 0 {
+            out.emit(Countdown { id, left: left - 1 })?;
+        }
+        Ok(())
+    }
 }
