@@ -171,10 +171,8 @@ async fn unacked_tuples_time_out_within_twice_the_timeout_and_are_replayed() {
         let emitted = o.emitted.iter().find(|(e, _)| *e == id).unwrap().1;
         let failed = o.failed.iter().find(|(f, _)| *f == id).unwrap_or_else(|| panic!("{id} never failed")).1;
         let after = failed - emitted;
-        assert!(
-            after >= Duration::from_millis(1_900) && after <= Duration::from_millis(4_300),
-            "{id} failed after {after:?}"
-        );
+        // Simulated time: exactly within [T, 2T].
+        assert!(after >= Duration::from_secs(2) && after <= Duration::from_secs(4), "{id} failed after {after:?}");
     }
     // ... and are replayed: the bolt saw them again.
     let seen = lock(&bolt.seen);
