@@ -329,19 +329,12 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// is acked too.
     ///
     /// Takes any collection of tuples: `&[&a, &b]`, `&held` for a `Vec<Tuple>`, an iterator.
-    pub fn anchored<'c, I>(&'c mut self, anchors: I) -> Anchored<'c, 'a, C>
+    pub fn anchored<'c, 't, I>(&'c mut self, anchors: I) -> Anchored<'c, 'a, C>
     where
         I: IntoIterator,
-        I::Item: AsTuple,
+        I::Item: TupleRef<'t>,
     {
-        let mut roots = Roots::new();
-        for anchor in anchors {
-            roots.extend(anchor.as_tuple().message_id().anchors().iter().map(|(root, _)| *root));
-        }
-        if roots.len() > 1 {
-            roots.sort_unstable();
-            roots.dedup();
-        }
+        let roots = roots_of(anchors.into_iter().map(|anchor| anchor.tuple().message_id()));
         Anchored { collector: self, roots }
     }
 
@@ -449,21 +442,22 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     }
 }
 
-/// A tuple, or a reference to one: what [`BoltCollector::anchored`] takes a collection of.
-pub trait AsTuple {
+/// A reference to a tuple, direct or through another reference: what
+/// [`BoltCollector::anchored`] takes a collection of.
+pub trait TupleRef<'t> {
     /// The tuple.
-    fn as_tuple(&self) -> &Tuple;
+    fn tuple(self) -> &'t Tuple;
 }
 
-impl AsTuple for Tuple {
-    fn as_tuple(&self) -> &Tuple {
+impl<'t> TupleRef<'t> for &'t Tuple {
+    fn tuple(self) -> &'t Tuple {
         self
     }
 }
 
-impl<T: AsTuple + ?Sized> AsTuple for &T {
-    fn as_tuple(&self) -> &Tuple {
-        (**self).as_tuple()
+impl<'t> TupleRef<'t> for &&'t Tuple {
+    fn tuple(self) -> &'t Tuple {
+        self
     }
 }
 

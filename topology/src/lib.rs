@@ -19,7 +19,7 @@ pub use builder::{
     BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields,
     Source, SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,
 };
-pub use collector::{Anchored, AsTuple, BoltCollector, EmitError, Routed, SpoutCollector, Transfer};
+pub use collector::{Anchored, BoltCollector, EmitError, Routed, SpoutCollector, Transfer, TupleRef};
 pub use component::{
     Bolt, ComponentError, DirectStream, NoOutput, OutputDeclarer, Outputs, Spout, Stream, StreamDecl, StreamIdx,
 };

@@ -95,8 +95,9 @@ enum Admission {
     Cycle(Arc<CycleGate>),
 }
 
-/// The sending side; cloned into every executor that routes to this one.
-#[derive(Debug)]
+/// The sending side; cloned into every executor that routes to this one (a clone of a cycle
+/// queue's sender counts as one more producer).
+#[derive(Clone, Debug)]
 pub struct InboxSender {
     tx: mpsc::UnboundedSender<Queued>,
     admission: Admission,
@@ -105,21 +106,9 @@ pub struct InboxSender {
     /// A sender on one of its cycle's own edges: it never waits for room, so a cycle cannot
     /// block on itself.
     feedback: bool,
-    /// Counts this sender among the producers that keep its cycle open (cycle queues only).
-    producer: Option<Producer>,
-}
-
-impl Clone for InboxSender {
-    fn clone(&self) -> Self {
-        InboxSender {
-            tx: self.tx.clone(),
-            admission: self.admission.clone(),
-            stats: self.stats.clone(),
-            pool: self.pool.clone(),
-            feedback: self.feedback,
-            producer: self.producer.clone(),
-        }
-    }
+    /// Counts this sender among the producers that keep its cycle open while it lives (cycle
+    /// queues only); held for its `Drop`.
+    _producer: Option<Producer>,
 }
 
 /// The receiving side, owned by the executor.
@@ -159,7 +148,7 @@ fn with_admission(capacity: usize, admission: Admission, producer: Option<Produc
             stats: stats.clone(),
             pool: pool.clone(),
             feedback: false,
-            producer,
+            _producer: producer,
         },
         InboxReceiver { rx, admission, stats, pool },
     )
@@ -196,7 +185,7 @@ impl InboxSender {
     /// keep the cycle open. Outside a cycle (a lane to a worker running part of one), sends
     /// just do not wait.
     pub fn feedback(&self) -> InboxSender {
-        InboxSender { feedback: true, producer: None, ..self.clone() }
+        InboxSender { feedback: true, _producer: None, ..self.clone() }
     }
 
     /// The queue's occupancy.

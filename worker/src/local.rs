@@ -169,17 +169,12 @@ impl LocalCluster {
         let mut running = self.lock().remove(name).ok_or_else(|| LocalClusterError::NotFound(name.to_owned()))?;
         tracing::info!(topology = name, ?wait, "killing topology");
         running.set_status(TopologyStatus::Killing);
-        let mut aborted = Vec::new();
         if !running.join(wait).await {
-            aborted = running.unfinished();
-            tracing::info!(topology = name, ?aborted, "kill wait over; stopping what still runs");
+            tracing::info!(topology = name, unfinished = ?running.unfinished(), "kill wait over; stopping what still runs");
             running.set_status(TopologyStatus::Stopped);
             running.join(STOP_GRACE).await;
         }
-        let mut report = finish(name, running).await;
-        report.aborted.extend(aborted);
-        report.aborted.dedup();
-        Ok(report)
+        Ok(finish(name, running).await)
     }
 
     /// Kills every topology without waiting.

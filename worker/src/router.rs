@@ -320,7 +320,8 @@ impl Router {
         !self.dirty.is_empty()
     }
 
-    /// The (emitted, transferred) counts since the last call.
+    /// The (emitted, transferred) counts since the last call; hands what was captured since to
+    /// a test's capture.
     pub fn take_counts(&mut self) -> (u64, u64) {
         if let Some(capture) = &self.capture {
             capture.record(&mut self.captured);

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use squall_topology::{ACKER_COMPONENT, Factory, TaskId, Topology, TopologyContext};
@@ -32,6 +32,9 @@ pub struct RunningTopology {
     metrics: MetricsRegistry,
     /// The gates of the topology's cycles, for diagnostics.
     cycles: Vec<Arc<CycleGate>>,
+    /// Components whose executors still ran when `Stopped` was first set: they stopped before
+    /// they had drained.
+    cut_short: Mutex<Option<Vec<String>>>,
 }
 
 /// What one worker of a topology runs and where the rest runs.
@@ -195,8 +198,15 @@ impl RunningTopology {
         self.local_addr
     }
 
-    /// Changes the status; executors react at their next step.
+    /// Changes the status; executors react at their next step. Executors still running when
+    /// the status first becomes `Stopped` are reported as aborted by [`RunningTopology::finish`].
     pub fn set_status(&self, status: TopologyStatus) {
+        if status == TopologyStatus::Stopped {
+            let mut cut_short = self.cut_short.lock().unwrap_or_else(|e| e.into_inner());
+            cut_short.get_or_insert_with(|| {
+                self.executors.iter().filter(|(_, h)| !h.is_finished()).map(|(c, _)| c.clone()).collect()
+            });
+        }
         self.status.send_replace(status);
     }
 
@@ -258,11 +268,11 @@ impl RunningTopology {
         }
     }
 
-    /// Stops what still runs and collects every task failure, and the executors (by
-    /// component) that had to be aborted.
+    /// Stops what still runs and collects every task failure, and the components whose
+    /// executors were stopped before they had drained (by `Stopped`, or aborted here).
     pub async fn finish(self) -> (Vec<TaskFailure>, Vec<String>) {
         let mut failures = Vec::new();
-        let mut aborted = Vec::new();
+        let mut aborted = self.cut_short.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_default();
         for (component, handle) in self.executors {
             if !handle.is_finished() {
                 handle.abort();
@@ -284,6 +294,8 @@ impl RunningTopology {
             // A transport task ends by itself or by this abort; neither is a task failure.
             let _ = handle.await;
         }
+        aborted.sort();
+        aborted.dedup();
         (failures, aborted)
     }
 }
@@ -340,7 +352,7 @@ fn start(
     // Bolts on a cycle share a gate per cycle (see `cycle.rs`); its capacity is the sum of its
     // local executors' queue capacities. It may close by itself only when the whole cycle runs
     // here.
-    let mut gates: Vec<(Vec<String>, Arc<CycleGate>)> = Vec::new();
+    let mut gates: Vec<Arc<CycleGate>> = Vec::new();
     let mut armed: Vec<Arc<CycleGate>> = Vec::new();
     for members in topology_cycles(topology) {
         let mut capacity = 0;
@@ -353,15 +365,15 @@ fn start(
                 executor_ranges(tasks, def.parallelism).iter().filter(|r| r.iter().any(|t| is_local(*t))).count();
             capacity += executors * capacity_of(member).unwrap_or(0);
         }
-        let gate = CycleGate::new(members.clone(), capacity);
+        let gate = CycleGate::new(members, capacity);
         if all_local {
             armed.push(gate.clone());
         } else {
-            tracing::info!(cycle = ?members, "cycle spans workers: it ends when the topology is killed");
+            tracing::info!(cycle = ?gate.members(), "cycle spans workers: it ends when the topology is killed");
         }
-        gates.push((members, gate));
+        gates.push(gate);
     }
-    let gate_of = |component: &str| gates.iter().find(|(m, _)| m.iter().any(|c| c == component)).map(|(_, g)| g);
+    let gate_of = |component: &str| gates.iter().find(|g| g.members().iter().any(|c| c == component));
 
     // One input queue per local executor: bolts get tuples, ackers acking messages, spouts
     // (with acking) the ackers' notices.
@@ -538,12 +550,19 @@ fn start(
         };
         executors.push((component_id, handle));
     }
-    drop(senders);
     for gate in armed {
         gate.arm();
     }
-    let cycles = gates.into_iter().map(|(_, gate)| gate).collect();
-    RunningTopology { status: status_tx, executors, writers, server, local_addr, metrics, cycles }
+    RunningTopology {
+        status: status_tx,
+        executors,
+        writers,
+        server,
+        local_addr,
+        metrics,
+        cycles: gates,
+        cut_short: Mutex::new(None),
+    }
 }
 
 /// The topology's cycles, by component id.
