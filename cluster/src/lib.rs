@@ -11,6 +11,7 @@
 mod backoff;
 mod election;
 mod error;
+pub mod liveness;
 mod nodes;
 pub mod paths;
 pub mod records;
@@ -22,6 +23,7 @@ mod watches;
 
 pub use election::LeaderElection;
 pub use error::ClusterError;
+pub use liveness::Liveness;
 pub use records::{
     Assignment, ErrorRecord, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus, WorkerAssignment,
     WorkerHeartbeat,

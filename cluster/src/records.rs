@@ -74,6 +74,11 @@ pub struct Assignment {
     pub workers: Vec<WorkerAssignment>,
     /// When it was computed, in unix seconds.
     pub assigned_at: u64,
+    /// Seconds a worker may go without writing its heartbeat before it deactivates its spouts
+    /// (fencing); Nimbus reassigns a worker's tasks only after a longer silence. 0: the
+    /// worker's default.
+    #[serde(default)]
+    pub fence_secs: u32,
 }
 
 impl Assignment {
@@ -104,6 +109,20 @@ pub struct WorkerAssignment {
     pub port: u16,
     /// The tasks it runs.
     pub tasks: Vec<TaskId>,
+    /// A stamp of the executors it runs and of the topology's task numbering: a worker whose
+    /// tasks and stamp stay the same in a new assignment keeps running.
+    #[serde(default)]
+    pub layout: u64,
+}
+
+impl WorkerAssignment {
+    /// Whether a worker started for `self` can go on running as `other`.
+    pub fn same_work(&self, other: &WorkerAssignment) -> bool {
+        self.supervisor_id == other.supervisor_id
+            && self.port == other.port
+            && self.tasks == other.tasks
+            && self.layout == other.layout
+    }
 }
 
 /// `/supervisors/<id>` (ephemeral): a live supervisor and its slots.

@@ -85,6 +85,7 @@ async fn expired_session_restores_ephemerals_and_watches() {
         artifact_hash: "00".into(),
         workers: vec![],
         assigned_at: 0,
+        fence_secs: 0,
     };
     other.put_assignment("after", &assignment).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), assignments.wait_for(|a| a.contains_key("after")))
@@ -174,6 +175,7 @@ async fn data_watch_follows_creation_change_and_deletion() {
                 artifact_hash: "00".into(),
                 workers: vec![],
                 assigned_at: 0,
+                fence_secs: 0,
             },
         )
         .await

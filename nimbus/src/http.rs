@@ -19,7 +19,7 @@ use crate::api::{
     TopologySummary,
 };
 use crate::scheduler;
-use crate::server::{Shared, effective_spec, free_slots, fresh_assignment, summary, worker_details};
+use crate::server::{Shared, current_beat, effective_spec, free_slots, fresh_assignment, summary, worker_details};
 
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
@@ -191,9 +191,10 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
     let record = shared.state.topology(&name).await?.ok_or_else(|| not_found(&name))?;
     let assignment = shared.state.assignment(&name).await?.filter(|a| a.topology_id == record.id);
     let beats = shared.state.worker_heartbeats(&name).await?;
-    // Sum each component's counters over its workers' latest heartbeats.
+    // Sum each component's counters over the latest heartbeats of the workers assigned now.
     let mut metrics: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
-    for beat in beats.values().filter(|b| b.topology_id == record.id) {
+    let current = assignment.iter().flat_map(|a| &a.workers).filter_map(|w| current_beat(&record, w, &beats));
+    for beat in current {
         let Some(components) = beat.metrics.get("components").and_then(|c| c.as_object()) else { continue };
         for (component, counters) in components {
             let sum = metrics.entry(component.clone()).or_default();
@@ -338,7 +339,7 @@ async fn rebalance(
     let supervisors = shared.state.supervisors().await?;
     let assignments = shared.state.assignments().await?;
     let free = free_slots(&supervisors, &assignments, Some(&name));
-    match fresh_assignment(&record, &free) {
+    match fresh_assignment(&shared.config, &record, &free) {
         Ok(assignment) => {
             let written = shared.state.put_assignment(&name, &assignment).await?;
             tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "rebalanced topology");

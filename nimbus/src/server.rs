@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use squall_cluster::records::{unix_millis, unix_secs};
 use squall_cluster::{
-    Assignment, ClusterError, ClusterState, LeaderElection, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus,
+    Assignment, ClusterError, ClusterState, LeaderElection, Liveness, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus,
     WorkerAssignment, WorkerHeartbeat,
 };
 use tokio::sync::Notify;
@@ -79,9 +79,26 @@ pub(crate) struct Shared {
 
 #[derive(Default)]
 pub(crate) struct Memory {
-    assigned_at: HashMap<(String, String, u16, u64), Instant>,
-    supervisor_seen: HashMap<String, Instant>,
+    /// When each worker's work (slot, tasks, layout) was first seen in an assignment.
+    assigned_at: HashMap<(String, WorkerAssignment), Instant>,
+    /// Heartbeat silence by (topology, supervisor, port), on a clock that stops while
+    /// ZooKeeper cannot be read.
+    beats: Liveness<(String, String, u16)>,
+    /// Supervisor absence, on the same clock.
+    supervisors: Liveness<String>,
+    /// Successful rounds so far: the marker of a supervisor that is present.
+    rounds: u64,
     killed_at: HashMap<String, Instant>,
+}
+
+/// What a worker must have been silent beyond its fencing timeout before Nimbus moves its
+/// tasks away from a lost supervisor: the worker checks its fence about once a second.
+const FENCE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The fencing timeout Nimbus gives workers: two thirds of `nimbus.task.timeout.secs`, so a
+/// worker cut off from ZooKeeper has deactivated its spouts well before its tasks move.
+pub(crate) fn fence_secs(config: &NimbusConfig) -> u32 {
+    u32::try_from(config.task_timeout.as_secs() * 2 / 3).unwrap_or(u32::MAX).max(1)
 }
 
 /// Runs a Nimbus until `shutdown` completes.
@@ -141,6 +158,11 @@ async fn monitor_loop(shared: Arc<Shared>) {
             ensure_artifacts(&shared).await
         };
         if let Err(e) = result {
+            // The time until the next round that reads ZooKeeper does not count as silence.
+            let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
+            memory.beats.failed();
+            memory.supervisors.failed();
+            drop(memory);
             tracing::warn!(error = %e, "nimbus monitor round failed; retrying");
         }
         tokio::select! {
@@ -215,16 +237,40 @@ pub(crate) fn free_slots(
         .collect()
 }
 
-fn to_workers(placed: Vec<(Slot, Vec<u32>)>) -> Vec<WorkerAssignment> {
+/// The workers of an assignment, each stamped with the executors it runs and the topology's
+/// task count, so a worker whose work did not change is recognised in a new version.
+fn to_workers(placed: Vec<(Slot, Vec<u32>)>, executors: &[scheduler::Executor]) -> Vec<WorkerAssignment> {
+    let task_count = executors.iter().flatten().count() as u64;
     placed
         .into_iter()
-        .map(|(slot, tasks)| WorkerAssignment {
-            supervisor_id: slot.supervisor,
-            host: slot.host,
-            port: slot.port,
-            tasks,
+        .map(|(slot, tasks)| {
+            let mine = executors.iter().filter(|e| e.iter().all(|t| tasks.binary_search(t).is_ok()));
+            let mut stamp = Fnv::default();
+            stamp.write(task_count);
+            for executor in mine {
+                stamp.write(executor.len() as u64);
+                executor.iter().for_each(|t| stamp.write(u64::from(*t)));
+            }
+            WorkerAssignment { supervisor_id: slot.supervisor, host: slot.host, port: slot.port, tasks, layout: stamp.0 }
         })
         .collect()
+}
+
+/// FNV-1a over u64 words: stable across processes and builds, which a layout stamp needs.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, word: u64) {
+        for byte in word.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 fn from_workers(workers: &[WorkerAssignment]) -> Vec<(Slot, Vec<u32>)> {
@@ -254,19 +300,26 @@ pub(crate) fn effective_spec(record: &TopologyRecord) -> squall_topology::Topolo
     spec
 }
 
+/// The executors of `record`'s topology as its workers form them.
+fn executors_of(record: &TopologyRecord) -> Vec<scheduler::Executor> {
+    scheduler::executors(&effective_spec(record), &record.parallelism, record.num_workers)
+}
+
 /// A fresh assignment for `record` over `free` slots.
 pub(crate) fn fresh_assignment(
+    config: &NimbusConfig,
     record: &TopologyRecord,
     free: &BTreeMap<String, Vec<Slot>>,
 ) -> Result<Assignment, scheduler::NotEnoughSlots> {
-    let executors = scheduler::executors(&effective_spec(record), &record.parallelism, record.num_workers);
+    let executors = executors_of(record);
     let placed = scheduler::assign(&executors, record.num_workers as usize, free)?;
     Ok(Assignment {
         topology_id: record.id.clone(),
         version: 0,
         artifact_hash: record.artifact_hash.clone(),
-        workers: to_workers(placed),
+        workers: to_workers(placed, &executors),
         assigned_at: unix_secs(),
+        fence_secs: fence_secs(config),
     })
 }
 
@@ -278,8 +331,17 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
     let now = Instant::now();
     {
         let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
-        for id in supervisors.keys() {
-            memory.supervisor_seen.insert(id.clone(), now);
+        memory.beats.round(now);
+        memory.supervisors.round(now);
+        memory.rounds += 1;
+        let round = memory.rounds;
+        let known: Vec<String> = assignments
+            .values()
+            .flat_map(|a| a.workers.iter().map(|w| w.supervisor_id.clone()))
+            .chain(supervisors.keys().cloned())
+            .collect();
+        for id in known {
+            memory.supervisors.observe(&id, supervisors.contains_key(&id).then_some(round));
         }
     }
     // Assignments whose topology is gone.
@@ -303,7 +365,7 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
         let current = assignments.get(name).filter(|a| a.topology_id == record.id).cloned();
         let Some(current) = current else {
             let free = free_slots(&supervisors, &assignments, Some(name));
-            match fresh_assignment(record, &free) {
+            match fresh_assignment(&shared.config, record, &free) {
                 Ok(assignment) => {
                     let written = state.put_assignment(name, &assignment).await?;
                     tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "assigned topology");
@@ -315,6 +377,7 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
             continue;
         };
         let beats = state.worker_heartbeats(name).await?;
+        remove_stale_heartbeats(state, name, record, &current, &beats).await?;
         let dead = dead_slots(shared, name, record, &current, &supervisors, &beats, now);
         if dead.is_empty() {
             continue;
@@ -323,7 +386,9 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
         match scheduler::repair(&from_workers(&current.workers), &dead, &free) {
             Ok(repaired) => {
                 let moved: Vec<String> = dead.iter().map(|s| format!("{}:{}", s.supervisor, s.port)).collect();
-                let assignment = Assignment { workers: to_workers(repaired), assigned_at: unix_secs(), ..current };
+                let workers = to_workers(repaired, &executors_of(record));
+                let fence_secs = fence_secs(&shared.config);
+                let assignment = Assignment { workers, assigned_at: unix_secs(), fence_secs, ..current };
                 let written = state.put_assignment(name, &assignment).await?;
                 tracing::warn!(topology = %name, ?moved, version = written.version, "reassigned the tasks of dead workers");
                 assignments.insert(name.clone(), written);
@@ -343,9 +408,31 @@ async fn set_reason(state: &ClusterState, name: &str, reason: Option<String>) ->
     Ok(())
 }
 
-/// The slots of `assignment` whose worker is dead: its supervisor has been gone for
-/// `nimbus.supervisor.timeout.secs`, or it has not heartbeated for `nimbus.task.timeout.secs`
-/// (after `nimbus.task.launch.secs` of grace since it was assigned).
+/// Deletes the heartbeats of workers the assignment no longer has (a rebalance or a repair
+/// moved them), so nothing counts them; a worker that stops deletes its own.
+async fn remove_stale_heartbeats(
+    state: &ClusterState,
+    name: &str,
+    record: &TopologyRecord,
+    assignment: &Assignment,
+    beats: &BTreeMap<String, WorkerHeartbeat>,
+) -> Result<(), ClusterError> {
+    for (key, beat) in beats {
+        let assigned = assignment.workers.iter().any(|w| w.supervisor_id == beat.supervisor_id && w.port == beat.port);
+        if assigned && beat.topology_id == record.id {
+            continue;
+        }
+        tracing::info!(topology = %name, worker = %key, "removing the heartbeat of a worker that is no longer assigned");
+        state.delete_worker_heartbeat(name, &beat.supervisor_id, beat.port).await?;
+    }
+    Ok(())
+}
+
+/// The slots of `assignment` whose worker is dead: its heartbeat has been silent for
+/// `nimbus.task.timeout.secs` (after `nimbus.task.launch.secs` of grace for new work), or its
+/// supervisor has been gone for `nimbus.supervisor.timeout.secs` and the worker silent past its
+/// fencing timeout. Silence is counted only while ZooKeeper can be read, so an outage moves
+/// nothing; and never before the worker has fenced itself.
 fn dead_slots(
     shared: &Shared,
     name: &str,
@@ -356,31 +443,30 @@ fn dead_slots(
     now: Instant,
 ) -> BTreeSet<Slot> {
     let config = &shared.config;
+    let fenced_after = Duration::from_secs(fence_secs(config).into()) + FENCE_MARGIN;
     let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
     let mut dead = BTreeSet::new();
     for w in &assignment.workers {
         let slot = Slot { supervisor: w.supervisor_id.clone(), host: w.host.clone(), port: w.port };
-        let key = (name.to_owned(), w.supervisor_id.clone(), w.port, assignment.version);
-        let assigned = *memory.assigned_at.entry(key).or_insert(now);
-        if !supervisors.contains_key(&w.supervisor_id) {
-            let seen = *memory.supervisor_seen.entry(w.supervisor_id.clone()).or_insert(now);
-            if now.duration_since(seen) >= config.supervisor_timeout {
-                dead.insert(slot);
-                continue;
-            }
+        let assigned = *memory.assigned_at.entry((name.to_owned(), w.clone())).or_insert(now);
+        let beat = beats.get(&squall_cluster::paths::worker_key(&w.supervisor_id, w.port));
+        let marker = beat.filter(|b| b.topology_id == record.id && b.tasks == w.tasks).map(|b| b.time_millis);
+        let silent = memory.beats.observe(&(name.to_owned(), w.supervisor_id.clone(), w.port), marker);
+        let supervisor_gone = !supervisors.contains_key(&w.supervisor_id)
+            && memory.supervisors.silent(&w.supervisor_id).is_some_and(|gone| gone >= config.supervisor_timeout);
+        if supervisor_gone && silent >= fenced_after {
+            dead.insert(slot);
+            continue;
         }
         if now.duration_since(assigned) < config.task_launch {
             continue;
         }
-        let beat = beats.get(&squall_cluster::paths::worker_key(&w.supervisor_id, w.port));
-        let fresh = beat.is_some_and(|b| {
-            b.topology_id == record.id
-                && unix_millis().saturating_sub(b.time_millis) < config.task_timeout.as_millis() as u64
-        });
-        if !fresh {
+        if silent >= config.task_timeout {
             dead.insert(slot);
         }
     }
+    let live: std::collections::HashSet<&WorkerAssignment> = assignment.workers.iter().collect();
+    memory.assigned_at.retain(|(topology, w), _| topology != name || live.contains(w));
     dead
 }
 
@@ -422,8 +508,19 @@ pub(crate) fn heartbeat_age(
     w: &WorkerAssignment,
     beats: &BTreeMap<String, WorkerHeartbeat>,
 ) -> Option<u64> {
+    let beat = current_beat(record, w, beats)?;
+    Some(unix_millis().saturating_sub(beat.time_millis))
+}
+
+/// The heartbeat of the worker that runs `w` now: one from an earlier worker on the slot (other
+/// tasks, or another submission) is not its.
+pub(crate) fn current_beat<'a>(
+    record: &TopologyRecord,
+    w: &WorkerAssignment,
+    beats: &'a BTreeMap<String, WorkerHeartbeat>,
+) -> Option<&'a WorkerHeartbeat> {
     let beat = beats.get(&squall_cluster::paths::worker_key(&w.supervisor_id, w.port))?;
-    (beat.topology_id == record.id).then(|| unix_millis().saturating_sub(beat.time_millis))
+    (beat.topology_id == record.id && beat.tasks == w.tasks).then_some(beat)
 }
 
 /// The workers of a topology with their heartbeat ages.

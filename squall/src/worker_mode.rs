@@ -7,8 +7,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use squall_cluster::records::{unix_millis, unix_secs};
-use squall_cluster::{Assignment, ClusterState, TopologyRecord, TopologyStatus as ClusterStatus, WorkerHeartbeat};
+use squall_cluster::records::unix_millis;
+use squall_cluster::{
+    Assignment, ClusterState, TopologyRecord, TopologyStatus as ClusterStatus, WorkerAssignment, WorkerHeartbeat,
+};
 use squall_topology::{ConfigValue, Topology};
 use squall_worker::runtime::{LaunchError, WorkerPlan};
 use squall_worker::{RunningTopology, TopologyStatus};
@@ -45,9 +47,16 @@ pub(crate) struct WorkerArgs {
 /// (`worker.heartbeat.frequency.secs`).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// A worker that cannot heartbeat this long has lost its cluster (ZooKeeper and its supervisor
-/// are gone, or it is partitioned away): Nimbus has reassigned its tasks, so it stops rather
-/// than run on as an orphan.
+/// The longest one round of ZooKeeper calls may take: fencing and the orphan check must run on
+/// time even while ZooKeeper hangs.
+const ROUND_LIMIT: Duration = Duration::from_secs(2);
+
+/// The fencing timeout when the assignment does not say (an assignment from an older Nimbus).
+const DEFAULT_FENCE: Duration = Duration::from_secs(20);
+
+/// A worker whose supervisor is gone and that cannot heartbeat this long has lost its cluster
+/// (the cluster was shut down, or its node is cut off): it stops rather than run on as an
+/// orphan. With its supervisor alive it stays, fenced, until ZooKeeper answers again.
 const ORPHAN_AFTER: Duration = Duration::from_secs(30);
 
 /// Why a worker stops.
@@ -81,88 +90,128 @@ pub(crate) async fn run(args: WorkerArgs, mut topology: Topology) -> Result<(), 
 
 async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), WorkerError> {
     let started = Instant::now();
+    let supervisor_pid = std::os::unix::process::parent_id();
     let state = ClusterState::connect(&args.zookeeper, &args.chroot, Duration::from_secs(10)).await?;
     let name = args.topology.as_str();
     let record = current_record(&state, &args).await?;
-    let assignment = current_assignment(&state, &args).await?;
+    let mut assignment = current_assignment(&state, &args).await?;
     apply_record(topology, &record)?;
-    let mine =
-        assignment.workers.iter().find(|w| w.supervisor_id == args.supervisor && w.port == args.port).ok_or_else(
-            || {
-                WorkerError::NotAssigned(format!(
-                    "slot {}:{} is not in the assignment of `{name}`",
-                    args.supervisor, args.port
-                ))
-            },
-        )?;
+    let mine = my_slot(&assignment, &args)?.clone();
     let local_tasks: HashSet<u32> = mine.tasks.iter().copied().collect();
-    let mut remote = HashMap::new();
-    for w in assignment.workers.iter().filter(|w| !(w.supervisor_id == args.supervisor && w.port == args.port)) {
-        let address = resolve(&w.host, w.port)?;
-        for task in &w.tasks {
-            remote.insert(*task, address);
-        }
-    }
     let listener = bind(&args.host, args.port).await?;
     let plan = WorkerPlan {
-        topology_id: format!("{}@{}", record.id, assignment.version),
+        // Not the assignment version: workers of one layout accept each other across versions,
+        // so a repair that keeps a worker does not cut it off from the new ones.
+        topology_id: record.id.clone(),
         local_tasks,
-        remote,
+        remote: remote_tasks(&assignment, &args)?,
         listener,
         advertised_addr: Some(resolve(&mine.host, mine.port)?),
     };
     let mut running = RunningTopology::launch_worker(name, topology, status_of(record.status), plan)?;
     tracing::info!(topology = name, port = args.port, tasks = ?mine.tasks, version = assignment.version, "worker running");
-    let tasks = mine.tasks.clone();
+    let fence_after = match assignment.fence_secs {
+        0 => DEFAULT_FENCE,
+        secs => Duration::from_secs(secs.into()),
+    };
     let mut kill_deadline: Option<Instant> = None;
     let mut last_beat = Instant::now();
+    let mut fenced = false;
+    let mut wanted = status_of(record.status);
     loop {
-        let beat = WorkerHeartbeat {
-            topology_id: record.id.clone(),
-            supervisor_id: args.supervisor.clone(),
-            port: args.port,
-            pid: std::process::id(),
-            tasks: tasks.clone(),
-            time_millis: unix_millis(),
-            uptime_secs: started.elapsed().as_secs(),
-            metrics: serde_json::to_value(running.metrics()).unwrap_or_default(),
-        };
-        match state.put_worker_heartbeat(name, &beat).await {
-            Ok(()) => last_beat = Instant::now(),
-            Err(e) if last_beat.elapsed() < ORPHAN_AFTER => {
-                // ZooKeeper may be briefly away: keep processing, heartbeat again next round.
-                tracing::warn!(error = %e, "cannot write heartbeat");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, silent = ?last_beat.elapsed(), "cannot heartbeat for too long; stopping");
-                break;
-            }
-        }
-        match state.topology(name).await {
-            Ok(Some(r)) if r.id == record.id => match r.status {
-                ClusterStatus::Killed => {
-                    if kill_deadline.is_none() {
-                        let wait = Duration::from_secs(r.kill_wait_secs.unwrap_or(0).into());
-                        tracing::info!(topology = name, ?wait, "topology killed; draining");
-                        running.set_status(TopologyStatus::Killing);
-                        kill_deadline = Some(Instant::now() + wait);
+        let round = async {
+            let beat = WorkerHeartbeat {
+                topology_id: record.id.clone(),
+                supervisor_id: args.supervisor.clone(),
+                port: args.port,
+                pid: std::process::id(),
+                tasks: mine.tasks.clone(),
+                time_millis: unix_millis(),
+                uptime_secs: started.elapsed().as_secs(),
+                metrics: serde_json::to_value(running.metrics()).unwrap_or_default(),
+            };
+            match state.put_worker_heartbeat(name, &beat).await {
+                Ok(()) => {
+                    last_beat = Instant::now();
+                    if fenced {
+                        fenced = false;
+                        tracing::info!(topology = name, "heartbeat written again; lifting the fence");
+                        if kill_deadline.is_none() {
+                            running.set_status(wanted);
+                        }
                     }
                 }
-                status => running.set_status(status_of(status)),
-            },
-            Ok(_) => {
-                tracing::info!(topology = name, "topology is gone; stopping");
-                break;
+                Err(e) => tracing::warn!(error = %e, silent = ?last_beat.elapsed(), "cannot write heartbeat"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the topology's status"),
+            match state.topology(name).await {
+                Ok(Some(r)) if r.id == record.id => match r.status {
+                    ClusterStatus::Killed => {
+                        if kill_deadline.is_none() {
+                            let wait = Duration::from_secs(r.kill_wait_secs.unwrap_or(0).into());
+                            tracing::info!(topology = name, ?wait, "topology killed; draining");
+                            running.set_status(TopologyStatus::Killing);
+                            kill_deadline = Some(Instant::now() + wait);
+                        }
+                    }
+                    status => {
+                        wanted = status_of(status);
+                        if !fenced && kill_deadline.is_none() {
+                            running.set_status(wanted);
+                        }
+                    }
+                },
+                Ok(_) => return Some("the topology is gone".to_owned()),
+                Err(e) => tracing::warn!(error = %e, "cannot read the topology's status"),
+            }
+            match state.assignment(name).await {
+                Ok(Some(a)) if a.version == assignment.version => None,
+                Ok(Some(a)) if a.topology_id == record.id => {
+                    let kept = a.workers.iter().find(|w| w.supervisor_id == args.supervisor && w.port == args.port);
+                    if !kept.is_some_and(|w| w.same_work(&mine)) {
+                        return Some(format!("assignment version {} gives this slot other work", a.version));
+                    }
+                    let update = remote_tasks(&a, &args).and_then(|remote| Ok(running.update_peers(remote)?));
+                    match update {
+                        Ok(update) => {
+                            tracing::info!(
+                                topology = name,
+                                version = a.version,
+                                moved_tasks = update.moved_tasks,
+                                lanes_added = update.lanes_added,
+                                lanes_closed = update.lanes_closed,
+                                "assignment changed; this worker keeps its tasks and follows its peers"
+                            );
+                            assignment = a;
+                            None
+                        }
+                        Err(e) => Some(format!("cannot follow assignment version {}: {e}", a.version)),
+                    }
+                }
+                Ok(_) => Some("the topology has no assignment for this submission".to_owned()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the assignment");
+                    None
+                }
+            }
+        };
+        if let Ok(Some(reason)) = tokio::time::timeout(ROUND_LIMIT, round).await {
+            tracing::info!(topology = name, reason, "stopping; the supervisor starts what the assignment needs");
+            break;
         }
-        match state.assignment(name).await {
-            Ok(Some(a)) if a.version == assignment.version => {}
-            Ok(_) => {
-                tracing::info!(topology = name, "assignment changed; stopping so the supervisor restarts this worker");
-                break;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
+        let silent = last_beat.elapsed();
+        if silent > fence_after && !fenced && kill_deadline.is_none() {
+            fenced = true;
+            running.set_status(TopologyStatus::Inactive);
+            tracing::warn!(
+                topology = name,
+                silent = ?silent,
+                fence = ?fence_after,
+                "cut off from zookeeper: deactivating spouts before nimbus can move these tasks (fenced)"
+            );
+        }
+        if silent > ORPHAN_AFTER && std::os::unix::process::parent_id() != supervisor_pid {
+            tracing::error!(topology = name, silent = ?silent, "supervisor gone and zookeeper unreachable; stopping");
+            break;
         }
         if kill_deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -175,10 +224,35 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
         running.join(Duration::from_secs(5)).await;
     }
     let _ = running.finish().await;
-    let _ = state.delete_worker_heartbeat(name, &args.supervisor, args.port).await;
-    state.close().await;
-    tracing::info!(topology = name, uptime = unix_secs(), "worker stopped");
+    let goodbye = async {
+        let _ = state.delete_worker_heartbeat(name, &args.supervisor, args.port).await;
+        state.close().await;
+    };
+    let _ = tokio::time::timeout(ROUND_LIMIT, goodbye).await;
+    tracing::info!(topology = name, uptime_secs = started.elapsed().as_secs(), "worker stopped");
     Ok(())
+}
+
+/// This worker's slot in `assignment`.
+fn my_slot<'a>(assignment: &'a Assignment, args: &WorkerArgs) -> Result<&'a WorkerAssignment, WorkerError> {
+    assignment.workers.iter().find(|w| w.supervisor_id == args.supervisor && w.port == args.port).ok_or_else(|| {
+        WorkerError::NotAssigned(format!(
+            "slot {}:{} is not in the assignment of `{}`",
+            args.supervisor, args.port, args.topology
+        ))
+    })
+}
+
+/// Where every task of the other workers of `assignment` runs.
+fn remote_tasks(assignment: &Assignment, args: &WorkerArgs) -> Result<HashMap<u32, SocketAddr>, WorkerError> {
+    let mut remote = HashMap::new();
+    for w in assignment.workers.iter().filter(|w| !(w.supervisor_id == args.supervisor && w.port == args.port)) {
+        let address = resolve(&w.host, w.port)?;
+        for task in &w.tasks {
+            remote.insert(*task, address);
+        }
+    }
+    Ok(remote)
 }
 
 async fn current_record(state: &ClusterState, args: &WorkerArgs) -> Result<TopologyRecord, WorkerError> {

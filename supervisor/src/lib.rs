@@ -10,8 +10,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use squall_cluster::records::{unix_millis, unix_secs};
-use squall_cluster::{ClusterError, ClusterState, LeaderElection, SupervisorInfo, TopologyStatus};
+use squall_cluster::records::unix_secs;
+use squall_cluster::{ClusterError, ClusterState, LeaderElection, Liveness, SupervisorInfo, TopologyStatus};
 
 use crate::process::{WorkerEnv, WorkerLaunch, WorkerProcess};
 
@@ -79,10 +79,12 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future<Output = ()>) -
     state.register_supervisor(&info).await?;
     tracing::info!(supervisor = %config.id, ports = ?config.ports, "supervisor started");
     let mut assignments = state.watch_assignments().await?;
-    let mut supervisor = Supervisor { config, state, workers: BTreeMap::new() };
+    let mut supervisor = Supervisor { config, state, workers: BTreeMap::new(), beats: Liveness::new() };
     tokio::pin!(shutdown);
     loop {
         if let Err(e) = supervisor.reconcile().await {
+            // Time without ZooKeeper does not count as a worker's silence.
+            supervisor.beats.failed();
             tracing::warn!(error = %e, "supervisor round failed; retrying");
         }
         tokio::select! {
@@ -101,6 +103,8 @@ struct Supervisor {
     state: ClusterState,
     /// The running worker of each port.
     workers: BTreeMap<u16, WorkerProcess>,
+    /// Heartbeat silence of each port's worker, on a clock that stops while ZooKeeper is away.
+    beats: Liveness<u16>,
 }
 
 impl Supervisor {
@@ -108,6 +112,14 @@ impl Supervisor {
     async fn reconcile(&mut self) -> Result<(), ClusterError> {
         let assignments = self.state.assignments().await?;
         let topologies = self.state.topologies().await?;
+        let mut beats_of = BTreeMap::new();
+        for worker in self.workers.values() {
+            let topology = &worker.launch.topology;
+            if !beats_of.contains_key(topology) {
+                beats_of.insert(topology.clone(), self.state.worker_heartbeats(topology).await?);
+            }
+        }
+        self.beats.round(std::time::Instant::now());
         let mut wanted: BTreeMap<u16, WorkerLaunch> = BTreeMap::new();
         for (name, assignment) in &assignments {
             let Some(record) = topologies.get(name).filter(|r| r.id == assignment.topology_id) else { continue };
@@ -117,7 +129,8 @@ impl Supervisor {
                     WorkerLaunch {
                         topology: name.clone(),
                         topology_id: record.id.clone(),
-                        version: assignment.version,
+                        tasks: w.tasks.clone(),
+                        layout: w.layout,
                         artifact: assignment.artifact_hash.clone(),
                         port: w.port,
                     },
@@ -143,21 +156,17 @@ impl Supervisor {
                 restart.push(*port);
                 continue;
             }
-            let beats = self.state.worker_heartbeats(&worker.launch.topology).await?;
             let key = squall_cluster::paths::worker_key(&self.config.id, *port);
-            let age = beats
-                .get(&key)
-                .filter(|b| {
-                    b.topology_id == worker.launch.topology_id
-                        && u64::from(b.pid) == u64::from(worker.pid().unwrap_or(0))
-                })
-                .map(|b| Duration::from_millis(unix_millis().saturating_sub(b.time_millis)));
-            let silent = match age {
-                Some(age) => age > self.config.worker_timeout,
-                None => worker.started_at.elapsed() > self.config.worker_start_timeout,
-            };
-            if silent {
-                tracing::warn!(port, topology = %worker.launch.topology, ?age, "worker stopped heartbeating; restarting it");
+            let marker = beats_of
+                .get(&worker.launch.topology)
+                .and_then(|beats| beats.get(&key))
+                .filter(|b| b.topology_id == worker.launch.topology_id && Some(b.pid) == worker.pid())
+                .map(|b| b.time_millis);
+            worker.beaten |= marker.is_some();
+            let silent = self.beats.observe(port, marker);
+            let limit = if worker.beaten { self.config.worker_timeout } else { self.config.worker_start_timeout };
+            if silent > limit {
+                tracing::warn!(port, topology = %worker.launch.topology, silent = ?silent, "worker stopped heartbeating; restarting it");
                 restart.push(*port);
             }
         }
@@ -166,6 +175,8 @@ impl Supervisor {
                 worker.kill().await;
             }
         }
+        let running: Vec<u16> = self.workers.keys().copied().collect();
+        self.beats.retain(|port| running.contains(port));
         // Assigned workers that are not running: start them.
         for (port, launch) in wanted {
             if self.workers.contains_key(&port) {

@@ -13,8 +13,11 @@ pub struct WorkerLaunch {
     pub topology: String,
     /// The topology's unique id (a resubmission under the same name gets a new one).
     pub topology_id: String,
-    /// The assignment version the worker runs; a new version restarts the worker.
-    pub version: u64,
+    /// The tasks it runs: a new assignment that gives the slot other tasks restarts the worker;
+    /// one that only moves other workers does not.
+    pub tasks: Vec<u32>,
+    /// The slot's layout stamp (see `WorkerAssignment::layout`).
+    pub layout: u64,
     /// The binary's hash.
     pub artifact: String,
     /// The port it serves.
@@ -28,6 +31,8 @@ pub struct WorkerProcess {
     pub launch: WorkerLaunch,
     /// When it was started.
     pub started_at: Instant,
+    /// Whether it has heartbeated yet: until then the start timeout applies.
+    pub beaten: bool,
     /// Where its output goes.
     pub log: PathBuf,
     child: Child,
@@ -89,7 +94,7 @@ impl WorkerProcess {
             .spawn()
             .map_err(|source| LaunchError::Spawn { path: binary.to_path_buf(), source })?;
         tracing::info!(topology = %launch.topology, port = launch.port, pid = child.id(), log = %log.display(), "started worker");
-        Ok(WorkerProcess { launch, started_at: Instant::now(), log, child })
+        Ok(WorkerProcess { launch, started_at: Instant::now(), beaten: false, log, child })
     }
 
     /// The process id, while it runs.

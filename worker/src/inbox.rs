@@ -111,6 +111,31 @@ pub struct InboxSender {
     _producer: Option<Producer>,
 }
 
+/// A sender that does not keep the queue open: a lane's live-peer table holds these, so a lane
+/// ends (says Bye) once the routers that use it are gone.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakInboxSender {
+    tx: mpsc::WeakUnboundedSender<Queued>,
+    admission: Admission,
+    stats: Arc<QueueStats>,
+    pool: Arc<BufferPool>,
+}
+
+impl WeakInboxSender {
+    /// A sender again, while some other sender still lives. Never a cycle producer: only lane
+    /// queues are held weakly.
+    pub(crate) fn upgrade(&self) -> Option<InboxSender> {
+        Some(InboxSender {
+            tx: self.tx.upgrade()?,
+            admission: self.admission.clone(),
+            stats: self.stats.clone(),
+            pool: self.pool.clone(),
+            feedback: false,
+            _producer: None,
+        })
+    }
+}
+
 /// The receiving side, owned by the executor.
 #[derive(Debug)]
 pub struct InboxReceiver {
@@ -186,6 +211,21 @@ impl InboxSender {
     /// just do not wait.
     pub fn feedback(&self) -> InboxSender {
         InboxSender { feedback: true, _producer: None, ..self.clone() }
+    }
+
+    /// Whether this sender is on one of its cycle's own edges.
+    pub(crate) fn is_feedback(&self) -> bool {
+        self.feedback
+    }
+
+    /// A sender that does not keep the queue open.
+    pub(crate) fn downgrade(&self) -> WeakInboxSender {
+        WeakInboxSender {
+            tx: self.tx.downgrade(),
+            admission: self.admission.clone(),
+            stats: self.stats.clone(),
+            pool: self.pool.clone(),
+        }
     }
 
     /// The queue's occupancy.

@@ -15,6 +15,7 @@ use squall_topology::{
 
 use crate::inbox::{Batch, InboxClosed, InboxSender};
 use crate::instruments::{Captured, InFlight, Instruments};
+use crate::peers::PeerRoutes;
 use crate::transport::RemoteSender;
 
 /// Where each task's tuples go, indexed by task id: the inbox of the executor that runs it, or
@@ -238,6 +239,8 @@ pub struct Router {
     captured: Vec<(&'static StreamMeta, Values)>,
     /// Counts what is sent as in flight (tests only).
     in_flight: Option<Arc<InFlight>>,
+    /// Where other workers' tasks run now (workers only), and the version this router follows.
+    peers: Option<(Arc<PeerRoutes>, u64)>,
 }
 
 impl Router {
@@ -282,6 +285,31 @@ impl Router {
             capture: None,
             captured: Vec::new(),
             in_flight: None,
+            peers: None,
+        }
+    }
+
+    /// Follows `peers` for the lanes to other workers' tasks.
+    pub(crate) fn follow_peers(&mut self, peers: Arc<PeerRoutes>) {
+        let version = peers.version();
+        self.peers = Some((peers, version));
+    }
+
+    /// Takes up a new placement of other workers' tasks, if there is one: one atomic load per
+    /// flush otherwise.
+    fn refresh_peers(&mut self) {
+        let Some((peers, seen)) = &mut self.peers else { return };
+        let version = peers.version();
+        if version == *seen {
+            return;
+        }
+        *seen = version;
+        let destinations = Arc::make_mut(&mut self.destinations);
+        for (task, slot) in destinations.iter_mut().enumerate() {
+            let Some(Destination::Remote(old)) = slot else { continue };
+            let Some(sender) = peers.sender(task as TaskId) else { continue };
+            let sender = if old.is_feedback() { sender.feedback() } else { sender };
+            *slot = Some(Destination::Remote(sender));
         }
     }
 
@@ -293,6 +321,7 @@ impl Router {
 
     /// Sends every buffer that reached the batch size, waiting while a destination is full.
     pub async fn flush_full(&mut self) {
+        self.refresh_peers();
         while let Some(task) = self.full.pop() {
             if self.out[task as usize].len() >= self.batch_size || self.control[task as usize].len() >= self.batch_size
             {
@@ -307,6 +336,7 @@ impl Router {
 
     /// Sends every non-empty buffer.
     pub async fn flush_all(&mut self) {
+        self.refresh_peers();
         self.full.clear();
         while let Some(task) = self.dirty.pop() {
             if self.buffered(task) > 0 {

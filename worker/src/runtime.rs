@@ -17,6 +17,7 @@ use crate::executor::{ExecutorParts, TaskFailure, TopologyStatus, run_bolts, run
 use crate::inbox::{InboxReceiver, cycle_inbox, inbox};
 use crate::instruments::Instruments;
 use crate::metrics::{ExecutorStats, MetricsRegistry, TopologyMetrics};
+use crate::peers::{PeerPlan, PeerRoutes, PeerUpdate, Writers};
 use crate::router::{ComponentRoutes, Destination, Router};
 use crate::transport::{InboundLanes, Lane, RemoteSender, TransportServer, WireIdentity};
 use crate::wire::StreamTable;
@@ -26,7 +27,9 @@ pub struct RunningTopology {
     status: watch::Sender<TopologyStatus>,
     executors: Vec<(String, JoinHandle<Vec<TaskFailure>>)>,
     /// Lane writers: each ends once it has said Bye (or the topology is stopped).
-    writers: Vec<(Lane, JoinHandle<()>)>,
+    writers: Writers,
+    /// Where the other workers' tasks run, and how to move them (workers only).
+    peers: Option<PeerPlan>,
     server: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
     metrics: MetricsRegistry,
@@ -83,6 +86,9 @@ pub enum LaunchError {
     /// The listener's address cannot be read.
     #[error("cannot read the listening address: {0}")]
     Listener(#[source] std::io::Error),
+    /// Peers were updated on a topology that runs in one process.
+    #[error("a topology launched in local mode has no peer workers to update")]
+    NotAWorker,
 }
 
 pub use squall_topology::executor_ranges;
@@ -193,6 +199,18 @@ impl RunningTopology {
         Ok(start(name, topology, status, placement, Some(network), Instruments::default()))
     }
 
+    /// Moves the other workers' tasks to `remote` while this worker runs (a repair or a
+    /// rebalance that kept this worker's tasks): routers switch lanes between batches, lanes to
+    /// workers that left are closed, connections from new workers are accepted. This worker's
+    /// own tasks must be the ones it was launched with. Tuples queued for a worker that left
+    /// are lost, and replayed by acking.
+    pub fn update_peers(&mut self, remote: HashMap<TaskId, SocketAddr>) -> Result<PeerUpdate, LaunchError> {
+        match &mut self.peers {
+            Some(peers) => peers.update(remote),
+            None => Err(LaunchError::NotAWorker),
+        }
+    }
+
     /// The address this worker's transport server listens on (`None` in local mode).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
@@ -224,7 +242,8 @@ impl RunningTopology {
     /// last batch).
     pub fn is_finished(&self) -> bool {
         // A worker is done once its lanes have delivered their last batches too.
-        self.executors.iter().all(|(_, h)| h.is_finished()) && self.writers.iter().all(|(_, h)| h.is_finished())
+        self.executors.iter().all(|(_, h)| h.is_finished())
+            && lock(&self.writers).iter().all(|(_, h)| h.is_finished())
     }
 
     /// What still runs: executors by component (with a count when several run, and for bolts
@@ -249,7 +268,8 @@ impl RunningTopology {
             }
             line
         });
-        let lanes = self.writers.iter().filter(|(_, h)| !h.is_finished()).map(|(lane, _)| format!("lane {lane}"));
+        let writers = lock(&self.writers);
+        let lanes = writers.iter().filter(|(_, h)| !h.is_finished()).map(|(lane, _)| format!("lane {lane}"));
         executors.chain(lanes).collect()
     }
 
@@ -289,7 +309,8 @@ impl RunningTopology {
                 Err(_) => {}
             }
         }
-        for handle in self.writers.into_iter().map(|(_, h)| h).chain(self.server) {
+        let writers = std::mem::take(&mut *lock(&self.writers));
+        for handle in writers.into_iter().map(|(_, h)| h).chain(self.server) {
             handle.abort();
             // A transport task ends by itself or by this abort; neither is a task failure.
             let _ = handle.await;
@@ -298,6 +319,11 @@ impl RunningTopology {
         aborted.dedup();
         (failures, aborted)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update leaves the data consistent: a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn acker_count(topology: &Topology) -> u32 {
@@ -406,34 +432,56 @@ fn start(
 
     // Lanes: one per (remote worker, component) that a local executor sends to, and one per
     // (remote worker, local component) that the remote worker sends to.
-    let mut writers = Vec::new();
+    let writers: Writers = Arc::default();
     let mut server = None;
     let mut local_addr = None;
+    let mut peers = None;
     if let Some(network) = network {
         let identity = Arc::new(WireIdentity {
             topology_id: network.topology_id,
             worker: network.advertised.to_string(),
             table: Arc::new(StreamTable::new(topology, &layout)),
         });
+        let all_components: Vec<&str> = topology
+            .components()
+            .iter()
+            .map(|c| c.id.as_str())
+            .chain((!ackers.is_empty()).then_some(ACKER_COMPONENT))
+            .collect();
+        let sends_to: HashSet<String> = all_components
+            .iter()
+            .filter(|target| local_components.iter().any(|source| feeds(topology, source, target)))
+            .map(|c| (*c).to_owned())
+            .collect();
+        let capacities: HashMap<String, usize> = sends_to
+            .iter()
+            .map(|c| (c.clone(), capacity_of(c).unwrap_or(config.receive_buffer_size as usize)))
+            .collect();
+        let routes =
+            Arc::new(PeerRoutes::new(identity.clone(), status_tx.subscribe(), capacities.clone(), writers.clone()));
         let mut outbound: HashMap<Lane, RemoteSender> = HashMap::new();
         let mut remote_components: HashSet<(SocketAddr, &str)> = HashSet::new();
+        let mut remote: HashMap<TaskId, SocketAddr> = HashMap::new();
+        let mut lane_of: Vec<Option<Lane>> = vec![None; placement.len()];
         for (task, place) in placement.iter().enumerate().skip(1) {
             let Placement::Remote(peer) = *place else { continue };
+            remote.insert(task as TaskId, peer);
             let Some(component) = layout.component_of(task as TaskId) else { continue };
             remote_components.insert((peer, component));
-            if !local_components.iter().any(|source| feeds(topology, source, component)) {
+            if !sends_to.contains(component) {
                 continue;
             }
             let lane = Lane { peer, component: component.to_owned() };
+            lane_of[task] = Some(lane.clone());
             let sender = outbound.entry(lane).or_insert_with_key(|lane| {
-                let capacity = capacity_of(component).unwrap_or(config.receive_buffer_size as usize);
                 let (sender, writer) =
-                    RemoteSender::spawn(lane.clone(), capacity, identity.clone(), status_tx.subscribe());
-                writers.push((lane.clone(), writer));
+                    RemoteSender::spawn(lane.clone(), capacities[component], identity.clone(), status_tx.subscribe());
+                lock(&writers).push((lane.clone(), writer));
                 sender
             });
             senders[task] = Some(Destination::Remote(sender.clone()));
         }
+        routes.seed(lane_of, &outbound);
         let mut inbound = InboundLanes::new();
         for (peer, source) in remote_components.iter().copied() {
             for target in &local_components {
@@ -462,6 +510,23 @@ fn start(
             inbound_lanes = inbound.len(),
             "starting worker"
         );
+        let inbound = Arc::new(inbound);
+        let feeds_local: HashMap<String, Vec<String>> = all_components
+            .iter()
+            .map(|source| {
+                let targets = local_components.iter().filter(|t| feeds(topology, source, t)).cloned().collect();
+                ((*source).to_owned(), targets)
+            })
+            .collect();
+        peers = Some(PeerPlan {
+            routes,
+            inbound: inbound.clone(),
+            layout: layout.clone(),
+            local: placement.iter().map(|p| *p == Placement::Local).collect(),
+            sends_to,
+            feeds_local,
+            remote,
+        });
         let transport = TransportServer::new(network.listener, identity, inbound, status_tx.subscribe());
         server = Some(tokio::spawn(transport.run()));
     }
@@ -522,6 +587,9 @@ fn start(
             &is_local,
         );
         router.instrument(&instruments);
+        if let Some(peers) = &peers {
+            router.follow_peers(peers.routes.clone());
+        }
         let parts = ExecutorParts {
             component: component_id.clone(),
             contexts: tasks
@@ -557,6 +625,7 @@ fn start(
         status: status_tx,
         executors,
         writers,
+        peers,
         server,
         local_addr,
         metrics,

@@ -20,7 +20,7 @@
 //! upstream of it, local or remote, has stopped: a finished topology drains across workers as it
 //! does in one process.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -37,7 +37,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use crate::executor::TopologyStatus;
-use crate::inbox::{Batch, InboxClosed, InboxReceiver, InboxSender, inbox};
+use crate::inbox::{Batch, InboxClosed, InboxReceiver, InboxSender, WeakInboxSender, inbox};
 use crate::wire::{
     BatchEncoder, Frame, Hello, Reject, RejectReason, StreamTable, WIRE_VERSION, codec, decode_control_frame,
     decode_frame, encode_bye, encode_hello, encode_reject,
@@ -164,6 +164,30 @@ impl RemoteSender {
 
     pub(crate) fn queue(&self) -> &InboxSender {
         &self.queue
+    }
+
+    /// Whether this is a cycle's own edge (see [`RemoteSender::feedback`]).
+    pub(crate) fn is_feedback(&self) -> bool {
+        self.queue.is_feedback()
+    }
+
+    /// A handle that does not keep the lane open.
+    pub(crate) fn downgrade(&self) -> WeakRemoteSender {
+        WeakRemoteSender { queue: self.queue.downgrade(), lane: self.lane.clone() }
+    }
+}
+
+/// A [`RemoteSender`] that does not keep its lane open.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakRemoteSender {
+    queue: WeakInboxSender,
+    lane: Arc<Lane>,
+}
+
+impl WeakRemoteSender {
+    /// The sender, while a router still holds one.
+    pub(crate) fn upgrade(&self) -> Option<RemoteSender> {
+        Some(RemoteSender { queue: self.queue.upgrade()?, lane: self.lane.clone() })
     }
 }
 
@@ -426,6 +450,39 @@ impl InboundLanes {
         lanes.insert((peer, component.to_owned()), LaneState::Open(Arc::new(inboxes)));
     }
 
+    /// Replaces the expected lanes by `expected` (peer worker, local component) while the worker
+    /// runs: lanes of peers that left are dropped (their inboxes no longer wait for a Bye), new
+    /// ones are opened. A lane of a peer in `fresh` (a new worker, or one restarted with other
+    /// tasks) is opened again even if its previous process said Bye; a kept peer's closed lane
+    /// stays closed, so a draining topology still finishes.
+    pub fn retarget(&self, expected: &HashSet<(SocketAddr, String)>, fresh: &HashSet<SocketAddr>) {
+        let mut lanes = self.lock();
+        // Every lane into one component delivers to the same inboxes.
+        let mut inboxes_of: HashMap<String, LaneInboxes> = HashMap::new();
+        for ((_, component), state) in lanes.iter() {
+            if let LaneState::Open(inboxes) = state {
+                inboxes_of.entry(component.clone()).or_insert_with(|| inboxes.clone());
+            }
+        }
+        lanes.retain(|key, _| expected.contains(key));
+        for key in expected {
+            let reopen = match lanes.get(key) {
+                None => true,
+                Some(LaneState::Closed) => fresh.contains(&key.0),
+                Some(LaneState::Open(_)) => false,
+            };
+            if !reopen {
+                continue;
+            }
+            match inboxes_of.get(&key.1) {
+                Some(inboxes) => {
+                    lanes.insert(key.clone(), LaneState::Open(inboxes.clone()));
+                }
+                None => tracing::debug!(peer = %key.0, component = key.1, "no open inbox to route a new lane to"),
+            }
+        }
+    }
+
     /// How many lanes are expected.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -465,7 +522,7 @@ pub struct TransportServer {
 
 struct ServerShared {
     identity: Arc<WireIdentity>,
-    lanes: InboundLanes,
+    lanes: Arc<InboundLanes>,
 }
 
 impl TransportServer {
@@ -473,7 +530,7 @@ impl TransportServer {
     pub fn new(
         listener: TcpListener,
         identity: Arc<WireIdentity>,
-        lanes: InboundLanes,
+        lanes: Arc<InboundLanes>,
         status: watch::Receiver<TopologyStatus>,
     ) -> Self {
         TransportServer { listener, shared: Arc::new(ServerShared { identity, lanes }), status }
