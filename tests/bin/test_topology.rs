@@ -61,6 +61,13 @@ struct Sentences {
     acked: BTreeSet<u64>,
     acked_twice: u64,
     last_write: Option<std::time::Instant>,
+    /// Unix milliseconds of this process's first and latest emit.
+    first_emit: Option<u64>,
+    last_emit: Option<u64>,
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Sentences {
@@ -78,8 +85,21 @@ impl Sentences {
             "acked_twice": self.acked_twice,
             "in_flight": self.queue.in_flight(),
             "replayed": self.queue.replayed(),
+            "pid": std::process::id(),
+            "first_emit_millis": self.first_emit,
+            "last_emit_millis": self.last_emit,
         });
         write_json(&format!("acked-{}.json", self.task), &value);
+        // The same, kept per process: a fencing test compares an old owner's emits with a new one's.
+        write_json(&format!("spout-{}-{}.json", self.task, std::process::id()), &value);
+    }
+}
+
+impl Sentences {
+    fn emitted_now(&mut self) {
+        let now = unix_millis();
+        self.first_emit.get_or_insert(now);
+        self.last_emit = Some(now);
     }
 }
 
@@ -97,12 +117,14 @@ impl Spout for Sentences {
     async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
         self.report(false);
         if let Some((id, sentence)) = self.queue.next_replay() {
+            self.emitted_now();
             out.emit_with_id(sentence, id)?;
             return Ok(());
         }
         if self.next >= self.total {
             return Ok(());
         }
+        self.emitted_now();
         let id = self.next;
         let sentence = Sentence { text: Str::from(sentence(id)) };
         self.queue.track(id, sentence.clone());
@@ -197,6 +219,8 @@ fn build() -> Result<Topology, BuildError> {
         acked: BTreeSet::new(),
         acked_twice: 0,
         last_write: None,
+        first_emit: None,
+        last_emit: None,
     };
     builder.spout("sentences", spout, 2);
     builder.bolt("split", Split, 2).shuffle_grouping("sentences");

@@ -1,0 +1,194 @@
+//! Faults on a real cluster (ZooKeeper, Nimbus, supervisors and workers as processes): a lost
+//! supervisor moves only its workers, a ZooKeeper restart kills no worker, and heartbeats of
+//! workers that are gone stop counting.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+use squall_tests::sandbox::{ClusterSandbox, kill9};
+
+const TOPOLOGY: &str = env!("CARGO_BIN_EXE_test_topology");
+
+fn submit(sandbox: &ClusterSandbox, name: &str, workers: u32) -> String {
+    sandbox.cli_ok(&["submit", TOPOLOGY, "--name", name, "-c", &format!("topology.workers={workers}")])
+}
+
+fn received(sandbox: &ClusterSandbox) -> u64 {
+    sandbox.output("counts.json").and_then(|o| o["received"].as_u64()).unwrap_or(0)
+}
+
+fn all_acked_of(sandbox: &ClusterSandbox, total: u64) -> bool {
+    let reports = sandbox.spout_reports();
+    reports.len() == 2
+        && reports.iter().all(|r| r["acked"] == r["expected"] && r["in_flight"] == 0)
+        && reports.iter().map(|r| r["expected"].as_u64().unwrap_or(0)).sum::<u64>() == total
+}
+
+fn running_workers(details: &Value) -> u64 {
+    details["summary"]["workers_running"].as_u64().unwrap_or(0)
+}
+
+/// The tasks of `component`, from `describe`.
+fn tasks_of(details: &Value, component: &str) -> Vec<u64> {
+    let components = details["components"].as_array().cloned().unwrap_or_default();
+    let found = components.iter().find(|c| c["id"] == component).cloned().unwrap_or_default();
+    found["tasks"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect()
+}
+
+/// `(supervisor, port)` → tasks of every assigned worker, from `describe`.
+fn assigned(details: &Value) -> BTreeMap<(String, u64), Vec<u64>> {
+    let workers = details["workers"].as_array().cloned().unwrap_or_default();
+    workers
+        .iter()
+        .map(|w| {
+            let key = (w["supervisor"].as_str().unwrap_or("").to_owned(), w["port"].as_u64().unwrap_or(0));
+            (key, w["tasks"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect())
+        })
+        .collect()
+}
+
+/// A component's summed counter in `describe`.
+fn metric(details: &Value, component: &str, key: &str) -> u64 {
+    let components = details["components"].as_array().cloned().unwrap_or_default();
+    components.iter().find(|c| c["id"] == component).map_or(0, |c| c["metrics"][key].as_u64().unwrap_or(0))
+}
+
+/// The heartbeat nodes under `/workerbeats/<name>`, read from ZooKeeper itself.
+fn heartbeat_nodes(sandbox: &ClusterSandbox, name: &str) -> BTreeSet<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async {
+        let state = squall_cluster::ClusterState::connect(
+            &sandbox.zookeeper.connect_string(),
+            "/squall",
+            Duration::from_secs(4),
+        )
+        .await
+        .expect("connect to the sandbox's zookeeper");
+        let beats = state.worker_heartbeats(name).await.expect("read the heartbeats");
+        state.close().await;
+        beats.into_keys().collect()
+    })
+}
+
+/// Each spout task's latest report, by task.
+fn spout_reports_by_task(sandbox: &ClusterSandbox) -> BTreeMap<u64, Value> {
+    sandbox.spout_reports().into_iter().map(|r| (r["task"].as_u64().unwrap_or(0), r)).collect()
+}
+
+#[test]
+fn a_lost_supervisor_moves_only_its_workers_and_the_others_keep_running() {
+    const TOTAL: u64 = 200_000;
+    let sandbox = ClusterSandbox::start_with(1, 3, 2, &[("SQUALL_TEST_SENTENCES", "200000")]);
+    submit(&sandbox, "wc", 4);
+    sandbox.wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
+    let before = sandbox.describe("wc");
+    // The victim: a supervisor running a spout task, so a stale heartbeat would show in the
+    // spout's counters.
+    let spout_tasks = tasks_of(&before, "sentences");
+    let placed = assigned(&before);
+    let victim = placed
+        .iter()
+        .find(|(_, tasks)| tasks.iter().any(|t| spout_tasks.contains(t)))
+        .map(|((supervisor, _), _)| supervisor.clone())
+        .expect("a worker runs a spout task");
+    let index: usize = victim.trim_start_matches("supervisor-").parse().expect("a sandbox supervisor id");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != index).collect();
+    let pids_before: BTreeMap<usize, BTreeMap<u16, u32>> =
+        survivors.iter().map(|i| (*i, sandbox.worker_pids(*i))).collect();
+    let reports_before = spout_reports_by_task(&sandbox);
+    let surviving_spouts: Vec<u64> = placed
+        .iter()
+        .filter(|((supervisor, _), _)| *supervisor != victim)
+        .flat_map(|(_, tasks)| tasks.iter().copied().filter(|t| spout_tasks.contains(t)))
+        .collect();
+
+    let mut sandbox = sandbox;
+    let victim_pids = sandbox.worker_pids(index);
+    sandbox.supervisors[index].kill9();
+    for pid in victim_pids.values() {
+        kill9(*pid);
+    }
+    let lost = std::time::Instant::now();
+    sandbox.wait_for("the lost supervisor's workers to move", Duration::from_secs(60), |s| {
+        let d = s.describe("wc");
+        assigned(&d).keys().all(|(supervisor, _)| *supervisor != victim) && running_workers(&d) == 4
+    });
+    eprintln!("supervisor lost: its workers run elsewhere after {:?}", lost.elapsed());
+    sandbox.wait_for("every id acked", Duration::from_secs(180), |s| all_acked_of(s, TOTAL));
+
+    // The workers of the surviving supervisors were not restarted, and their spouts did not
+    // start over: the same processes acked everything.
+    for (i, pids) in &pids_before {
+        let now = sandbox.worker_pids(*i);
+        for (port, pid) in pids {
+            assert_eq!(now.get(port), Some(pid), "supervisor-{i} restarted its worker on {port}\n{}", sandbox.logs());
+        }
+    }
+    let reports_after = spout_reports_by_task(&sandbox);
+    for task in &surviving_spouts {
+        assert_eq!(
+            reports_after[task]["pid"], reports_before[task]["pid"],
+            "spout task {task} was restarted: {reports_after:?}"
+        );
+        assert!(reports_after[task]["acked"].as_u64() >= reports_before[task]["acked"].as_u64());
+        assert_eq!(reports_after[task]["acked_twice"], 0);
+    }
+    let kept_logs: String = survivors
+        .iter()
+        .flat_map(|i| std::fs::read_dir(sandbox.supervisors[*i].dir.join("workers")).into_iter().flatten().flatten())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(kept_logs.contains("this worker keeps its tasks and follows its peers"), "{}", sandbox.logs());
+
+    // Only the current workers' heartbeats remain and count: the spouts' acks in `describe`
+    // equal what the current spout processes acked.
+    sandbox.wait_for("heartbeats of the moved workers to be removed", Duration::from_secs(30), |s| {
+        let slots: BTreeSet<String> =
+            assigned(&s.describe("wc")).keys().map(|(supervisor, port)| format!("{supervisor}-{port}")).collect();
+        heartbeat_nodes(s, "wc") == slots
+    });
+    sandbox.wait_for("describe to count only current workers", Duration::from_secs(30), |s| {
+        let acked: u64 = s
+            .spout_reports()
+            .iter()
+            .map(|r| r["acked"].as_u64().unwrap_or(0) + r["acked_twice"].as_u64().unwrap_or(0))
+            .sum();
+        metric(&s.describe("wc"), "sentences", "acked") == acked
+    });
+    let list = sandbox.cli_ok(&["list"]);
+    assert!(list.lines().any(|l| l.starts_with("wc ") && l.contains("  4/4")), "{list}");
+}
+
+#[test]
+fn a_zookeeper_restart_kills_no_worker_and_every_id_is_acked() {
+    const TOTAL: u64 = 100_000;
+    let mut sandbox = ClusterSandbox::start_with(1, 2, 2, &[("SQUALL_TEST_SENTENCES", "100000")]);
+    submit(&sandbox, "wc", 4);
+    sandbox.wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
+    let pids_before: Vec<BTreeMap<u16, u32>> = (0..2).map(|i| sandbox.worker_pids(i)).collect();
+    // Longer than the daemons' session timeout (4 s) and the workers' fencing timeout (4 s).
+    sandbox.zookeeper.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    sandbox.zookeeper.restart().unwrap_or_else(|e| panic!("cannot restart zookeeper: {e}"));
+    let back = std::time::Instant::now();
+    sandbox.wait_for("every id acked after the outage", Duration::from_secs(180), |s| all_acked_of(s, TOTAL));
+    eprintln!("zookeeper outage of 10 s: every id acked {:?} after it returned", back.elapsed());
+    // The workers fenced their spouts while cut off, and lifted the fence when ZooKeeper returned.
+    let worker_logs: String = sandbox
+        .supervisors
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d.dir.join("workers")).into_iter().flatten().flatten())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(worker_logs.contains("(fenced)") && worker_logs.contains("lifting the fence"), "{}", sandbox.logs());
+    let pids_after: Vec<BTreeMap<u16, u32>> = (0..2).map(|i| sandbox.worker_pids(i)).collect();
+    assert_eq!(pids_after, pids_before, "workers were restarted\n{}", sandbox.logs());
+    assert!(spout_reports_by_task(&sandbox).values().all(|r| r["acked_twice"] == 0));
+    let details = sandbox.describe("wc");
+    assert_eq!(running_workers(&details), 4);
+    for supervisor in &sandbox.supervisors {
+        let log = std::fs::read_to_string(&supervisor.log).unwrap_or_default();
+        assert!(!log.contains("restarting it"), "a supervisor restarted a worker:\n{log}");
+    }
+}
