@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
+use squall_tests::netns::NetNamespace;
 use squall_tests::sandbox::{ClusterSandbox, kill9};
 
 const TOPOLOGY: &str = env!("CARGO_BIN_EXE_test_topology");
@@ -81,7 +82,8 @@ fn a_lost_supervisor_moves_only_its_workers_and_the_others_keep_running() {
     const TOTAL: u64 = 200_000;
     let sandbox = ClusterSandbox::start_with(1, 3, 2, &[("SQUALL_TEST_SENTENCES", "200000")]);
     submit(&sandbox, "wc", 4);
-    sandbox.wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
+    sandbox
+        .wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
     let before = sandbox.describe("wc");
     // The victim: a supervisor running a spout task, so a stale heartbeat would show in the
     // spout's counters.
@@ -165,7 +167,8 @@ fn a_zookeeper_restart_kills_no_worker_and_every_id_is_acked() {
     const TOTAL: u64 = 100_000;
     let mut sandbox = ClusterSandbox::start_with(1, 2, 2, &[("SQUALL_TEST_SENTENCES", "100000")]);
     submit(&sandbox, "wc", 4);
-    sandbox.wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
+    sandbox
+        .wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
     let pids_before: Vec<BTreeMap<u16, u32>> = (0..2).map(|i| sandbox.worker_pids(i)).collect();
     // Longer than the daemons' session timeout (4 s) and the workers' fencing timeout (4 s).
     sandbox.zookeeper.stop();
@@ -191,4 +194,93 @@ fn a_zookeeper_restart_kills_no_worker_and_every_id_is_acked() {
         let log = std::fs::read_to_string(&supervisor.log).unwrap_or_default();
         assert!(!log.contains("restarting it"), "a supervisor restarted a worker:\n{log}");
     }
+}
+
+/// A spout task's report written by process `pid` (`spout-<task>-<pid>.json`).
+fn spout_report_of(sandbox: &ClusterSandbox, task: u64, pid: u32) -> Option<Value> {
+    sandbox.output(&format!("spout-{task}-{pid}.json"))
+}
+
+/// The reports of `task` written by processes other than `pid`.
+fn other_reports(sandbox: &ClusterSandbox, task: u64, pid: u32) -> Vec<Value> {
+    let prefix = format!("spout-{task}-");
+    std::fs::read_dir(&sandbox.out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&prefix) && name != &format!("spout-{task}-{pid}.json"))
+        .filter_map(|name| sandbox.output(&name))
+        .collect()
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_partitioned_worker_fences_its_spouts_before_its_tasks_move() {
+    let ns = NetNamespace::create().unwrap_or_else(|e| panic!("cannot create a network namespace: {e}"));
+    let mut sandbox = ClusterSandbox::start_exposed(1, 1, 2, &[("SQUALL_TEST_SENTENCES", "100000000")], &ns.outside);
+    // supervisor-1 and its workers live behind the link; Nimbus is not reachable from there, so
+    // its copy of the binary is put in place beforehand.
+    let config = sandbox.settings_via(&ns.outside);
+    sandbox.seed_artifact(1, std::path::Path::new(TOPOLOGY));
+    sandbox.start_supervisor_in(1, 2, Some(&ns.name), Some(&ns.inside), &config);
+    submit(&sandbox, "wc", 2);
+    sandbox.wait_for("load on both workers", Duration::from_secs(60), |s| {
+        let d = s.describe("wc");
+        received(s) > 5_000 && running_workers(&d) == 2 && assigned(&d).keys().any(|(sup, _)| sup == "supervisor-1")
+    });
+    let details = sandbox.describe("wc");
+    let spout_tasks = tasks_of(&details, "sentences");
+    let (port, tasks) = assigned(&details)
+        .into_iter()
+        .find(|((sup, _), _)| sup == "supervisor-1")
+        .map(|((_, port), tasks)| (port, tasks))
+        .expect("a worker behind the link");
+    let task = *tasks.iter().find(|t| spout_tasks.contains(t)).expect("a spout task behind the link");
+    let old_pid = sandbox.worker_pids(1)[&(port as u16)];
+    assert_eq!(spout_report_of(&sandbox, task, old_pid).map(|r| r["active"].clone()), Some(Value::Bool(true)));
+
+    ns.cut().unwrap_or_else(|e| panic!("cannot cut the link: {e}"));
+    let cut_at = unix_millis();
+    sandbox.wait_for("the cut-off worker's tasks to move", Duration::from_secs(60), |s| {
+        let d = s.describe("wc");
+        assigned(&d).keys().all(|(sup, _)| sup != "supervisor-1") && running_workers(&d) == 2
+    });
+    let moved_at = unix_millis();
+    sandbox.wait_for("the spout task to emit in its new worker", Duration::from_secs(60), |s| {
+        other_reports(s, task, old_pid).iter().any(|r| r["first_emit_millis"].is_u64())
+    });
+    let new_first_emit = other_reports(&sandbox, task, old_pid)
+        .iter()
+        .filter_map(|r| r["first_emit_millis"].as_u64())
+        .min()
+        .expect("a first emit");
+    let old = spout_report_of(&sandbox, task, old_pid).expect("the old owner's report");
+    let deactivated_at = old["deactivated_at_millis"].as_u64();
+    eprintln!(
+        "partition: spout fenced {:?} ms after the cut, tasks moved by {} ms, new owner emitted at {} ms",
+        deactivated_at.map(|d| d.saturating_sub(cut_at)),
+        moved_at - cut_at,
+        new_first_emit.saturating_sub(cut_at)
+    );
+    // The old owner's spout was switched off before the new owner emitted anything, and
+    // emitted nothing after that.
+    assert_eq!(old["active"], Value::Bool(false), "the cut-off spout was not deactivated: {old}\n{}", sandbox.logs());
+    let deactivated_at = deactivated_at.expect("a deactivation time");
+    assert!(deactivated_at < new_first_emit, "deactivated at {deactivated_at}, new owner emitted at {new_first_emit}");
+    assert!(old["last_emit_millis"].as_u64().is_some_and(|last| last <= deactivated_at), "{old}");
+    let worker_log = std::fs::read_to_string(sandbox.supervisors[1].dir.join("workers").join(format!("wc-{port}.log")))
+        .unwrap_or_default();
+    assert!(worker_log.contains("(fenced)"), "the worker did not say it fenced:\n{worker_log}");
+
+    // Once the link is back, the old worker learns its work moved and stops.
+    ns.heal().unwrap_or_else(|e| panic!("cannot heal the link: {e}"));
+    sandbox.wait_for("the old worker to stop", Duration::from_secs(60), |_| !process_alive(old_pid));
 }

@@ -60,6 +60,8 @@ pub struct ZooKeeperServer {
     port: u16,
     java: String,
     classpath: String,
+    /// The address it listens on.
+    bind: Ipv4Addr,
     child: Option<Child>,
 }
 
@@ -69,8 +71,19 @@ impl ZooKeeperServer {
         Self::start_with("java", DEBIAN_CLASSPATH)
     }
 
+    /// Starts a server listening on `bind` (such as `0.0.0.0`, for clients in another network
+    /// namespace) rather than on loopback only; [`ZooKeeperServer::connect_string`] stays on
+    /// loopback.
+    pub fn start_on(bind: Ipv4Addr) -> Result<ZooKeeperServer, ZooKeeperServerError> {
+        Self::start_full("java", DEBIAN_CLASSPATH, bind)
+    }
+
     /// Starts a server with the given java command and classpath.
     pub fn start_with(java: &str, classpath: &str) -> Result<ZooKeeperServer, ZooKeeperServerError> {
+        Self::start_full(java, classpath, Ipv4Addr::LOCALHOST)
+    }
+
+    fn start_full(java: &str, classpath: &str, bind: Ipv4Addr) -> Result<ZooKeeperServer, ZooKeeperServerError> {
         for jar in classpath.split(':').filter(|entry| !entry.is_empty() && !entry.ends_with('*')) {
             if !Path::new(jar).exists() {
                 return Err(ZooKeeperServerError::Jar { jar: jar.into() });
@@ -83,7 +96,7 @@ impl ZooKeeperServer {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).map_err(|source| setup(format!("create {}", data.display()), source))?;
         let mut server =
-            ZooKeeperServer { dir, port: 0, java: java.to_owned(), classpath: classpath.to_owned(), child: None };
+            ZooKeeperServer { dir, port: 0, java: java.to_owned(), classpath: classpath.to_owned(), bind, child: None };
         // The free port may be taken between our probe and the server's bind: try a few.
         let mut last = None;
         for _ in 0..3 {
@@ -136,7 +149,7 @@ impl ZooKeeperServer {
         let _ = writeln!(config, "minSessionTimeout=1000");
         let _ = writeln!(config, "dataDir={}", data.display());
         let _ = writeln!(config, "clientPort={}", self.port);
-        let _ = writeln!(config, "clientPortAddress=127.0.0.1");
+        let _ = writeln!(config, "clientPortAddress={}", self.bind);
         let _ = writeln!(config, "admin.enableServer=false");
         let _ = writeln!(config, "4lw.commands.whitelist=srvr,ruok");
         let path = self.dir.path().join("zoo.cfg");

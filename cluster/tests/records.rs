@@ -67,7 +67,13 @@ async fn assignments_bump_their_version() {
         version: 0,
         artifact_hash: "cd".repeat(32),
         workers: vec![
-            WorkerAssignment { supervisor_id: "s1".into(), host: "h1".into(), port: 6700, tasks: vec![1, 2], layout: 7 },
+            WorkerAssignment {
+                supervisor_id: "s1".into(),
+                host: "h1".into(),
+                port: 6700,
+                tasks: vec![1, 2],
+                layout: 7,
+            },
             WorkerAssignment { supervisor_id: "s2".into(), host: "h2".into(), port: 6700, tasks: vec![3], layout: 9 },
         ],
         assigned_at: 1_700_000_001,

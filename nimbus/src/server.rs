@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use squall_cluster::records::{unix_millis, unix_secs};
 use squall_cluster::{
-    Assignment, ClusterError, ClusterState, LeaderElection, Liveness, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus,
-    WorkerAssignment, WorkerHeartbeat,
+    Assignment, ClusterError, ClusterState, LeaderElection, Liveness, NimbusInfo, SupervisorInfo, TopologyRecord,
+    TopologyStatus, WorkerAssignment, WorkerHeartbeat,
 };
 use tokio::sync::Notify;
 
@@ -91,14 +91,13 @@ pub(crate) struct Memory {
     killed_at: HashMap<String, Instant>,
 }
 
-/// What a worker must have been silent beyond its fencing timeout before Nimbus moves its
-/// tasks away from a lost supervisor: the worker checks its fence about once a second.
-const FENCE_MARGIN: Duration = Duration::from_secs(2);
-
-/// The fencing timeout Nimbus gives workers: two thirds of `nimbus.task.timeout.secs`, so a
-/// worker cut off from ZooKeeper has deactivated its spouts well before its tasks move.
+/// The fencing timeout Nimbus gives workers: two thirds of `nimbus.task.timeout.secs`, and at
+/// least 2 s less, so a worker cut off from ZooKeeper (which checks its fence every 1.5 s at
+/// most) has deactivated its spouts before its heartbeat is old enough for its tasks to move.
 pub(crate) fn fence_secs(config: &NimbusConfig) -> u32 {
-    u32::try_from(config.task_timeout.as_secs() * 2 / 3).unwrap_or(u32::MAX).max(1)
+    let task_timeout = config.task_timeout.as_secs();
+    let fence = (task_timeout * 2 / 3).min(task_timeout.saturating_sub(2)).max(1);
+    u32::try_from(fence).unwrap_or(u32::MAX)
 }
 
 /// Runs a Nimbus until `shutdown` completes.
@@ -251,7 +250,13 @@ fn to_workers(placed: Vec<(Slot, Vec<u32>)>, executors: &[scheduler::Executor]) 
                 stamp.write(executor.len() as u64);
                 executor.iter().for_each(|t| stamp.write(u64::from(*t)));
             }
-            WorkerAssignment { supervisor_id: slot.supervisor, host: slot.host, port: slot.port, tasks, layout: stamp.0 }
+            WorkerAssignment {
+                supervisor_id: slot.supervisor,
+                host: slot.host,
+                port: slot.port,
+                tasks,
+                layout: stamp.0,
+            }
         })
         .collect()
 }
@@ -429,10 +434,10 @@ async fn remove_stale_heartbeats(
 }
 
 /// The slots of `assignment` whose worker is dead: its heartbeat has been silent for
-/// `nimbus.task.timeout.secs` (after `nimbus.task.launch.secs` of grace for new work), or its
-/// supervisor has been gone for `nimbus.supervisor.timeout.secs` and the worker silent past its
-/// fencing timeout. Silence is counted only while ZooKeeper can be read, so an outage moves
-/// nothing; and never before the worker has fenced itself.
+/// `nimbus.task.timeout.secs`, after `nimbus.task.launch.secs` of grace for new work (no grace
+/// once its supervisor has been gone for `nimbus.supervisor.timeout.secs`). Silence is counted
+/// only while ZooKeeper can be read, so an outage moves nothing; and it is always longer than
+/// the worker's fencing timeout, so its spouts are off before its tasks move.
 fn dead_slots(
     shared: &Shared,
     name: &str,
@@ -443,7 +448,6 @@ fn dead_slots(
     now: Instant,
 ) -> BTreeSet<Slot> {
     let config = &shared.config;
-    let fenced_after = Duration::from_secs(fence_secs(config).into()) + FENCE_MARGIN;
     let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
     let mut dead = BTreeSet::new();
     for w in &assignment.workers {
@@ -454,11 +458,7 @@ fn dead_slots(
         let silent = memory.beats.observe(&(name.to_owned(), w.supervisor_id.clone(), w.port), marker);
         let supervisor_gone = !supervisors.contains_key(&w.supervisor_id)
             && memory.supervisors.silent(&w.supervisor_id).is_some_and(|gone| gone >= config.supervisor_timeout);
-        if supervisor_gone && silent >= fenced_after {
-            dead.insert(slot);
-            continue;
-        }
-        if now.duration_since(assigned) < config.task_launch {
+        if now.duration_since(assigned) < config.task_launch && !supervisor_gone {
             continue;
         }
         if silent >= config.task_timeout {

@@ -48,8 +48,9 @@ pub(crate) struct WorkerArgs {
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The longest one round of ZooKeeper calls may take: fencing and the orphan check must run on
-/// time even while ZooKeeper hangs.
-const ROUND_LIMIT: Duration = Duration::from_secs(2);
+/// time even while ZooKeeper hangs (a round that times out is followed by no sleep, so the
+/// fence is checked at least every 1.5 s).
+const ROUND_LIMIT: Duration = Duration::from_millis(1500);
 
 /// The fencing timeout when the assignment does not say (an assignment from an older Nimbus).
 const DEFAULT_FENCE: Duration = Duration::from_secs(20);
@@ -194,10 +195,14 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                 }
             }
         };
-        if let Ok(Some(reason)) = tokio::time::timeout(ROUND_LIMIT, round).await {
-            tracing::info!(topology = name, reason, "stopping; the supervisor starts what the assignment needs");
-            break;
-        }
+        let finished = match tokio::time::timeout(ROUND_LIMIT, round).await {
+            Ok(Some(reason)) => {
+                tracing::info!(topology = name, reason, "stopping; the supervisor starts what the assignment needs");
+                break;
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
         let silent = last_beat.elapsed();
         if silent > fence_after && !fenced && kill_deadline.is_none() {
             fenced = true;
@@ -216,7 +221,9 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
         if kill_deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        tokio::time::sleep(HEARTBEAT).await;
+        if finished {
+            tokio::time::sleep(HEARTBEAT).await;
+        }
     }
     running.set_status(TopologyStatus::Killing);
     if !running.join(Duration::from_secs(2)).await {

@@ -64,6 +64,9 @@ struct Sentences {
     /// Unix milliseconds of this process's first and latest emit.
     first_emit: Option<u64>,
     last_emit: Option<u64>,
+    /// Whether the spout is active, and when it was last deactivated (unix milliseconds).
+    active: bool,
+    deactivated_at: Option<u64>,
 }
 
 fn unix_millis() -> u64 {
@@ -88,6 +91,8 @@ impl Sentences {
             "pid": std::process::id(),
             "first_emit_millis": self.first_emit,
             "last_emit_millis": self.last_emit,
+            "active": self.active,
+            "deactivated_at_millis": self.deactivated_at,
         });
         write_json(&format!("acked-{}.json", self.task), &value);
         // The same, kept per process: a fencing test compares an old owner's emits with a new one's.
@@ -131,6 +136,17 @@ impl Spout for Sentences {
         out.emit_with_id(sentence, id)?;
         self.next += self.step;
         Ok(())
+    }
+
+    async fn activate(&mut self) {
+        self.active = true;
+        self.report(true);
+    }
+
+    async fn deactivate(&mut self) {
+        self.active = false;
+        self.deactivated_at = Some(unix_millis());
+        self.report(true);
     }
 
     async fn ack(&mut self, id: u64) {
@@ -221,6 +237,8 @@ fn build() -> Result<Topology, BuildError> {
         last_write: None,
         first_emit: None,
         last_emit: None,
+        active: true,
+        deactivated_at: None,
     };
     builder.spout("sentences", spout, 2);
     builder.bolt("split", Split, 2).shuffle_grouping("sentences");

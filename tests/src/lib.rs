@@ -1,6 +1,7 @@
 //! Shared components and helpers for the integration tests: a spout that emits a known
 //! sequence, a bolt that records what each task received, and [`sandbox::ClusterSandbox`].
 
+pub mod netns;
 pub mod sandbox;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -101,6 +101,8 @@ pub struct ClusterSandbox {
     nimbus_ports: Vec<u16>,
     squall: PathBuf,
     env: Vec<(String, String)>,
+    /// The host supervisors advertise (`--host`), when not loopback.
+    supervisor_host: Option<String>,
 }
 
 /// Timeouts short enough for tests (Storm's names).
@@ -127,7 +129,34 @@ impl ClusterSandbox {
     /// [`ClusterSandbox::start`] with extra environment variables for every daemon (and so
     /// every worker), e.g. to size a test topology.
     pub fn start_with(nimbuses: usize, supervisors: usize, slots: usize, env: &[(&str, &str)]) -> ClusterSandbox {
-        let zookeeper = ZooKeeperServer::start().unwrap_or_else(|e| panic!("cannot start ZooKeeper: {e}"));
+        ClusterSandbox::start_full(nimbuses, supervisors, slots, env, None)
+    }
+
+    /// [`ClusterSandbox::start_with`] for a cluster that spans network namespaces: ZooKeeper
+    /// listens on every address, and the supervisors' workers listen on and advertise `host`
+    /// (an address of this namespace that the others can reach).
+    pub fn start_exposed(
+        nimbuses: usize,
+        supervisors: usize,
+        slots: usize,
+        env: &[(&str, &str)],
+        host: &str,
+    ) -> ClusterSandbox {
+        ClusterSandbox::start_full(nimbuses, supervisors, slots, env, Some(host))
+    }
+
+    fn start_full(
+        nimbuses: usize,
+        supervisors: usize,
+        slots: usize,
+        env: &[(&str, &str)],
+        supervisor_host: Option<&str>,
+    ) -> ClusterSandbox {
+        let zookeeper = match supervisor_host {
+            Some(_) => ZooKeeperServer::start_on(std::net::Ipv4Addr::UNSPECIFIED),
+            None => ZooKeeperServer::start(),
+        }
+        .unwrap_or_else(|e| panic!("cannot start ZooKeeper: {e}"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
         let nimbus_ports: Vec<u16> = (0..nimbuses).map(|_| free_port()).collect();
         let seeds: Vec<String> = nimbus_ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
@@ -151,6 +180,7 @@ impl ClusterSandbox {
             nimbus_ports,
             squall: squall_binary(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            supervisor_host: supervisor_host.map(str::to_owned),
         };
         for i in 0..nimbuses {
             sandbox.start_nimbus(i);
@@ -163,14 +193,28 @@ impl ClusterSandbox {
     }
 
     fn spawn(&self, args: &[String], log: &Path) -> Child {
+        self.spawn_in(None, &self.config, args, log)
+    }
+
+    /// Spawns the `squall` binary with `config`, inside network namespace `netns` if given.
+    fn spawn_in(&self, netns: Option<&str>, config: &Path, args: &[String], log: &Path) -> Child {
         let file = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p);
         let (stdout, stderr) = match (file(log), file(log)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => panic!("cannot open {}: {e}", log.display()),
         };
-        Command::new(&self.squall)
+        let mut command = match netns {
+            // `ip netns exec` execs the binary: the child's pid is the daemon's.
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(&self.squall);
+                c
+            }
+            None => Command::new(&self.squall),
+        };
+        command
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .env("SQUALL_TEST_OUT", &self.out)
             .env("RUST_LOG", "info")
@@ -200,11 +244,29 @@ impl ClusterSandbox {
 
     /// Starts supervisor number `i` with `slots` ports.
     pub fn start_supervisor(&mut self, i: usize, slots: usize) {
+        let host = self.supervisor_host.clone();
+        let config = self.config.clone();
+        self.start_supervisor_in(i, slots, None, host.as_deref(), &config);
+    }
+
+    /// Starts supervisor number `i` inside network namespace `netns`, advertising `host`, with
+    /// its own settings file (one that names ZooKeeper by an address reachable from there).
+    /// Its workers run there too. Its topology binaries must already be in its
+    /// `artifacts/` directory (see [`ClusterSandbox::seed_artifact`]) when Nimbus is not
+    /// reachable from the namespace.
+    pub fn start_supervisor_in(
+        &mut self,
+        i: usize,
+        slots: usize,
+        netns: Option<&str>,
+        host: Option<&str>,
+        config: &Path,
+    ) {
         let ports: Vec<String> = (0..slots).map(|_| free_port().to_string()).collect();
         let id = format!("supervisor-{i}");
         let dir = self.dir.path().join(&id);
         let log = self.dir.path().join(format!("{id}.log"));
-        let args = vec![
+        let mut args = vec![
             "supervisor".into(),
             "--id".into(),
             id.clone(),
@@ -213,13 +275,43 @@ impl ClusterSandbox {
             "--local-dir".into(),
             dir.display().to_string(),
         ];
-        let child = self.spawn(&args, &log);
+        if let Some(host) = host {
+            args.extend(["--host".to_owned(), host.to_owned()]);
+        }
+        let child = self.spawn_in(netns, config, &args, &log);
         let daemon = Daemon { child: Some(child), log, name: id, dir };
         if i < self.supervisors.len() {
             self.supervisors[i] = daemon;
         } else {
             self.supervisors.push(daemon);
         }
+    }
+
+    /// Puts `binary` into supervisor `i`'s artifact store under its SHA-256, as if it had been
+    /// downloaded from Nimbus.
+    pub fn seed_artifact(&self, i: usize, binary: &Path) {
+        let output = Command::new("sha256sum").arg(binary).output();
+        let hash = match &output {
+            Ok(o) if o.status.success() => {
+                String::from_utf8_lossy(&o.stdout).split_whitespace().next().map(str::to_owned)
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| panic!("cannot hash {}: {output:?}", binary.display()));
+        let artifacts = self.dir.path().join(format!("supervisor-{i}")).join("artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap_or_else(|e| panic!("cannot create {}: {e}", artifacts.display()));
+        std::fs::copy(binary, artifacts.join(&hash))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", binary.display()));
+    }
+
+    /// Writes a settings file like the sandbox's own, but naming ZooKeeper at `zookeeper_host`.
+    pub fn settings_via(&self, zookeeper_host: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap_or_else(|e| panic!("cannot read squall.toml: {e}"));
+        let text =
+            text.replace(&self.zookeeper.connect_string(), &format!("{zookeeper_host}:{}", self.zookeeper.port()));
+        let path = self.dir.path().join(format!("squall-via-{zookeeper_host}.toml"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
     }
 
     /// Runs the `squall` CLI against this cluster.

@@ -125,12 +125,14 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                 active = true;
             }
             TopologyStatus::Inactive if active => {
-                parts.router.flush_all().await;
-                parts.announce(&mut unannounced);
+                // Told first: a flush may wait on a full queue (a fenced worker's lanes to
+                // peers it cannot reach), and the spout must know it is off before that.
                 for spout in &mut spouts {
                     spout.deactivate().await;
                 }
                 active = false;
+                parts.router.flush_all().await;
+                parts.announce(&mut unannounced);
             }
             _ => {}
         }

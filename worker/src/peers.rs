@@ -62,8 +62,7 @@ impl PeerRoutes {
             return Some(sender);
         }
         let capacity = self.capacity.get(&lane.component).copied().unwrap_or(1);
-        let (sender, writer) =
-            RemoteSender::spawn(lane.clone(), capacity, self.identity.clone(), self.status.clone());
+        let (sender, writer) = RemoteSender::spawn(lane.clone(), capacity, self.identity.clone(), self.status.clone());
         table.senders.insert(lane.clone(), sender.downgrade());
         lock(&self.writers).push((lane, writer));
         Some(sender)

@@ -242,8 +242,7 @@ impl RunningTopology {
     /// last batch).
     pub fn is_finished(&self) -> bool {
         // A worker is done once its lanes have delivered their last batches too.
-        self.executors.iter().all(|(_, h)| h.is_finished())
-            && lock(&self.writers).iter().all(|(_, h)| h.is_finished())
+        self.executors.iter().all(|(_, h)| h.is_finished()) && lock(&self.writers).iter().all(|(_, h)| h.is_finished())
     }
 
     /// What still runs: executors by component (with a count when several run, and for bolts
