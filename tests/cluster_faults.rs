@@ -284,3 +284,45 @@ fn a_partitioned_worker_fences_its_spouts_before_its_tasks_move() {
     ns.heal().unwrap_or_else(|e| panic!("cannot heal the link: {e}"));
     sandbox.wait_for("the old worker to stop", Duration::from_secs(60), |_| !process_alive(old_pid));
 }
+
+/// Worker pids by `(supervisor, port)` over every supervisor of the sandbox.
+fn all_worker_pids(sandbox: &ClusterSandbox) -> BTreeMap<(String, u64), u32> {
+    let mut pids = BTreeMap::new();
+    for (i, supervisor) in sandbox.supervisors.iter().enumerate() {
+        for (port, pid) in sandbox.worker_pids(i) {
+            pids.insert((supervisor.name.clone(), u64::from(port)), pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_rebalance_restarts_only_the_workers_whose_tasks_change() {
+    const TOTAL: u64 = 200_000;
+    let sandbox = ClusterSandbox::start_with(1, 2, 2, &[("SQUALL_TEST_SENTENCES", "200000")]);
+    submit(&sandbox, "wc", 4);
+    sandbox
+        .wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
+    let before = assigned(&sandbox.describe("wc"));
+    let pids_before = all_worker_pids(&sandbox);
+    // Merging split's two executors into one changes the workers that ran them, no other.
+    sandbox.cli_ok(&["rebalance", "wc", "-e", "split=1"]);
+    sandbox.wait_for("the rebalanced workers to run", Duration::from_secs(60), |s| {
+        let d = s.describe("wc");
+        assigned(&d) != before && running_workers(&d) == 4
+    });
+    let after = assigned(&sandbox.describe("wc"));
+    let unchanged: Vec<&(String, u64)> =
+        after.iter().filter(|(k, t)| before.get(*k) == Some(t)).map(|(k, _)| k).collect();
+    assert!(unchanged.len() >= 2, "the rebalance moved more than it had to: {before:?} → {after:?}");
+    sandbox.wait_for("every id acked", Duration::from_secs(180), |s| all_acked_of(s, TOTAL));
+    let pids_after = all_worker_pids(&sandbox);
+    for slot in &unchanged {
+        assert_eq!(pids_after.get(*slot), pids_before.get(*slot), "worker {slot:?} kept its tasks but was restarted");
+    }
+    let changed: Vec<&(String, u64)> = after.keys().filter(|k| !unchanged.contains(k)).collect();
+    for slot in &changed {
+        assert_ne!(pids_after.get(*slot), pids_before.get(*slot), "worker {slot:?} got new tasks but kept running");
+    }
+    assert!(spout_reports_by_task(&sandbox).values().all(|r| r["acked_twice"] == 0));
+}

@@ -19,7 +19,7 @@ use crate::api::{
     TopologySummary,
 };
 use crate::scheduler;
-use crate::server::{Shared, current_beat, effective_spec, free_slots, fresh_assignment, summary, worker_details};
+use crate::server::{Shared, current_beat, effective_spec, free_slots, rebalanced_assignment, summary, worker_details};
 
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
@@ -339,7 +339,7 @@ async fn rebalance(
     let supervisors = shared.state.supervisors().await?;
     let assignments = shared.state.assignments().await?;
     let free = free_slots(&supervisors, &assignments, Some(&name));
-    match fresh_assignment(&shared.config, &record, &free) {
+    match rebalanced_assignment(&shared.config, &record, assignments.get(&name), &free) {
         Ok(assignment) => {
             let written = shared.state.put_assignment(&name, &assignment).await?;
             tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "rebalanced topology");

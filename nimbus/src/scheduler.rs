@@ -134,6 +134,60 @@ pub fn repair(
     Ok(kept)
 }
 
+/// A rebalance that moves as little as it can: `workers` slots, as many of them the current
+/// ones (those still free to this topology, the ones keeping the most executors first); each
+/// keeps up to its even share of the new executors it already runs, and the rest are dealt to
+/// the least loaded slots. A worker whose executors come out the same keeps running.
+pub fn rebalance(
+    current: &[(Slot, Vec<TaskId>)],
+    executors: &[Executor],
+    workers: usize,
+    free: &BTreeMap<String, Vec<Slot>>,
+) -> Result<Vec<(Slot, Vec<TaskId>)>, NotEnoughSlots> {
+    let workers = workers.max(1).min(executors.len().max(1));
+    let available: BTreeSet<&Slot> = free.values().flatten().collect();
+    let runs = |tasks: &[TaskId], executor: &Executor| executor.iter().all(|t| tasks.contains(t));
+    let mut kept: Vec<(&Slot, &Vec<TaskId>)> =
+        current.iter().filter(|(slot, _)| available.contains(slot)).map(|(s, t)| (s, t)).collect();
+    kept.sort_by_key(|(_, tasks)| std::cmp::Reverse(executors.iter().filter(|e| runs(tasks, e)).count()));
+    kept.truncate(workers);
+    let mut slots: Vec<Slot> = kept.iter().map(|(s, _)| (*s).clone()).collect();
+    for slot in interleave(free) {
+        if slots.len() >= workers {
+            break;
+        }
+        if !slots.contains(&slot) {
+            slots.push(slot);
+        }
+    }
+    if slots.len() < workers {
+        return Err(NotEnoughSlots { needed: workers, available: slots.len() });
+    }
+    let share = executors.len().div_ceil(workers);
+    let mut placed: Vec<Vec<&Executor>> = vec![Vec::new(); workers];
+    let mut pool = Vec::new();
+    for executor in executors {
+        let home = kept.iter().position(|(_, tasks)| runs(tasks, executor));
+        match home {
+            Some(i) if placed[i].len() < share => placed[i].push(executor),
+            _ => pool.push(executor),
+        }
+    }
+    for executor in pool {
+        let lightest = (0..workers).min_by_key(|i| placed[*i].len()).unwrap_or(0);
+        placed[lightest].push(executor);
+    }
+    Ok(slots
+        .into_iter()
+        .zip(placed)
+        .map(|(slot, executors)| {
+            let mut tasks: Vec<TaskId> = executors.into_iter().flatten().copied().collect();
+            tasks.sort_unstable();
+            (slot, tasks)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +236,35 @@ mod tests {
         let repaired = repair(&placed, &dead, &BTreeMap::new()).unwrap();
         assert_eq!(repaired.len(), 1);
         assert_eq!(repaired[0].1, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn rebalance_keeps_what_it_can() {
+        let executors: Vec<Executor> = (1..=8).map(|t| vec![t]).collect();
+        let all = free(&[("a", &[1, 2]), ("b", &[3, 4])]);
+        let placed = assign(&executors, 4, &all).unwrap();
+        // Nothing changed: nothing moves.
+        assert_eq!(rebalance(&placed, &executors, 4, &all).unwrap(), placed);
+        // Two executors merge: only the workers that ran them change.
+        let mut merged: Vec<Executor> = (1..=6).map(|t| vec![t]).collect();
+        merged.push(vec![7, 8]);
+        let after = rebalance(&placed, &merged, 4, &all).unwrap();
+        let unchanged = after.iter().filter(|w| placed.contains(w)).count();
+        assert!(unchanged >= 2, "{placed:?} → {after:?}");
+        let mut tasks: Vec<TaskId> = after.iter().flat_map(|(_, t)| t.clone()).collect();
+        tasks.sort_unstable();
+        assert_eq!(tasks, (1..=8).collect::<Vec<_>>());
+        // More workers: the old ones keep their share, the new ones take the rest, evenly.
+        let two = assign(&executors, 2, &all).unwrap();
+        let four = rebalance(&two, &executors, 4, &all).unwrap();
+        assert_eq!(four.len(), 4);
+        assert!(four.iter().all(|(_, t)| t.len() == 2), "{four:?}");
+        for (slot, tasks) in &two {
+            let now = four.iter().find(|(s, _)| s == slot).map(|(_, t)| t).unwrap();
+            assert!(now.iter().all(|t| tasks.contains(t)), "a kept slot only loses executors");
+        }
+        // Fewer workers than slots that are free.
+        assert!(rebalance(&placed, &executors, 5, &free(&[("a", &[1, 2])])).is_err());
     }
 
     #[test]

@@ -328,6 +328,26 @@ pub(crate) fn fresh_assignment(
     })
 }
 
+/// The assignment of `record` after a rebalance, moving as little of `current` as it can.
+pub(crate) fn rebalanced_assignment(
+    config: &NimbusConfig,
+    record: &TopologyRecord,
+    current: Option<&Assignment>,
+    free: &BTreeMap<String, Vec<Slot>>,
+) -> Result<Assignment, scheduler::NotEnoughSlots> {
+    let Some(current) = current.filter(|a| a.topology_id == record.id) else {
+        return fresh_assignment(config, record, free);
+    };
+    let executors = executors_of(record);
+    let placed = scheduler::rebalance(&from_workers(&current.workers), &executors, record.num_workers as usize, free)?;
+    Ok(Assignment {
+        workers: to_workers(placed, &executors),
+        assigned_at: unix_secs(),
+        fence_secs: fence_secs(config),
+        ..current.clone()
+    })
+}
+
 async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
     let state = &shared.state;
     let records = state.topologies().await?;
