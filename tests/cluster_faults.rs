@@ -218,6 +218,20 @@ fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `text` without terminal colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -325,4 +339,39 @@ fn a_rebalance_restarts_only_the_workers_whose_tasks_change() {
         assert_ne!(pids_after.get(*slot), pids_before.get(*slot), "worker {slot:?} got new tasks but kept running");
     }
     assert!(spout_reports_by_task(&sandbox).values().all(|r| r["acked_twice"] == 0));
+}
+
+#[test]
+fn orphaned_workers_stop_once_their_supervisor_and_zookeeper_are_gone() {
+    let mut sandbox = ClusterSandbox::start_with(1, 1, 2, &[("SQUALL_TEST_SENTENCES", "100000000")]);
+    submit(&sandbox, "wc", 2);
+    sandbox.wait_for("load", Duration::from_secs(60), |s| received(s) > 1_000);
+    let pids: Vec<u32> = sandbox.worker_pids(0).values().copied().collect();
+    assert_eq!(pids.len(), 2);
+    // The whole cluster goes away (as after Ctrl-C on scripts/dev-cluster); workers are left.
+    for nimbus in &mut sandbox.nimbuses {
+        nimbus.kill9();
+    }
+    sandbox.supervisors[0].kill9();
+    sandbox.zookeeper.stop();
+    let gone = std::time::Instant::now();
+    sandbox.wait_for("the orphaned workers to stop", Duration::from_secs(45), |_| {
+        pids.iter().all(|pid| !process_alive(*pid))
+    });
+    eprintln!("orphaned workers stopped {:?} after their cluster was gone", gone.elapsed());
+    assert!(gone.elapsed() >= Duration::from_secs(29), "workers stopped before the orphan timeout");
+    let logs: String = std::fs::read_dir(sandbox.supervisors[0].dir.join("workers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let uptimes: Vec<u64> = strip_ansi(&logs)
+        .lines()
+        .filter(|l| l.contains("worker stopped"))
+        .filter_map(|l| l.split("uptime_secs=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    assert_eq!(uptimes.len(), 2, "{logs}");
+    assert!(uptimes.iter().all(|u| *u < 600), "uptime is not a duration: {uptimes:?}");
 }
