@@ -665,3 +665,50 @@ async fn a_cycle_across_workers_under_full_queues_never_deadlocks() {
     }
     assert_eq!(executed.load(Ordering::Relaxed), 105_000, "nothing ran twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_follow_a_moved_worker_live_and_every_id_is_acked() {
+    let settings = [("topology.message.timeout.secs", 2), ("topology.max.spout.pending", 500)];
+    let shared = Shared::new(5_000);
+    shared.released.store(0, Ordering::Relaxed);
+    let topology = shared.topology(&settings);
+    let mut tasks = assignment(&topology, 3, round_robin);
+    let mut listeners = listeners(4).await;
+    let mut addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let spare = listeners.pop().unwrap();
+    let mut workers: Vec<RunningTopology> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(w, l)| launch(&shared.topology(&settings), &tasks, &addrs[..3], w, l))
+        .collect();
+    shared.released.store(2_000, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Worker 2 dies; its tasks start on a new worker at another address, and the two others
+    // are told where they went, without restarting.
+    let dead = workers.pop().unwrap();
+    dead.set_status(TopologyStatus::Stopped);
+    let _ = dead.finish().await;
+    let moved: Vec<TaskId> = tasks.iter().filter(|(_, w)| **w == 2).map(|(t, _)| *t).collect();
+    assert!(!moved.is_empty());
+    addrs[2] = addrs[3];
+    let replacement = launch(&shared.topology(&settings), &tasks, &addrs[..3], 2, spare);
+    for (w, worker) in workers.iter_mut().enumerate() {
+        let remote = tasks.iter().filter(|(_, at)| **at != w).map(|(t, at)| (*t, addrs[*at])).collect();
+        let update = worker.update_peers(remote).expect("the worker's own tasks did not change");
+        assert_eq!(update.moved_tasks, moved.len());
+    }
+    workers.push(replacement);
+
+    // A placement that takes a worker's own task away is refused.
+    let mut wrong: HashMap<TaskId, SocketAddr> =
+        tasks.iter().filter(|(_, at)| **at != 0).map(|(t, at)| (*t, addrs[*at])).collect();
+    let own = *tasks.iter().find(|(_, at)| **at == 0).unwrap().0;
+    wrong.insert(own, addrs[1]);
+    assert!(workers[0].update_peers(wrong).is_err());
+    tasks.clear();
+
+    shared.released.store(u64::MAX, Ordering::Relaxed);
+    finish_all(workers, Duration::from_secs(90)).await;
+    shared.check(true);
+}
