@@ -414,6 +414,7 @@ fn start(
             topology_id: network.topology_id,
             worker: network.advertised.to_string(),
             table: Arc::new(StreamTable::new(topology, &layout)),
+            frame_timeout: Duration::from_secs(config.transport_frame_timeout_secs.into()),
         });
         let mut outbound: HashMap<Lane, RemoteSender> = HashMap::new();
         let mut remote_components: HashSet<(SocketAddr, &str)> = HashSet::new();
