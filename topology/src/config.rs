@@ -166,6 +166,7 @@ const KEYS: &[(&str, Kind, bool)] = &[
     (Config::RECEIVE_BUFFER_SIZE, Kind::Count, true),
     (Config::PRODUCER_BATCH_SIZE, Kind::Count, true),
     (Config::DEBUG, Kind::Flag, true),
+    (Config::TRANSPORT_FRAME_TIMEOUT_SECS, Kind::Count, false),
 ];
 
 /// The configuration of a topology, or of one component with its overrides applied.
@@ -190,6 +191,10 @@ pub struct Config {
     pub producer_batch_size: u32,
     /// `topology.debug`: log every emitted tuple (default false).
     pub debug: bool,
+    /// `topology.transport.frame.timeout.secs`: a worker drops a connection from another
+    /// worker when a frame that has begun to arrive is not complete after this many seconds
+    /// (default 30). A connection between frames may stay idle.
+    pub transport_frame_timeout_secs: u32,
 }
 
 impl Default for Config {
@@ -204,6 +209,7 @@ impl Default for Config {
             receive_buffer_size: 16384,
             producer_batch_size: 256,
             debug: false,
+            transport_frame_timeout_secs: 30,
         }
     }
 }
@@ -227,6 +233,8 @@ impl Config {
     pub const PRODUCER_BATCH_SIZE: &'static str = "topology.producer.batch.size";
     /// `topology.debug`
     pub const DEBUG: &'static str = "topology.debug";
+    /// `topology.transport.frame.timeout.secs`
+    pub const TRANSPORT_FRAME_TIMEOUT_SECS: &'static str = "topology.transport.frame.timeout.secs";
 
     /// The defaults.
     pub fn new() -> Self {
@@ -270,6 +278,7 @@ impl Config {
             Config::RECEIVE_BUFFER_SIZE => self.receive_buffer_size = count(&value)?,
             Config::PRODUCER_BATCH_SIZE => self.producer_batch_size = count(&value)?,
             Config::DEBUG => self.debug = flag(&value)?,
+            Config::TRANSPORT_FRAME_TIMEOUT_SECS => self.transport_frame_timeout_secs = count(&value)?,
             _ => unreachable!("kind_of accepted an unhandled key"),
         }
         Ok(self)
@@ -326,6 +335,7 @@ impl Config {
         map.insert(Config::RECEIVE_BUFFER_SIZE, self.receive_buffer_size.into());
         map.insert(Config::PRODUCER_BATCH_SIZE, self.producer_batch_size.into());
         map.insert(Config::DEBUG, self.debug.into());
+        map.insert(Config::TRANSPORT_FRAME_TIMEOUT_SECS, self.transport_frame_timeout_secs.into());
         map
     }
 
@@ -444,6 +454,12 @@ mod tests {
         assert!(c.set(Config::WORKERS, 0).is_err());
         c.set(Config::ACKER_EXECUTORS, 0).unwrap();
         assert_eq!(c.acker_executors, Some(0));
+        assert_eq!(c.transport_frame_timeout_secs, 30);
+        c.set(Config::TRANSPORT_FRAME_TIMEOUT_SECS, 5).unwrap();
+        assert_eq!(c.transport_frame_timeout_secs, 5);
+        assert!(c.set(Config::TRANSPORT_FRAME_TIMEOUT_SECS, 0).is_err());
+        let mut cc = ComponentConfig::default();
+        assert!(matches!(cc.set(Config::TRANSPORT_FRAME_TIMEOUT_SECS, 5), Err(ConfigError::NotPerComponent { .. })));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 pub mod acker;
 pub mod cycle;
 pub mod executor;
+pub mod framing;
 pub mod histogram;
 pub mod inbox;
 pub mod instruments;
 pub mod local;
+mod log_limit;
 pub mod metrics;
 mod peers;
 pub mod router;

@@ -440,6 +440,7 @@ fn start(
             topology_id: network.topology_id,
             worker: network.advertised.to_string(),
             table: Arc::new(StreamTable::new(topology, &layout)),
+            frame_timeout: Duration::from_secs(config.transport_frame_timeout_secs.into()),
         });
         let all_components: Vec<&str> = topology
             .components()

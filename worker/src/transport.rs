@@ -19,6 +19,12 @@
 //! drops its senders to the inboxes behind that lane, so a bolt's queue closes when everything
 //! upstream of it, local or remote, has stopped: a finished topology drains across workers as it
 //! does in one process.
+//!
+//! Anyone who can reach a worker's port is a peer until its Hello is checked, and even then
+//! only tuples are trusted, never sizes: frames are read by a [`FrameReader`] (buffers grow as
+//! bytes arrive; a frame under way must end within `topology.transport.frame.timeout.secs`), a
+//! first frame may not exceed [`MAX_HELLO_LENGTH`], a refused peer is told only the kind of
+//! refusal, and warnings about bad connections are rate-limited.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -27,20 +33,20 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use squall_topology::{TaskId, Tuple};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use crate::executor::TopologyStatus;
+use crate::framing::{FrameError, FrameReader};
 use crate::inbox::{Batch, InboxClosed, InboxReceiver, InboxSender, WeakInboxSender, inbox};
+use crate::log_limit::{WarnLimiter, peer_warning};
 use crate::wire::{
-    BatchEncoder, Frame, Hello, Reject, RejectReason, StreamTable, WIRE_VERSION, codec, decode_control_frame,
-    decode_frame, encode_bye, encode_hello, encode_reject,
+    BatchEncoder, Frame, Hello, MAX_FRAME_LENGTH, MAX_HELLO_LENGTH, Reject, RejectReason, StreamTable, WIRE_VERSION,
+    decode_control_frame, decode_frame, encode_bye, encode_hello, encode_reject,
 };
 
 /// The first reconnection delay; doubled after every failed attempt (as Storm's Netty client).
@@ -56,6 +62,8 @@ const WRITE_TARGET: usize = 1 << 20;
 /// Failed connection attempts are logged at debug level (a peer starting later is normal),
 /// and at warn level every this many attempts.
 const WARN_EVERY: u32 = 30;
+/// A server logs at most one warning per kind of bad connection this often (each one at debug).
+pub const BAD_CONNECTION_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Who this worker is on the wire, shared by its writers and its server.
 #[derive(Debug)]
@@ -66,24 +74,37 @@ pub struct WireIdentity {
     pub worker: String,
     /// The topology's streams, to encode and rebuild tuples.
     pub table: Arc<StreamTable>,
+    /// How long a frame that has begun to arrive may take to end, on any connection
+    /// (`topology.transport.frame.timeout.secs`, 30 s by default).
+    pub frame_timeout: Duration,
+}
+
+/// How a Hello differs from what this worker expects. Only for the local log: the peer is told
+/// [`RejectReason::public_message`].
+#[derive(Debug, thiserror::Error)]
+enum Mismatch {
+    #[error("wire version {theirs} is not {WIRE_VERSION}")]
+    Version { theirs: u32 },
+    #[error("topology `{theirs}` is not `{ours}`")]
+    Topology { theirs: String, ours: String },
+    #[error("topology `{topology}` has different tasks or streams here (fingerprint {theirs:016x}, not {ours:016x})")]
+    Fingerprint { topology: String, theirs: u64, ours: u64 },
 }
 
 impl WireIdentity {
-    fn check(&self, hello: &Hello) -> Result<(), Reject> {
-        let reject = |message: String| Err(Reject { reason: RejectReason::WrongTopology, message });
+    fn check(&self, hello: &Hello) -> Result<(), Mismatch> {
         if hello.version != WIRE_VERSION {
-            return reject(format!("wire version {} is not {WIRE_VERSION}", hello.version));
+            return Err(Mismatch::Version { theirs: hello.version });
         }
         if hello.topology_id != self.topology_id {
-            return reject(format!("topology `{}` is not `{}`", hello.topology_id, self.topology_id));
+            return Err(Mismatch::Topology { theirs: hello.topology_id.clone(), ours: self.topology_id.clone() });
         }
         if hello.fingerprint != self.table.fingerprint() {
-            return reject(format!(
-                "topology `{}` has different tasks or streams here (fingerprint {:016x}, not {:016x})",
-                self.topology_id,
-                hello.fingerprint,
-                self.table.fingerprint()
-            ));
+            return Err(Mismatch::Fingerprint {
+                topology: self.topology_id.clone(),
+                theirs: hello.fingerprint,
+                ours: self.table.fingerprint(),
+            });
         }
         Ok(())
     }
@@ -313,7 +334,8 @@ impl Writer {
             tracing::debug!(peer = %self.lane.peer, error = %e, "cannot set TCP_NODELAY");
         }
         let (read, mut write) = stream.into_split();
-        let mut replies = FramedRead::new(read, codec());
+        // The peer only ever sends a Reject: no more than a Hello's worth.
+        let mut replies = FrameReader::new(read, MAX_HELLO_LENGTH, self.identity.frame_timeout);
         self.buf.clear();
         let hello = Hello {
             topology_id: self.identity.topology_id.clone(),
@@ -390,11 +412,7 @@ impl Writer {
 
     /// Every router feeding the lane has stopped: tells the peer, then waits for it to close
     /// the connection, which it does once it has delivered everything before the Bye.
-    async fn say_bye(
-        &mut self,
-        write: &mut OwnedWriteHalf,
-        replies: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    ) -> Ended {
+    async fn say_bye(&mut self, write: &mut OwnedWriteHalf, replies: &mut FrameReader<OwnedReadHalf>) -> Ended {
         if let Err(e) = encode_bye(&mut self.buf) {
             return Ended::Lost { tuples: 0, error: e.to_string() };
         }
@@ -403,17 +421,17 @@ impl Writer {
         }
         match unless_stopped(&mut self.status, replies.next()).await {
             None => Ended::Stopped,
-            Some(None) => Ended::Finished,
+            Some(Ok(None)) => Ended::Finished,
             Some(reply) => reply_ended(reply),
         }
     }
 }
 
-fn reply_ended(reply: Option<Result<BytesMut, std::io::Error>>) -> Ended {
+fn reply_ended(reply: Result<Option<&[u8]>, FrameError>) -> Ended {
     match reply {
-        None => Ended::Lost { tuples: 0, error: "the peer closed the connection".to_owned() },
-        Some(Err(e)) => Ended::Lost { tuples: 0, error: e.to_string() },
-        Some(Ok(frame)) => match decode_control_frame(&frame) {
+        Ok(None) => Ended::Lost { tuples: 0, error: "the peer closed the connection".to_owned() },
+        Err(e) => Ended::Lost { tuples: 0, error: e.to_string() },
+        Ok(Some(frame)) => match decode_control_frame(frame) {
             Ok(Frame::Reject(reject)) => Ended::Rejected(reject),
             Ok(_) => Ended::Lost { tuples: 0, error: "unexpected frame from the peer".to_owned() },
             Err(e) => Ended::Lost { tuples: 0, error: e.to_string() },
@@ -523,6 +541,8 @@ pub struct TransportServer {
 struct ServerShared {
     identity: Arc<WireIdentity>,
     lanes: Arc<InboundLanes>,
+    /// Bad connections are the peer's to multiply: their warnings are rate-limited.
+    warnings: WarnLimiter,
 }
 
 impl TransportServer {
@@ -533,7 +553,8 @@ impl TransportServer {
         lanes: Arc<InboundLanes>,
         status: watch::Receiver<TopologyStatus>,
     ) -> Self {
-        TransportServer { listener, shared: Arc::new(ServerShared { identity, lanes }), status }
+        let warnings = WarnLimiter::new(BAD_CONNECTION_WARN_INTERVAL);
+        TransportServer { listener, shared: Arc::new(ServerShared { identity, lanes, warnings }), status }
     }
 
     /// Serves until the topology is stopped: one task per connection.
@@ -576,71 +597,73 @@ async fn serve_connection(
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
     let (read, mut write) = stream.into_split();
-    let mut frames = FramedRead::new(read, codec());
+    // Until its Hello is checked, a peer may not send more than a Hello.
+    let mut frames = FrameReader::new(read, MAX_HELLO_LENGTH, shared.identity.frame_timeout);
+    let warnings = &shared.warnings;
     let first = match unless_stopped(&mut status, tokio::time::timeout(HELLO_TIMEOUT, frames.next())).await {
         None => return,
         Some(Err(_)) => {
-            tracing::warn!(%peer, "dropping connection: no hello in time");
+            peer_warning!(warnings, "dropping connection: no hello in time", %peer);
             return;
         }
-        Some(Ok(None)) => {
+        Some(Ok(Ok(None))) => {
             tracing::debug!(%peer, "connection closed before its hello");
             return;
         }
-        Some(Ok(Some(Err(e)))) => {
-            tracing::warn!(%peer, error = %e, "dropping connection: unreadable frame");
+        Some(Ok(Err(e))) => {
+            peer_warning!(warnings, "dropping connection: unreadable hello", %peer, error = %e);
             return;
         }
-        Some(Ok(Some(Ok(frame)))) => frame,
+        Some(Ok(Ok(Some(frame)))) => frame,
     };
-    let hello = match decode_control_frame(&first) {
+    let hello = match decode_control_frame(first) {
         Ok(Frame::Hello(hello)) => hello,
         Ok(_) => {
-            let message = "the first frame must be a hello".to_owned();
-            return refuse(&mut write, peer, Reject { reason: RejectReason::BadHello, message }).await;
+            return refuse(&mut write, peer, warnings, RejectReason::BadHello, "the first frame is not a hello").await;
         }
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "dropping connection: undecodable hello");
-            let message = e.to_string();
-            return refuse(&mut write, peer, Reject { reason: RejectReason::BadHello, message }).await;
-        }
+        Err(e) => return refuse(&mut write, peer, warnings, RejectReason::BadHello, &e.to_string()).await,
     };
-    if let Err(reject) = shared.identity.check(&hello) {
-        return refuse(&mut write, peer, reject).await;
+    if let Err(mismatch) = shared.identity.check(&hello) {
+        return refuse(&mut write, peer, warnings, RejectReason::WrongTopology, &mismatch.to_string()).await;
     }
     let Ok(worker) = hello.worker.parse::<SocketAddr>() else {
-        let message = format!("worker `{}` is not an address", hello.worker);
-        return refuse(&mut write, peer, Reject { reason: RejectReason::BadHello, message }).await;
+        let detail = format!("worker `{}` is not an address", hello.worker);
+        return refuse(&mut write, peer, warnings, RejectReason::BadHello, &detail).await;
     };
     let component = hello.component;
     let lane = match shared.lanes.open(worker, &component) {
         Ok(lane) => lane,
         Err(reason) => {
-            let message = format!("this worker expects no tuples for `{component}` from {worker}");
-            return refuse(&mut write, peer, Reject { reason, message }).await;
+            let detail = format!("this worker expects no tuples for `{component}` from {worker}");
+            return refuse(&mut write, peer, warnings, reason, &detail).await;
         }
     };
     tracing::debug!(%peer, %worker, component, "accepted connection from peer worker");
+    frames.set_limit(MAX_FRAME_LENGTH);
     let table = &shared.identity.table;
     let mut batches: Vec<Batch> = Vec::new();
     loop {
         let frame = match unless_stopped(&mut status, frames.next()).await {
             None => return,
-            Some(None) => {
+            Some(Ok(None)) => {
                 tracing::debug!(%peer, %worker, component, "peer worker closed the connection");
                 return;
             }
-            Some(Some(Err(e))) => {
-                tracing::warn!(%peer, %worker, component, error = %e, "dropping connection: unreadable frame");
+            Some(Err(e @ FrameError::Stalled { .. })) => {
+                peer_warning!(warnings, "dropping connection: stalled frame", %peer, %worker, component, error = %e);
                 return;
             }
-            Some(Some(Ok(frame))) => frame,
+            Some(Err(e)) => {
+                peer_warning!(warnings, "dropping connection: unreadable frame", %peer, %worker, component, error = %e);
+                return;
+            }
+            Some(Ok(Some(frame))) => frame,
         };
         let Some(inboxes) = lane.upgrade() else {
             tracing::debug!(%peer, %worker, component, "frame on a closed lane; dropping connection");
             return;
         };
-        let decoded = decode_frame(&frame, table, &mut batches, &mut |task: TaskId, hint: usize| {
+        let decoded = decode_frame(frame, table, &mut batches, &mut |task: TaskId, hint: usize| {
             inboxes.get(task as usize)?.as_ref().map(|inbox| inbox.spare_buffer(hint))
         });
         match decoded {
@@ -663,19 +686,35 @@ async fn serve_connection(
                 return;
             }
             Ok(_) => {
-                tracing::warn!(%peer, %worker, component, "dropping connection: unexpected frame");
+                peer_warning!(warnings, "dropping connection: unexpected frame", %peer, %worker, component);
                 return;
             }
             Err(e) => {
-                tracing::warn!(%peer, %worker, component, error = %e, "dropping connection: undecodable frame");
+                peer_warning!(warnings, "dropping connection: undecodable frame", %peer, %worker, component, error = %e);
                 return;
             }
         }
     }
 }
 
-async fn refuse(write: &mut OwnedWriteHalf, peer: SocketAddr, reject: Reject) {
-    tracing::warn!(%peer, reason = ?reject.reason, message = reject.message, "rejecting connection");
+/// Refuses a peer's Hello: the local log says why (rate-limited), the peer is told only the
+/// kind of refusal.
+async fn refuse(
+    write: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+    warnings: &WarnLimiter,
+    reason: RejectReason,
+    detail: &str,
+) {
+    match reason {
+        RejectReason::WrongTopology => {
+            peer_warning!(warnings, "refusing connection: wrong topology or version", %peer, detail);
+        }
+        RejectReason::UnknownLane => peer_warning!(warnings, "refusing connection: unknown lane", %peer, detail),
+        RejectReason::LaneClosed => peer_warning!(warnings, "refusing connection: lane closed", %peer, detail),
+        RejectReason::BadHello => peer_warning!(warnings, "refusing connection: bad hello", %peer, detail),
+    }
+    let reject = Reject { reason, message: reason.public_message().to_owned() };
     let mut buf = BytesMut::new();
     if encode_reject(&mut buf, &reject).is_ok() {
         // Best effort: the peer may already be gone, and it is dropped either way.

@@ -1,7 +1,8 @@
 //! The wire format between workers: length-delimited frames of MessagePack.
 //!
-//! Every frame is a 4-byte big-endian payload length (tokio-util's [`LengthDelimitedCodec`]
-//! default, at most [`MAX_FRAME_LENGTH`]) followed by a MessagePack payload `[kind, body]`:
+//! Every frame is a 4-byte big-endian payload length (at most [`MAX_FRAME_LENGTH`], and at most
+//! [`MAX_HELLO_LENGTH`] for a connection's first frame and its reply; read by
+//! [`crate::framing::FrameReader`]) followed by a MessagePack payload `[kind, body]`:
 //!
 //! | kind | body | sent by |
 //! |---|---|---|
@@ -50,6 +51,9 @@ use crate::inbox::Batch;
 pub const WIRE_VERSION: u32 = 2;
 /// The largest payload a frame may have. Larger frames are refused by the reader.
 pub const MAX_FRAME_LENGTH: usize = 64 << 20;
+/// The largest payload of a connection's first frame, and of a reply to it: a peer whose Hello
+/// has not been checked cannot make a worker hold more than this.
+pub const MAX_HELLO_LENGTH: usize = 64 << 10;
 /// Batch frames are closed once their payload reaches this, so a reader decodes and delivers
 /// in steps instead of holding one huge frame.
 pub const FRAME_TARGET_LENGTH: usize = 256 << 10;
@@ -76,7 +80,9 @@ const ARRAY32: u8 = 0xdd;
 /// exceed one element per byte of the frame (see `Budget`).
 const MAX_PREALLOCATION: usize = 4096;
 
-/// The codec both ends use: 4-byte big-endian lengths, frames up to [`MAX_FRAME_LENGTH`].
+/// A codec for this framing: 4-byte big-endian lengths, frames up to [`MAX_FRAME_LENGTH`].
+/// Only for bytes that are trusted (tests): it reserves a frame's claimed length before the
+/// bytes arrive. Workers read with [`crate::framing::FrameReader`].
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().length_field_length(4).max_frame_length(MAX_FRAME_LENGTH).new_codec()
 }
@@ -145,6 +151,17 @@ impl RejectReason {
             _ => return None,
         })
     }
+
+    /// What a refused peer is told: the reason only. What exactly did not match stays in the
+    /// refusing worker's log, so probing a worker's port reveals nothing about its topology.
+    pub fn public_message(self) -> &'static str {
+        match self {
+            RejectReason::WrongTopology => "hello refused: wrong topology or version",
+            RejectReason::UnknownLane => "hello refused: no such lane",
+            RejectReason::LaneClosed => "hello refused: lane closed",
+            RejectReason::BadHello => "hello refused: malformed hello",
+        }
+    }
 }
 
 /// The answer to a refused Hello, sent before the connection is closed.
@@ -152,7 +169,7 @@ impl RejectReason {
 pub struct Reject {
     /// Why.
     pub reason: RejectReason,
-    /// Details for the log.
+    /// A message for the refused peer's log; a worker sends [`RejectReason::public_message`].
     pub message: String,
 }
 
