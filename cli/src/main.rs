@@ -1,9 +1,11 @@
 //! `squall`: submit and manage topologies on a Squall cluster, and run its daemons.
 
 mod daemons;
+mod output;
 mod settings;
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,10 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use squall_nimbus::api::{RebalanceRequest, SubmitRequest, TopologyDetails, TopologySummary};
+use squall_nimbus::api::{
+    RebalanceRequest, SubmitRequest, SupervisorSummary, TopologyDetails, TopologySummary, check_topology_name,
+};
 use squall_nimbus::client::NimbusClient;
 use squall_topology::{Config, TopologySpec};
 
+use crate::output::out;
 use crate::settings::Settings;
 
 #[derive(Parser, Debug)]
@@ -36,7 +41,7 @@ enum Command {
     Submit {
         /// The topology program (built with `squall::main`).
         binary: PathBuf,
-        /// The topology's name.
+        /// The topology's name: ASCII letters, digits, `_` and `-`.
         #[arg(long)]
         name: String,
         /// Override a config key, e.g. `-c topology.workers=4`. Repeatable.
@@ -80,6 +85,8 @@ enum Command {
     },
     /// List the topologies.
     List,
+    /// List the live supervisors and their worker slots.
+    Supervisors,
     /// Show where a topology runs and its counters.
     Describe {
         /// The topology.
@@ -121,39 +128,61 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Daemons' output usually goes to a log file: colour codes only on a terminal.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
+        .try_init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`squall describe wc | head`): nothing left to say.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // A bad name is the cheapest mistake to report: before reading settings or the binary.
+    if let Command::Submit { name, .. } = &cli.command {
+        check_topology_name(name)?;
+    }
     let mut settings = Settings::load(cli.config.as_deref())?;
     if !cli.nimbus.is_empty() {
+        for seed in &cli.nimbus {
+            settings::check_seed(seed).map_err(|why| {
+                anyhow::anyhow!("`--nimbus {seed}` is not a Nimbus address: {why}; e.g. --nimbus localhost:6627")
+            })?;
+        }
         settings.nimbus.seeds = cli.nimbus.clone();
     }
-    let client = NimbusClient::new(settings.nimbus.seeds.clone(), Duration::from_secs(60));
+    // A dead leader's election node lives for a ZooKeeper session timeout: wait a little longer.
+    let failover_wait = Duration::from_secs(2 * settings.zookeeper.session_timeout_secs + 5);
+    let client = NimbusClient::new(settings.nimbus.seeds.clone(), Duration::from_secs(60))
+        .with_failover_wait(failover_wait)
+        .on_retry(|message| {
+            let _ = writeln!(std::io::stderr(), "note: {message}");
+        });
     match cli.command {
         Command::Submit { binary, name, overrides, inactive, wait } => {
             submit(&client, &binary, &name, &overrides, inactive, wait)
         }
         Command::Kill { name, wait } => {
             let summary = client.kill(&name, wait)?;
-            println!("killing topology `{}`: spouts deactivated, stopping in {wait} s", summary.name);
+            out!("killing topology `{}`: spouts deactivated, stopping in {wait} s", summary.name);
             Ok(())
         }
         Command::Activate { name } => {
             client.activate(&name)?;
-            println!("activated topology `{name}`");
+            out!("activated topology `{name}`");
             Ok(())
         }
         Command::Deactivate { name } => {
             client.deactivate(&name)?;
-            println!("deactivated topology `{name}`");
+            out!("deactivated topology `{name}`");
             Ok(())
         }
         Command::Rebalance { name, workers, executors } => {
@@ -169,22 +198,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("nothing to rebalance: give -n WORKERS and/or -e COMPONENT=N");
             }
             let summary = client.rebalance(&name, &RebalanceRequest { workers, parallelism })?;
-            println!("rebalancing topology `{}` to {} workers", summary.name, summary.workers);
+            out!("rebalancing topology `{}` to {} workers", summary.name, summary.workers);
             Ok(())
         }
-        Command::List => {
-            let topologies = client.list()?;
-            print_list(&topologies);
-            Ok(())
-        }
+        Command::List => print_list(&client.list()?),
+        Command::Supervisors => print_supervisors(&client.supervisors()?),
         Command::Describe { name, json } => {
             let details = client.describe(&name)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&details)?);
+                out!("{}", serde_json::to_string_pretty(&details)?);
+                Ok(())
             } else {
-                print_details(&details);
+                print_details(&details)
             }
-            Ok(())
         }
         Command::Nimbus { host, port, local_dir } => {
             if let Some(host) = host {
@@ -214,6 +240,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             daemons::supervisor(&settings)
         }
     }
+}
+
+/// The binary to run: a relative path is made absolute, so `wcbin` means the file in the current
+/// directory, not a program looked up in `PATH`.
+fn resolve_binary(binary: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(binary).with_context(|| format!("cannot resolve the path {}", binary.display()))
 }
 
 /// Runs the binary with `--describe` to learn its spec, which also proves it is a topology program.
@@ -248,6 +280,7 @@ fn submit(
     inactive: bool,
     wait: u64,
 ) -> anyhow::Result<()> {
+    let binary = &resolve_binary(binary)?;
     let spec = describe_binary(binary)?;
     let mut config = Config::default();
     let mut overrides_map = BTreeMap::new();
@@ -257,6 +290,8 @@ fn submit(
             overrides_map.insert(k.trim().to_owned(), v.trim().to_owned());
         }
     }
+    // Before the upload: a taken name (or no leader) should not cost the upload's time.
+    client.check_name_free(name)?;
     let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     let bar = ProgressBar::new(bytes.len() as u64);
     bar.set_style(
@@ -265,11 +300,11 @@ fn submit(
     );
     let uploaded = client.upload(&bytes, &mut |sent| bar.set_position(sent))?;
     bar.finish_and_clear();
-    println!("uploaded {} ({} bytes, sha256 {})", binary.display(), uploaded.size, &uploaded.hash[..12]);
+    out!("uploaded {} ({} bytes, sha256 {})", binary.display(), uploaded.size, uploaded.hash.get(..12).unwrap_or(""));
     let request =
         SubmitRequest { name: name.to_owned(), artifact: uploaded.hash, spec, config: overrides_map, inactive };
     let summary = client.submit(&request)?;
-    println!("submitted topology `{}` (id {}) with {} workers", summary.name, summary.id, summary.workers);
+    out!("submitted topology `{}` (id {}) with {} workers", summary.name, summary.id, summary.workers);
     if wait == 0 {
         return Ok(());
     }
@@ -287,9 +322,9 @@ fn submit(
         ));
         if s.workers_running >= s.workers && s.workers > 0 {
             spinner.finish_and_clear();
-            println!("topology `{name}` is running:");
+            out!("topology `{name}` is running:");
             for w in &details.workers {
-                println!("  {}:{} on supervisor {} — tasks {:?}", w.host, w.port, w.supervisor, w.tasks);
+                out!("  {}:{} on supervisor {} — tasks {:?}", w.host, w.port, w.supervisor, w.tasks);
             }
             return Ok(());
         }
@@ -306,14 +341,14 @@ fn submit(
     }
 }
 
-fn print_list(topologies: &[TopologySummary]) {
+fn print_list(topologies: &[TopologySummary]) -> anyhow::Result<()> {
     if topologies.is_empty() {
-        println!("no topologies");
-        return;
+        out!("no topologies");
+        return Ok(());
     }
-    println!("{:<20} {:<10} {:>8} {:>6} {:>8}  note", "name", "status", "workers", "tasks", "uptime");
+    out!("{:<20} {:<10} {:>8} {:>6} {:>8}  note", "name", "status", "workers", "tasks", "uptime");
     for t in topologies {
-        println!(
+        out!(
             "{:<20} {:<10} {:>3}/{:<4} {:>6} {:>7}s  {}",
             t.name,
             t.status,
@@ -324,27 +359,55 @@ fn print_list(topologies: &[TopologySummary]) {
             t.reason.as_deref().unwrap_or("")
         );
     }
+    Ok(())
 }
 
-fn print_details(details: &TopologyDetails) {
+fn print_supervisors(supervisors: &[SupervisorSummary]) -> anyhow::Result<()> {
+    if supervisors.is_empty() {
+        out!("no supervisors; start one with `squall supervisor`");
+        return Ok(());
+    }
+    out!("{:<24} {:<16} {:>5} {:>8}  ports", "id", "host", "used", "uptime");
+    for s in supervisors {
+        let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
+        out!(
+            "{:<24} {:<16} {:>2}/{:<2} {:>7}s  {}",
+            s.id,
+            s.host,
+            s.used_ports.len(),
+            s.ports.len(),
+            s.uptime_secs,
+            ports.join(",")
+        );
+    }
+    Ok(())
+}
+
+fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
     let s = &details.summary;
-    println!(
+    out!(
         "topology `{}` (id {}): {}, {}/{} workers, {} tasks, up {} s",
-        s.name, s.id, s.status, s.workers_running, s.workers, s.tasks, s.uptime_secs
+        s.name,
+        s.id,
+        s.status,
+        s.workers_running,
+        s.workers,
+        s.tasks,
+        s.uptime_secs
     );
     if let Some(reason) = &s.reason {
-        println!("  note: {reason}");
+        out!("  note: {reason}");
     }
-    println!("workers:");
+    out!("workers:");
     for w in &details.workers {
         let beat = w.heartbeat_age_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".into());
-        println!("  {}:{} supervisor {} tasks {:?} heartbeat {beat}", w.host, w.port, w.supervisor, w.tasks);
+        out!("  {}:{} supervisor {} tasks {:?} heartbeat {beat}", w.host, w.port, w.supervisor, w.tasks);
     }
-    println!("components:");
+    out!("components:");
     for c in &details.components {
         let m = &c.metrics;
         let get = |k: &str| m.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        println!(
+        out!(
             "  {:<16} {:<6} p={:<3} tasks {:?} emitted {} executed {} acked {} failed {}",
             c.id,
             c.kind,
@@ -356,4 +419,10 @@ fn print_details(details: &TopologyDetails) {
             get("failed")
         );
     }
+    Ok(())
+}
+
+/// Colour codes in logs only on a terminal, and not when `NO_COLOR` is set (no-color.org).
+fn colour_logs() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

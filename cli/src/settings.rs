@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// The whole file.
@@ -119,7 +119,44 @@ impl Settings {
         }
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+        let settings: Settings =
+            toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+        settings.check().with_context(|| format!("config file {} is not valid", path.display()))?;
+        Ok(settings)
+    }
+
+    /// Checks what the types alone do not: every `nimbus.seeds` entry is `host:port`.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.nimbus.seeds.is_empty() {
+            bail!("`nimbus.seeds` is empty; list every Nimbus's address, e.g. seeds = [\"localhost:6627\"]");
+        }
+        for seed in &self.nimbus.seeds {
+            if let Err(why) = check_seed(seed) {
+                bail!(
+                    "`nimbus.seeds` entry {seed:?} is not a Nimbus address: {why}; write host:port with the port of \
+                     Nimbus's API (`nimbus.port`, 6627 by default), e.g. seeds = [\"localhost:6627\"]"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `seed` is `host:port` (an IPv6 host in brackets: `[::1]:6627`).
+pub fn check_seed(seed: &str) -> Result<(), &'static str> {
+    if seed.contains(['/', ' ']) {
+        return Err("it is not a bare host:port (no scheme, path or spaces)");
+    }
+    let Some((host, port)) = seed.rsplit_once(':') else { return Err("it has no port") };
+    if host.is_empty() {
+        return Err("it has no host");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("an IPv6 host must be in brackets, such as [::1]:6627");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("its port is not a number from 1 to 65535"),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -135,5 +172,28 @@ mod tests {
         assert_eq!(s.supervisor.ports, vec![7000]);
         let err = toml::from_str::<Settings>("[nimbus]\nseed = []").unwrap_err();
         assert!(err.to_string().contains("unknown field `seed`"), "{err}");
+    }
+
+    #[test]
+    fn seeds_must_be_host_and_port() {
+        for good in ["localhost:6627", "10.0.0.1:1", "[::1]:6627", "nimbus-1.example.com:65535"] {
+            assert_eq!(check_seed(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("localhost", "it has no port"),
+            (":6627", "it has no host"),
+            ("localhost:", "its port is not a number from 1 to 65535"),
+            ("localhost:0", "its port is not a number from 1 to 65535"),
+            ("localhost:70000", "its port is not a number from 1 to 65535"),
+            ("::1:6627", "an IPv6 host must be in brackets, such as [::1]:6627"),
+            ("http://localhost:6627", "it is not a bare host:port (no scheme, path or spaces)"),
+        ] {
+            assert_eq!(check_seed(bad), Err(why), "{bad}");
+        }
+        let settings: Settings = toml::from_str("[nimbus]\nseeds = [\"localhost\"]").unwrap();
+        let err = settings.check().unwrap_err().to_string();
+        assert!(err.contains("`nimbus.seeds` entry \"localhost\""), "{err}");
+        assert!(err.contains("it has no port") && err.contains("seeds = [\"localhost:6627\"]"), "{err}");
+        assert!(Settings::default().check().is_ok());
     }
 }

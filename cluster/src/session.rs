@@ -205,6 +205,52 @@ impl ClusterState {
         }
     }
 
+    /// [`ClusterState::register_ephemeral`] for a daemon's identity node: when another session
+    /// holds `path` — normally this daemon's previous run, killed before it could close its
+    /// session, whose nodes live until that session expires — waits for the node to go, up to
+    /// twice the session timeout and 5 s more, then fails with [`ClusterError::HeldByOther`] (a
+    /// live process with the same identity never lets go).
+    pub(crate) async fn register_ephemeral_waiting(
+        &self,
+        path: &str,
+        what: &'static str,
+        data: Vec<u8>,
+    ) -> Result<(), ClusterError> {
+        let mut waiting: Option<(Instant, Duration)> = None;
+        loop {
+            let held = match self.register_ephemeral(path, what, data.clone()).await {
+                Err(held @ ClusterError::HeldByOther { .. }) => held,
+                Ok(()) => {
+                    if let Some((since, _)) = waiting {
+                        info!(node = %self.shared().full_path(path), waited_ms = since.elapsed().as_millis() as u64,
+                            "the previous session's node expired; registered");
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let (client, _) = self.live("wait for an ephemeral node to expire").await?;
+            let (since, limit) = *waiting.get_or_insert_with(|| {
+                let limit = self.shared().session_timeout.max(client.session_timeout()) * 2 + Duration::from_secs(5);
+                if let ClusterError::HeldByOther { path, owner, .. } = &held {
+                    warn!(node = %path, owner = %owner, what, up_to_secs = limit.as_secs(),
+                        "waiting for the previous session's node to expire");
+                }
+                (Instant::now(), limit)
+            });
+            let Some(left) = limit.checked_sub(since.elapsed()) else { return Err(held) };
+            // Wake when the node goes, or look again after a while in case the watch is lost.
+            let pause = left.min(Duration::from_secs(1));
+            match client.check_and_watch_stat(path).await {
+                Ok((None, _)) => {}
+                Ok((Some(_), watcher)) => {
+                    let _ = tokio::time::timeout(pause, watcher.changed()).await;
+                }
+                Err(_) => tokio::time::sleep(pause).await,
+            }
+        }
+    }
+
     /// Forgets the ephemeral `path` and deletes it if this session owns it; `false` if it was not registered.
     pub(crate) async fn unregister_ephemeral(&self, path: &str) -> Result<bool, ClusterError> {
         let shared = self.shared();

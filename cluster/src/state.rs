@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as Zk};
+use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as Zk, SessionState};
 
 use crate::{ClusterError, paths, session};
 
@@ -18,6 +18,8 @@ pub(crate) const PERSISTENT: CreateOptions<'static> = CreateMode::Persistent.wit
 pub(crate) const EPHEMERAL: CreateOptions<'static> = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
 /// How long [`ClusterState::connect`] keeps trying.
 pub const DEFAULT_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// How long [`ClusterState::close`] waits for ZooKeeper to close the session.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// The current session, replaced after each session loss.
 #[derive(Clone, Default)]
@@ -209,6 +211,51 @@ impl ClusterState {
         self.shared().current.borrow().client.as_ref().map(|c| c.session_id().0)
     }
 
+    /// Whether the session is connected to a ZooKeeper server, waiting up to `wait` for a lost
+    /// connection to come back (or a new session to replace an expired one). Lets a caller fail
+    /// fast with "cannot reach ZooKeeper" instead of waiting out an operation.
+    pub async fn wait_connected(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut current = self.shared().current.subscribe();
+        loop {
+            let (client, closed) = {
+                let now = current.borrow_and_update();
+                (now.client.clone(), now.closed)
+            };
+            if closed {
+                return false;
+            }
+            let connected = async {
+                let Some(client) = client else { return std::future::pending::<()>().await };
+                let mut watcher = client.state_watcher();
+                let mut state = watcher.peek_state();
+                loop {
+                    if matches!(state, SessionState::SyncConnected | SessionState::ConnectedReadOnly) {
+                        return;
+                    }
+                    if state.is_terminated() {
+                        // The session monitor replaces it; `current` changes then.
+                        return std::future::pending::<()>().await;
+                    }
+                    state = watcher.changed().await;
+                }
+            };
+            // Connected, or a new session (or close) to look at again.
+            let outcome = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    () = connected => Some(true),
+                    changed = current.changed() => changed.is_ok().then_some(false),
+                }
+            })
+            .await;
+            match outcome {
+                Ok(Some(true)) => return true,
+                Ok(Some(false)) => continue,
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
     /// The chrooted client of the live session, for operations this crate does not cover.
     ///
     /// Paths are relative to [`ClusterState::chroot`]. Holding a clone keeps that session open
@@ -217,7 +264,9 @@ impl ClusterState {
         Ok(self.live("use the client").await?.0)
     }
 
-    /// Ends the session (removing this process's ephemeral nodes) and stops every watch and election task.
+    /// Ends the session (removing this process's ephemeral nodes) and stops every watch and
+    /// election task; waits (up to 3 s) until ZooKeeper has closed the session, unless a clone
+    /// of [`ClusterState::client`] still holds it open.
     pub async fn close(&self) {
         let shared = self.shared();
         shared.shutdown.send_replace(true);
@@ -228,10 +277,24 @@ impl ClusterState {
                 abort.abort();
             }
         }
+        let mut session = shared.current.borrow().client.as_ref().map(Client::state_watcher);
         shared.current.send_modify(|c| {
             c.client = None;
             c.closed = true;
         });
+        // Dropping the last client handle makes the client send CloseSession from its own task.
+        // Wait until the session is closed, so a process that exits right after this leaves no
+        // session (and no ephemeral nodes) behind for its next run to wait out.
+        if let Some(session) = &mut session {
+            let closed = async {
+                while !session.state().is_terminated() {
+                    session.changed().await;
+                }
+            };
+            if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+                tracing::warn!(servers = %shared.servers, "the ZooKeeper session did not close in time; its ephemeral nodes stay until it expires");
+            }
+        }
     }
 
     pub(crate) async fn live(&self, action: &str) -> Result<(Client, u64), ClusterError> {

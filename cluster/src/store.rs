@@ -95,6 +95,9 @@ impl ClusterState {
     }
 
     /// Registers (or rewrites) this supervisor's ephemeral node; it is re-created after a session loss.
+    ///
+    /// When another session holds the node (a previous run of this supervisor that was killed),
+    /// waits for that session to expire (up to twice the session timeout) before failing.
     pub async fn register_supervisor(&self, info: &SupervisorInfo) -> Result<(), ClusterError> {
         let path = paths::supervisor(&info.id)?;
         let data = serde_json::to_vec(info).map_err(|source| ClusterError::Encode {
@@ -102,7 +105,7 @@ impl ClusterState {
             what: "supervisor info",
             source,
         })?;
-        self.register_ephemeral(&path, "supervisor id", data).await
+        self.register_ephemeral_waiting(&path, "supervisor id", data).await
     }
 
     /// Removes this process's supervisor node; `false` if it had not registered `id`.
@@ -181,6 +184,10 @@ impl ClusterState {
     }
 
     /// Registers this Nimbus's ephemeral node `/nimbus/members/<host:port>`.
+    ///
+    /// When another session holds the node (a previous run of this Nimbus that was killed),
+    /// waits for that session to expire (up to twice the session timeout) before failing; its
+    /// leader-election node expires with it.
     pub async fn register_nimbus(&self, info: &NimbusInfo) -> Result<(), ClusterError> {
         let path = paths::nimbus_member(&info.address())?;
         let data = serde_json::to_vec(info).map_err(|source| ClusterError::Encode {
@@ -188,7 +195,7 @@ impl ClusterState {
             what: "nimbus info",
             source,
         })?;
-        self.register_ephemeral(&path, "nimbus address", data).await
+        self.register_ephemeral_waiting(&path, "nimbus address", data).await
     }
 
     /// Every live Nimbus, by `host:port`.

@@ -209,3 +209,52 @@ async fn connect_retries_until_the_server_is_up_or_the_deadline() {
     let error = state.subscribe_children("relative/path").await.unwrap_err();
     assert!(error.to_string().contains("relative/path"), "{error}");
 }
+
+/// Registers supervisor `id` on a session that is then abandoned without being closed, as when a
+/// daemon is killed: its node stays until the session expires.
+fn register_and_crash(servers: String, id: &'static str) -> i64 {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let state = runtime.block_on(async {
+            let state = ClusterState::connect_within(&servers, paths::DEFAULT_CHROOT, SESSION, Duration::from_secs(10))
+                .await
+                .unwrap();
+            state.register_supervisor(&supervisor(id)).await.unwrap();
+            state
+        });
+        let session = state.session_id().unwrap();
+        // Neither close nor drop it: its tasks die with the runtime and the session is never closed.
+        std::mem::forget(state);
+        runtime.shutdown_background();
+        session
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_daemon_waits_for_its_previous_sessions_node_to_expire() {
+    let zk = zookeeper();
+    let dead = register_and_crash(zk.connect_string(), "sup-1");
+    let state = connect(&zk, paths::DEFAULT_CHROOT).await;
+    assert_eq!(owner(&state, "/supervisors/sup-1").await, Some(dead), "the killed run's node is still there");
+
+    let started = std::time::Instant::now();
+    state.register_supervisor(&supervisor("sup-1")).await.expect("registered once the old session expired");
+    assert!(started.elapsed() < SESSION * 2 + Duration::from_secs(5), "waited {:?}", started.elapsed());
+    assert_eq!(owner(&state, "/supervisors/sup-1").await, state.session_id());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_held_by_a_live_session_fails_after_the_wait() {
+    let zk = zookeeper();
+    let holder = connect(&zk, paths::DEFAULT_CHROOT).await;
+    holder.register_supervisor(&supervisor("sup-2")).await.unwrap();
+    let state = connect(&zk, paths::DEFAULT_CHROOT).await;
+
+    let started = std::time::Instant::now();
+    let error = state.register_supervisor(&supervisor("sup-2")).await.unwrap_err();
+    assert!(started.elapsed() >= SESSION * 2 + Duration::from_secs(5), "gave up after {:?}", started.elapsed());
+    assert!(error.to_string().contains("is held by another session"), "{error}");
+    assert_eq!(owner(&state, "/supervisors/sup-2").await, holder.session_id());
+}

@@ -8,17 +8,58 @@
 //! | POST | `/topologies` | [`SubmitRequest`] → [`TopologySummary`] |
 //! | GET | `/topologies` | → `Vec<`[`TopologySummary`]`>` |
 //! | GET | `/topologies/{name}` | → [`TopologyDetails`] |
+//! | GET | `/supervisors` | → `Vec<`[`SupervisorSummary`]`>` |
 //! | POST | `/topologies/{name}/kill?wait=S` | → [`TopologySummary`] |
 //! | POST | `/topologies/{name}/activate`, `/deactivate` | → [`TopologySummary`] |
 //! | POST | `/topologies/{name}/rebalance` | [`RebalanceRequest`] → [`TopologySummary`] |
 //!
 //! Errors answer with a status code and an [`ApiError`] body. A write sent to a Nimbus that does
-//! not lead answers 421 with the leader's address in `leader`.
+//! not lead answers 421 with the leader's address in `leader`; a Nimbus that cannot reach
+//! ZooKeeper answers 503. Topology names in paths are percent-encoded.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use squall_topology::{TaskId, TopologySpec};
+
+/// The longest topology name accepted.
+pub const MAX_TOPOLOGY_NAME_LEN: usize = 128;
+
+/// The rule topology names follow, for error messages.
+pub const TOPOLOGY_NAME_RULE: &str =
+    "topology names may only contain ASCII letters, digits, `_` and `-` (at most 128 characters), such as word-count";
+
+/// A topology name that breaks [`TOPOLOGY_NAME_RULE`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topology name {name:?}: {reason}; {TOPOLOGY_NAME_RULE}")]
+pub struct InvalidTopologyName {
+    /// The name.
+    pub name: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Checks a new topology's name against [`TOPOLOGY_NAME_RULE`]: ASCII letters, digits, `_` and
+/// `-`, 1 to [`MAX_TOPOLOGY_NAME_LEN`] characters. Such a name is safe as a ZooKeeper node, a URL
+/// path segment and a file name (Storm forbids `/ . : \`; whitespace and the like are refused too).
+pub fn check_topology_name(name: &str) -> Result<(), InvalidTopologyName> {
+    let invalid = |reason: String| Err(InvalidTopologyName { name: name.to_owned(), reason });
+    if name.is_empty() {
+        return invalid("it is empty".to_owned());
+    }
+    if name.chars().count() > MAX_TOPOLOGY_NAME_LEN {
+        return invalid(format!("it is {} characters long", name.chars().count()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        let what = match c {
+            ' ' => "a space".to_owned(),
+            c if c.is_whitespace() || c.is_control() => format!("the character {c:?}"),
+            c => format!("`{c}`"),
+        };
+        return invalid(format!("it contains {what}"));
+    }
+    Ok(())
+}
 
 /// Who leads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +167,23 @@ pub struct TopologyDetails {
     pub components: Vec<ComponentDetails>,
 }
 
+/// One live supervisor, as `squall supervisors` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorSummary {
+    /// Its id.
+    pub id: String,
+    /// The host its workers advertise.
+    pub host: String,
+    /// Its worker ports (slots).
+    pub ports: Vec<u16>,
+    /// The ports some topology's assignment uses.
+    pub used_ports: Vec<u16>,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Its Squall version.
+    pub version: String,
+}
+
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -134,4 +192,33 @@ pub struct ApiError {
     /// The leader, when a write reached a Nimbus that does not lead.
     #[serde(default)]
     pub leader: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_names_follow_the_rule() {
+        for good in ["wc", "word-count", "Word_Count_2", "a".repeat(MAX_TOPOLOGY_NAME_LEN).as_str()] {
+            assert_eq!(check_topology_name(good), Ok(()), "{good:?}");
+        }
+        for (bad, reason) in [
+            ("", "it is empty"),
+            ("my topo", "it contains a space"),
+            ("a\tb", "it contains the character '\\t'"),
+            ("a.b", "it contains `.`"),
+            ("a/b", "it contains `/`"),
+            ("a:b", "it contains `:`"),
+            ("a\\b", "it contains `\\`"),
+            ("a%20b", "it contains `%`"),
+            ("café", "it contains `é`"),
+        ] {
+            let err = check_topology_name(bad).unwrap_err();
+            assert_eq!(err.reason, reason, "{bad:?}");
+            assert!(err.to_string().contains("letters, digits, `_` and `-`"), "{err}");
+        }
+        let long = "a".repeat(MAX_TOPOLOGY_NAME_LEN + 1);
+        assert_eq!(check_topology_name(&long).unwrap_err().reason, "it is 129 characters long");
+    }
 }

@@ -1,12 +1,14 @@
 //! Nimbus's HTTP API handlers (see [`crate::api`] for the routes and types).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -15,14 +17,17 @@ use squall_cluster::{ClusterError, TopologyRecord, TopologyStatus};
 use squall_topology::{ComponentKind, Config, ConfigValue};
 
 use crate::api::{
-    ApiError, ArtifactUploaded, ComponentDetails, LeaderInfo, RebalanceRequest, SubmitRequest, TopologyDetails,
-    TopologySummary,
+    ApiError, ArtifactUploaded, ComponentDetails, LeaderInfo, RebalanceRequest, SubmitRequest, SupervisorSummary,
+    TopologyDetails, TopologySummary, check_topology_name,
 };
 use crate::scheduler;
 use crate::server::{Shared, current_beat, effective_spec, free_slots, rebalanced_assignment, summary, worker_details};
 
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
+/// How long a request waits for a lost ZooKeeper connection to come back before it is answered
+/// 503 "cannot reach ZooKeeper".
+const ZOOKEEPER_WAIT: Duration = Duration::from_secs(3);
 
 type AppState = Arc<Shared>;
 
@@ -37,8 +42,44 @@ pub(crate) fn router(shared: AppState) -> axum::Router {
         .route("/api/v1/topologies/{name}/activate", post(activate))
         .route("/api/v1/topologies/{name}/deactivate", post(deactivate))
         .route("/api/v1/topologies/{name}/rebalance", post(rebalance))
+        .route("/api/v1/supervisors", get(supervisors))
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+        .layer(middleware::from_fn_with_state(shared.clone(), zookeeper_failures))
         .with_state(shared)
+}
+
+/// The detail of a failure to reach ZooKeeper, carried from [`Failure`] to [`zookeeper_failures`],
+/// which knows the addresses to name.
+#[derive(Clone)]
+struct ZooKeeperUnreachable(String);
+
+/// Answers 503 naming this Nimbus and the ZooKeeper servers when ZooKeeper cannot be reached:
+/// at once when the connection is down (rather than after an operation's long session wait),
+/// and when a handler's ZooKeeper operation failed for want of a connection.
+async fn zookeeper_failures(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    // Serving an artifact does not touch ZooKeeper.
+    let download = request.method() == Method::GET && request.uri().path().starts_with("/api/v1/artifacts/");
+    if !download && !shared.state.wait_connected(ZOOKEEPER_WAIT).await {
+        let detail = format!("no connection for {} s", ZOOKEEPER_WAIT.as_secs());
+        return zookeeper_unreachable(&shared, &detail).into_response();
+    }
+    let response = next.run(request).await;
+    match response.extensions().get::<ZooKeeperUnreachable>() {
+        Some(ZooKeeperUnreachable(detail)) => zookeeper_unreachable(&shared, detail).into_response(),
+        None => response,
+    }
+}
+
+fn zookeeper_unreachable(shared: &Shared, detail: &str) -> Failure {
+    Failure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "nimbus at {} cannot reach ZooKeeper at {}: {detail}; check that ZooKeeper is running and \
+             `zookeeper.servers` in squall.toml",
+            shared.me,
+            shared.state.servers()
+        ),
+    )
 }
 
 /// An error answer with its status.
@@ -52,13 +93,32 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let unreachable = (self.0 == StatusCode::SERVICE_UNAVAILABLE).then(|| self.1.error.clone());
+        let mut response = (self.0, Json(self.1)).into_response();
+        if let Some(detail) = unreachable {
+            response.extensions_mut().insert(ZooKeeperUnreachable(detail));
+        }
+        response
     }
 }
 
 impl From<ClusterError> for Failure {
     fn from(e: ClusterError) -> Self {
-        Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        use squall_cluster::zookeeper_client::Error as Zk;
+        let status = match &e {
+            ClusterError::Connect { .. }
+            | ClusterError::NoSession { .. }
+            | ClusterError::Closed
+            | ClusterError::TaskStopped { .. }
+            | ClusterError::ZooKeeper {
+                source: Zk::ConnectionLoss | Zk::SessionExpired | Zk::ClientClosed | Zk::Timeout | Zk::SessionMoved,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+            ClusterError::Contended { .. } | ClusterError::HeldByOther { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure::new(status, e.to_string())
     }
 }
 
@@ -119,9 +179,8 @@ async fn download(State(shared): State<AppState>, Path(hash): Path<String>) -> R
 
 async fn submit(State(shared): State<AppState>, Json(request): Json<SubmitRequest>) -> Answer<TopologySummary> {
     require_leader(&shared).await?;
-    let name = request.name.trim();
-    squall_cluster::paths::check_name("topology name", name)
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let name = request.name.as_str();
+    check_topology_name(name).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     if !scheduler::has_spout(&request.spec) {
         return Err(Failure::new(
             StatusCode::BAD_REQUEST,
@@ -185,6 +244,32 @@ async fn list(State(shared): State<AppState>) -> Answer<Vec<TopologySummary>> {
         out.push(summary(record, assignments.get(name), &beats, shared.config.task_timeout));
     }
     Ok(Json(out))
+}
+
+async fn supervisors(State(shared): State<AppState>) -> Answer<Vec<SupervisorSummary>> {
+    let supervisors = shared.state.supervisors().await?;
+    let assignments = shared.state.assignments().await?;
+    let now = unix_secs();
+    let summaries = supervisors
+        .into_values()
+        .map(|s| {
+            let used: BTreeSet<u16> = assignments
+                .values()
+                .flat_map(|a| &a.workers)
+                .filter(|w| w.supervisor_id == s.id)
+                .map(|w| w.port)
+                .collect();
+            SupervisorSummary {
+                id: s.id,
+                host: s.host,
+                ports: s.ports,
+                used_ports: used.into_iter().collect(),
+                uptime_secs: now.saturating_sub(s.started_at),
+                version: s.version,
+            }
+        })
+        .collect();
+    Ok(Json(summaries))
 }
 
 async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> Answer<TopologyDetails> {

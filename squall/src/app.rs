@@ -1,6 +1,7 @@
 //! The entry point of a topology binary: one program that runs its topology locally, describes
 //! it, and (with the cluster) submits itself or serves as a worker.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -104,8 +105,9 @@ where
     let mut topology = build()?;
     if cli.describe {
         let spec = topology.spec();
-        // Serialising plain data to a string cannot fail.
-        println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
+        // Serialising plain data to a string cannot fail. A reader that went away (`--describe |
+        // head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
         return Ok(());
     }
     let args = match cli.mode {
@@ -170,5 +172,15 @@ fn init_tracing(worker: bool) {
     let default = if worker { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // A worker's stderr is its log file: colour codes only on a terminal.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
+        .try_init();
+}
+
+/// Colour codes in logs only on a terminal, and not when `NO_COLOR` is set (no-color.org).
+fn colour_logs() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
