@@ -139,10 +139,24 @@ fn main() -> ExitCode {
         // The reader of our output went away (`squall describe wc | head`): nothing left to say.
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause only when the messages before it do not already
+/// quote it (many of our errors end with their source's text).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -425,4 +439,18 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
 /// Colour codes in logs only on a terminal, and not when `NO_COLOR` is set (no-color.org).
 fn colour_logs() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::new(io).context("cannot listen on 127.0.0.1:6627: Address already in use");
+        assert_eq!(error_chain(&error), "cannot listen on 127.0.0.1:6627: Address already in use");
+        let error = anyhow::anyhow!("disk full").context("cannot write the artifact");
+        assert_eq!(error_chain(&error), "cannot write the artifact: disk full");
+    }
 }
