@@ -97,8 +97,14 @@ pub(crate) async fn monitor(shared: Arc<Shared>, mut state: StateWatcher) {
 
 /// Opens a new session and restores the ephemerals, with backoff, until it works or we shut down.
 async fn reconnect(shared: &Shared, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Option<Client> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    // Short delays: once ZooKeeper is back, a worker must heartbeat again well within the
+    // supervisor's worker timeout. A connection attempt costs ZooKeeper next to nothing.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempts = 0u64;
     loop {
+        attempts += 1;
+        // A long outage is said at first and then every minute or so, not every attempt.
+        let loud = attempts <= 3 || attempts.is_multiple_of(30);
         let attempt = open(&shared.servers, &shared.chroot, shared.session_timeout).await;
         match attempt {
             Ok(client) => match restore_ephemerals(shared, &client).await {
@@ -107,7 +113,12 @@ async fn reconnect(shared: &Shared, shutdown: &mut tokio::sync::watch::Receiver<
                     warn!(servers = %shared.servers, error = %e, "cannot restore ephemeral nodes on the new session")
                 }
             },
-            Err(e) => warn!(servers = %shared.servers, error = %e, "cannot open a new ZooKeeper session"),
+            Err(e) if loud => {
+                warn!(servers = %shared.servers, attempts, error = %e, "cannot open a new ZooKeeper session")
+            }
+            Err(e) => {
+                tracing::debug!(servers = %shared.servers, attempts, error = %e, "cannot open a new ZooKeeper session")
+            }
         }
         tokio::select! {
             _ = shut_down(shutdown) => return None,
