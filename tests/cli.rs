@@ -185,6 +185,15 @@ fn a_restarted_nimbus_waits_for_its_previous_session_then_leads() {
     // Killed, its session (and its nodes) outlive it until ZooKeeper expires the session.
     sandbox.nimbuses[0].kill9();
     sandbox.start_nimbus(0);
+    // While it waits, its port answers at once, saying why nothing else does yet.
+    let mut said = String::new();
+    sandbox.wait_for("the restarting nimbus to answer that it is starting", Duration::from_secs(20), |s| {
+        let started = Instant::now();
+        let listed = s.cli(&["list"]);
+        said = text(&listed.stderr);
+        !listed.status.success() && said.contains("is starting") && started.elapsed() < Duration::from_secs(5)
+    });
+    assert!(said.contains("try again in a few seconds"), "{said}");
     sandbox.wait_for("the restarted nimbus to lead", Duration::from_secs(60), |s| s.cli(&["list"]).status.success());
     assert!(sandbox.nimbuses[0].is_running(), "{}", sandbox.nimbuses[0].log_tail());
     let log = std::fs::read_to_string(&sandbox.nimbuses[0].log).unwrap_or_default();

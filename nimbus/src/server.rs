@@ -118,12 +118,20 @@ pub async fn run_on(
     let local: SocketAddr =
         listener.local_addr().map_err(|source| NimbusError::Bind { address: config.host.clone(), source })?;
     let me = format!("{}:{}", config.host, local.port());
-    let state = ClusterState::connect(&config.zookeeper, &config.chroot, config.session_timeout).await?;
-    let artifacts = ArtifactStore::open(config.local_dir.join("artifacts"))?;
-    state
-        .register_nimbus(&NimbusInfo { host: config.host.clone(), port: local.port(), started_at: unix_secs() })
-        .await?;
-    let election = LeaderElection::join(&state, me.clone()).await?;
+    let starting = async {
+        let state = ClusterState::connect(&config.zookeeper, &config.chroot, config.session_timeout).await?;
+        let artifacts = ArtifactStore::open(config.local_dir.join("artifacts"))?;
+        state
+            .register_nimbus(&NimbusInfo { host: config.host.clone(), port: local.port(), started_at: unix_secs() })
+            .await?;
+        let election = LeaderElection::join(&state, me.clone()).await?;
+        Ok::<_, NimbusError>((state, artifacts, election))
+    };
+    let why = format!(
+        "nimbus at {me} is starting (connecting to ZooKeeper at {} and registering); try again in a few seconds",
+        config.zookeeper
+    );
+    let (state, artifacts, election) = answer_while_starting(&listener, &why, starting).await?;
     tracing::info!(nimbus = %me, "nimbus started");
     let shared = Arc::new(Shared {
         config,
@@ -143,6 +151,50 @@ pub async fn run_on(
         tracing::error!(error = %e, "nimbus api server failed");
     }
     Ok(())
+}
+
+/// Runs `starting` while answering every request on `listener` with 503 and `why`: a CLI that
+/// finds the port open learns at once why nothing else answers yet (ZooKeeper may be slow, or
+/// the previous run's session may still hold this Nimbus's node).
+async fn answer_while_starting<T>(
+    listener: &tokio::net::TcpListener,
+    why: &str,
+    starting: impl Future<Output = T>,
+) -> T {
+    let body: Arc<str> = serde_json::json!({ "error": why }).to_string().into();
+    tokio::pin!(starting);
+    loop {
+        tokio::select! {
+            done = &mut starting => return done,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(answer_starting(stream, body.clone()));
+            }
+        }
+    }
+}
+
+async fn answer_starting(mut stream: tokio::net::TcpStream, body: Arc<str>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read the request head first: closing with unread bytes would reset the connection and
+    // lose the answer. Bounded in size and time; the body, if any, is not awaited.
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let read_head = async {
+        while head.len() < 16 << 10 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read_head).await;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(response.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn monitor_loop(shared: Arc<Shared>) {

@@ -119,7 +119,11 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
     let mut last_beat = Instant::now();
     let mut fenced = false;
     let mut wanted = status_of(record.status);
+    // Rounds in a row whose heartbeat failed: an outage is logged at first and then now and then.
+    let mut failed_rounds = 0u32;
     loop {
+        let loud = failed_rounds < 3 || failed_rounds.is_multiple_of(30);
+        let beat_before = last_beat;
         let round = async {
             let beat = WorkerHeartbeat {
                 topology_id: record.id.clone(),
@@ -142,7 +146,8 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, silent = ?last_beat.elapsed(), "cannot write heartbeat"),
+                Err(e) if loud => tracing::warn!(error = %e, silent = ?last_beat.elapsed(), "cannot write heartbeat"),
+                Err(e) => tracing::debug!(error = %e, silent = ?last_beat.elapsed(), "cannot write heartbeat"),
             }
             match state.topology(name).await {
                 Ok(Some(r)) if r.id == record.id => match r.status {
@@ -162,7 +167,8 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                     }
                 },
                 Ok(_) => return Some("the topology is gone".to_owned()),
-                Err(e) => tracing::warn!(error = %e, "cannot read the topology's status"),
+                Err(e) if loud => tracing::warn!(error = %e, "cannot read the topology's status"),
+                Err(e) => tracing::debug!(error = %e, "cannot read the topology's status"),
             }
             match state.assignment(name).await {
                 Ok(Some(a)) if a.version == assignment.version => None,
@@ -190,7 +196,9 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                 }
                 Ok(_) => Some("the topology has no assignment for this submission".to_owned()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the assignment");
+                    if loud {
+                        tracing::warn!(error = %e, "cannot read the assignment");
+                    }
                     None
                 }
             }
@@ -203,6 +211,7 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
             Ok(None) => true,
             Err(_) => false,
         };
+        failed_rounds = if last_beat > beat_before { 0 } else { failed_rounds.saturating_add(1) };
         let silent = last_beat.elapsed();
         if silent > fence_after && !fenced && kill_deadline.is_none() {
             fenced = true;
