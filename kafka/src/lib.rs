@@ -1,4 +1,15 @@
-//! Kafka for Squall: a spout and a bolt with Storm's storm-kafka-client semantics, and
-//! [`testing::KafkaBroker`], a real Apache Kafka broker (KRaft mode) for tests.
+//! Kafka for Squall: [`KafkaSpout`], Storm's storm-kafka-client spout (manual partition
+//! assignment, an offset manager that commits only what is done, retries with backoff, first-poll
+//! strategies and processing guarantees), and [`testing::KafkaBroker`], a real Apache Kafka
+//! broker (KRaft mode) for tests.
 
+pub mod assign;
+pub mod config;
+pub mod offsets;
+pub mod retry;
+pub mod spout;
 pub mod testing;
+
+pub use config::{Exhausted, FirstPoll, Guarantee, KafkaSpoutConfig, Topics};
+pub use retry::RetryPolicy;
+pub use spout::{DeadLetter, KafkaMsgId, KafkaRecord, KafkaSpout, PartitionStatus, Record, Translator};

@@ -90,6 +90,8 @@ pub fn executor_ranges(tasks: &[TaskId], executors: u32) -> Vec<&[TaskId]> {
 #[derive(Debug, Clone)]
 pub struct TopologyContext {
     topology: Arc<str>,
+    /// The submission's id; the name in local mode.
+    id: Arc<str>,
     layout: Arc<TaskLayout>,
     config: Arc<Config>,
     task: TaskId,
@@ -101,7 +103,21 @@ impl TopologyContext {
     /// overrides applied.
     pub fn new(topology: Arc<str>, layout: Arc<TaskLayout>, config: Arc<Config>, task: TaskId) -> Self {
         let component: Arc<str> = layout.component_of(task).unwrap_or("?").into();
-        TopologyContext { topology, layout, config, task, component }
+        TopologyContext { id: topology.clone(), topology, layout, config, task, component }
+    }
+
+    /// The same context for a submission with its own id (a cluster gives each submission of a
+    /// name another one).
+    pub fn with_topology_id(mut self, id: Arc<str>) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The id of this submission of the topology: in a cluster, a resubmission under the same
+    /// name has another; in local mode, the topology's name. A Kafka spout stores it with its
+    /// committed offsets to tell its own commits from an earlier deployment's.
+    pub fn topology_id(&self) -> &str {
+        &self.id
     }
 
     /// The topology's name.

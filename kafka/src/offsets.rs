@@ -1,0 +1,188 @@
+//! What one partition has emitted and had acked, and which offset may be committed: Storm's
+//! `OffsetManager`, with its compaction bugs fixed (STORM-2505, -2546, -2639, -3301).
+
+use std::collections::BTreeSet;
+
+/// The offsets of one partition between the committed offset and the newest emitted one.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetManager {
+    /// The next offset to consume as of the last commit (Kafka's committed offset).
+    committed: i64,
+    /// Emitted and not yet acked.
+    pending: BTreeSet<i64>,
+    /// Acked and not yet committed.
+    acked: BTreeSet<i64>,
+    /// The highest offset ever emitted, if any.
+    highest_emitted: Option<i64>,
+}
+
+impl OffsetManager {
+    /// A partition whose consumption starts (or resumes) at `committed`.
+    pub fn new(committed: i64) -> Self {
+        OffsetManager { committed, ..OffsetManager::default() }
+    }
+
+    /// The committed offset: the next one a restarted consumer reads.
+    pub fn committed(&self) -> i64 {
+        self.committed
+    }
+
+    /// Records that `offset` was emitted (tracked: its ack or fail will come).
+    pub fn emitted(&mut self, offset: i64) {
+        if offset < self.committed {
+            return;
+        }
+        // Its ack may have come first (zero ackers ack during the emit).
+        if !self.acked.contains(&offset) {
+            self.pending.insert(offset);
+        }
+        self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
+    }
+
+    /// Records that `offset` was processed. An ack that comes before its emit was recorded
+    /// (zero ackers ack at emit: STORM-2957) still counts.
+    pub fn acked(&mut self, offset: i64) {
+        if offset < self.committed {
+            return;
+        }
+        self.pending.remove(&offset);
+        self.acked.insert(offset);
+        self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
+    }
+
+    /// Whether `offset` was emitted and neither acked nor committed.
+    pub fn is_pending(&self, offset: i64) -> bool {
+        self.pending.contains(&offset)
+    }
+
+    /// Whether `offset` needs no emit: it was acked or is below the committed offset.
+    pub fn is_done(&self, offset: i64) -> bool {
+        offset < self.committed || self.acked.contains(&offset)
+    }
+
+    /// The offset to commit now: one past the highest offset up to which everything is acked,
+    /// where offsets never emitted (compacted or deleted: Kafka delivers a partition in order,
+    /// so an offset skipped below an emitted one does not exist) do not hold the walk up.
+    /// `None` when it would not move.
+    pub fn next_commit(&self) -> Option<i64> {
+        // Below the lowest pending offset, every offset was acked or never emitted.
+        let next = match self.pending.first() {
+            Some(lowest_pending) => *lowest_pending,
+            None => self.acked.last()? + 1,
+        };
+        (next > self.committed).then_some(next)
+    }
+
+    /// Records a successful commit of `offset` and forgets what lies below it.
+    pub fn committed_to(&mut self, offset: i64) {
+        if offset <= self.committed {
+            return;
+        }
+        self.committed = offset;
+        self.acked = self.acked.split_off(&offset);
+        self.pending = self.pending.split_off(&offset);
+    }
+
+    /// Offsets emitted or acked past the committed one: what `max.uncommitted.offsets` bounds.
+    pub fn uncommitted(&self) -> u64 {
+        match self.highest_emitted {
+            Some(highest) if highest >= self.committed => (highest - self.committed + 1) as u64,
+            _ => 0,
+        }
+    }
+
+    /// Emitted offsets awaiting their ack.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The highest offset emitted (or acked), if any.
+    pub fn highest_emitted(&self) -> Option<i64> {
+        self.highest_emitted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emit_all(m: &mut OffsetManager, offsets: &[i64]) {
+        offsets.iter().for_each(|o| m.emitted(*o));
+    }
+
+    #[test]
+    fn commits_the_highest_contiguous_acked_offset() {
+        let mut m = OffsetManager::new(1);
+        emit_all(&mut m, &[1, 2, 3, 4]);
+        for o in [1, 2, 4] {
+            m.acked(o);
+        }
+        assert_eq!(m.next_commit(), Some(3), "acked 1, 2, 4 → commit 3");
+        m.committed_to(3);
+        assert_eq!(m.next_commit(), None);
+        m.acked(3);
+        assert_eq!(m.next_commit(), Some(5), "ack 3 → commit 5");
+        m.committed_to(5);
+        assert_eq!(m.uncommitted(), 0);
+        assert_eq!(m.pending_count(), 0);
+    }
+
+    #[test]
+    fn a_compacted_gap_does_not_stall_commits() {
+        // Offsets 12..=14 were compacted away: never delivered, never emitted.
+        let mut m = OffsetManager::new(10);
+        emit_all(&mut m, &[10, 11, 15, 16]);
+        for o in [10, 11, 15, 16] {
+            m.acked(o);
+        }
+        assert_eq!(m.next_commit(), Some(17));
+        // The gap at the start: the committed offset itself was deleted.
+        let mut m = OffsetManager::new(100);
+        emit_all(&mut m, &[105, 106]);
+        m.acked(105);
+        assert_eq!(m.next_commit(), Some(106));
+        m.acked(106);
+        assert_eq!(m.next_commit(), Some(107));
+    }
+
+    #[test]
+    fn an_emitted_gap_stops_the_walk_until_it_is_acked() {
+        let mut m = OffsetManager::new(0);
+        emit_all(&mut m, &[0, 1, 2, 3]);
+        m.acked(0);
+        m.acked(2);
+        m.acked(3);
+        assert_eq!(m.next_commit(), Some(1));
+        // A never-emitted gap below a pending offset: nothing beyond the pending one commits.
+        let mut m = OffsetManager::new(0);
+        emit_all(&mut m, &[5, 6]);
+        m.acked(6);
+        assert_eq!(m.next_commit(), Some(5), "offsets 0..5 never existed; 5 is still pending");
+        m.acked(5);
+        assert_eq!(m.next_commit(), Some(7));
+    }
+
+    #[test]
+    fn an_ack_before_its_emit_is_recorded_still_commits() {
+        // Zero ackers: the ack arrives during the emit call (STORM-2957).
+        let mut m = OffsetManager::new(0);
+        m.acked(0);
+        m.emitted(0);
+        m.acked(1);
+        assert_eq!(m.next_commit(), Some(2));
+    }
+
+    #[test]
+    fn offsets_below_the_commit_are_ignored_and_counted_out() {
+        let mut m = OffsetManager::new(50);
+        m.emitted(10);
+        m.acked(11);
+        assert_eq!(m.next_commit(), None);
+        emit_all(&mut m, &[50, 51, 52]);
+        assert_eq!(m.uncommitted(), 3);
+        m.acked(50);
+        m.committed_to(51);
+        assert_eq!(m.uncommitted(), 2);
+        assert!(m.is_done(50) && !m.is_done(51) && m.is_pending(51));
+    }
+}
