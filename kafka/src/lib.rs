@@ -4,12 +4,14 @@
 //! broker (KRaft mode) for tests.
 
 pub mod assign;
+pub mod bolt;
 pub mod config;
 pub mod offsets;
 pub mod retry;
 pub mod spout;
 pub mod testing;
 
+pub use bolt::{KafkaBolt, KafkaBoltConfig, Mapper, ProducerRecord, value_bytes};
 pub use config::{Exhausted, FirstPoll, Guarantee, KafkaSpoutConfig, Topics};
 pub use retry::RetryPolicy;
 pub use spout::{DeadLetter, KafkaMsgId, KafkaRecord, KafkaSpout, PartitionStatus, Record, Translator};

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use squall::prelude::*;
-use squall::{ComponentError, Outputs, OutputDeclarer, Stream, TypedTuple};
+use squall::{ComponentError, OutputDeclarer, Outputs, Stream, TypedTuple};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 

@@ -226,7 +226,11 @@ impl TopologyBuilder {
         parallelism: u32,
     ) -> BoltDeclarer<'_, B> {
         let index = self.add(id.into(), parallelism, Factory::Bolt(Arc::new(Prototype(bolt))));
-        BoltDeclarer { builder: self, index, _bolt: PhantomData }
+        let declarer = BoltDeclarer { builder: self, index, _bolt: PhantomData };
+        match B::TICK_TUPLE_FREQ_SECS {
+            Some(secs) => declarer.tick_tuple_freq_secs(secs),
+            None => declarer,
+        }
     }
 
     fn add(&mut self, id: String, parallelism: u32, factory: Factory) -> usize {

@@ -191,6 +191,11 @@ pub trait Bolt: Outputs + Send + Sized + 'static {
     /// yourself — needed to hold tuples past `execute` (joins, batching, windows).
     const AUTO_ACK: bool = true;
 
+    /// Tick tuples every this many seconds unless the topology says otherwise (Storm's
+    /// `getComponentConfiguration`): for a bolt that must act on its own clock, such as one that
+    /// acks its inputs when an external write completes.
+    const TICK_TUPLE_FREQ_SECS: Option<u32> = None;
+
     /// Called once per task before the first tuple.
     fn prepare(&mut self, ctx: &TopologyContext) -> impl Future<Output = Result<(), ComponentError>> + Send {
         let _ = ctx;

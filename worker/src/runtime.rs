@@ -353,7 +353,8 @@ fn start(
     let layout = Arc::new(topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]));
     let ackers: Arc<[TaskId]> = layout.tasks(ACKER_COMPONENT).into();
     let topology_name: Arc<str> = name.into();
-    let topology_id: Arc<str> = network.as_ref().map_or_else(|| topology_name.clone(), |n| n.topology_id.as_str().into());
+    let topology_id: Arc<str> =
+        network.as_ref().map_or_else(|| topology_name.clone(), |n| n.topology_id.as_str().into());
     let routes = ComponentRoutes::for_topology(topology);
     let spout_tasks: Vec<TaskId> = topology
         .components()
