@@ -432,6 +432,12 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
             get("acked"),
             get("failed")
         );
+        // What its tasks report about themselves, such as a Kafka spout's partitions.
+        for (task, status) in m.get("status").and_then(|s| s.as_object()).into_iter().flatten() {
+            for (key, value) in status.as_object().into_iter().flatten() {
+                out!("    {task} {key}: {value}");
+            }
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use squall::prelude::*;
-use squall::{ComponentError, OutputDeclarer, Outputs, Stream, TypedTuple};
+use squall::{ComponentError, OutputDeclarer, Outputs, Stream, TaskStatus, TypedTuple};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -172,6 +172,8 @@ struct Partition {
     paused: bool,
     /// The next offset polling returns (what was polled last, plus one).
     position: i64,
+    /// The partition's end offset at the last refresh.
+    end: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +196,8 @@ pub struct PartitionStatus {
     pub retries_pending: usize,
     /// Whether polling it is paused at `max_uncommitted_offsets`.
     pub paused: bool,
+    /// End offset minus committed offset, as of the last refresh.
+    pub lag: Option<i64>,
 }
 
 /// What a task keeps between calls.
@@ -213,6 +217,9 @@ struct TaskState {
     /// The last consumer or broker error, cleared by a good poll.
     last_error: Option<String>,
     errors_in_a_row: u32,
+    /// Where this task's status is shown, and when it was last written.
+    board: TaskStatus,
+    next_report: Instant,
 }
 
 /// A finished commit: what was committed per slot, and whether it worked.
@@ -222,6 +229,8 @@ type CommitOutcome = (Vec<(u32, i64)>, Result<(), KafkaError>);
 struct Assigned {
     owned: Vec<(String, i32)>,
     starts: Vec<(String, i32, i64)>,
+    /// The end offset of each owned partition.
+    ends: Vec<(String, i32, i64)>,
 }
 
 impl<T: TypedTuple> Spout for KafkaSpout<T> {
@@ -262,6 +271,8 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             commit: None,
             last_error: None,
             errors_in_a_row: 0,
+            board: ctx.status().clone(),
+            next_report: now,
         }));
         Ok(())
     }
@@ -275,6 +286,10 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
         task.seek_ready_retries();
         task.pause_or_resume(&config);
         let now = Instant::now();
+        if now >= task.next_report {
+            task.next_report = now + Duration::from_secs(1);
+            task.report();
+        }
         if now >= task.next_commit {
             task.next_commit = now + config.commit_period;
             task.start_commit(&config);
@@ -433,6 +448,15 @@ fn emit_record<T: TypedTuple>(
 }
 
 impl TaskState {
+    /// Shows this task's partitions and last error in its metrics and `squall describe`.
+    fn report(&self) {
+        self.board.set("partitions", self.status());
+        match &self.last_error {
+            Some(error) => self.board.set("last_error", error),
+            None => self.board.remove("last_error"),
+        }
+    }
+
     fn status(&self) -> Vec<PartitionStatus> {
         let mut status: Vec<PartitionStatus> = self
             .slots
@@ -443,6 +467,7 @@ impl TaskState {
                 uncommitted: p.offsets.uncommitted(),
                 retries_pending: p.retries.len(),
                 paused: p.paused,
+                lag: p.end.map(|end| (end - p.offsets.committed()).max(0)),
             })
             .collect();
         status.sort_by(|a, b| a.partition.cmp(&b.partition));
@@ -483,7 +508,12 @@ impl TaskState {
             let owned = assign::owned(&partitions, index, tasks);
             let new: Vec<(String, i32)> = owned.iter().filter(|p| !known.contains(p)).cloned().collect();
             let starts = first_positions(&consumer, &new, first_poll, &topology_id)?;
-            Ok(Assigned { owned, starts })
+            let mut ends = Vec::with_capacity(owned.len());
+            for (topic, partition) in &owned {
+                let (_, end) = consumer.fetch_watermarks(topic, *partition, CALL_TIMEOUT)?;
+                ends.push((topic.clone(), *partition, end));
+            }
+            Ok(Assigned { owned, starts, ends })
         }));
     }
 
@@ -525,6 +555,13 @@ impl TaskState {
                 self.note_error(&e);
             }
         }
+        for (topic, partition, end) in &assigned.ends {
+            if let Some(slot) = self.slot_of.get(&(Arc::from(topic.as_str()), *partition))
+                && let Some(p) = self.slots.get_mut(slot)
+            {
+                p.end = Some(*end);
+            }
+        }
         if assigned.starts.is_empty() {
             return;
         }
@@ -540,6 +577,7 @@ impl TaskState {
             return;
         }
         for (topic, partition, start) in assigned.starts {
+            let end = assigned.ends.iter().find(|(t, p, _)| *t == topic && *p == partition).map(|e| e.2);
             let topic: Arc<str> = topic.into();
             let slot = self.next_slot;
             self.next_slot += 1;
@@ -555,6 +593,7 @@ impl TaskState {
                     sought: false,
                     paused: false,
                     position: start,
+                    end,
                 },
             );
         }

@@ -287,6 +287,13 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
                 if let Some(n) = value.as_u64() {
                     let total = sum.get(key).and_then(|v| v.as_u64()).unwrap_or(0) + n;
                     sum.insert(key.clone(), total.into());
+                } else if let Some(tasks) = value.as_object().filter(|_| key == "status") {
+                    // What tasks report about themselves, by task: each task runs in one worker.
+                    let merged =
+                        sum.entry(key.clone()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+                    if let Some(merged) = merged.as_object_mut() {
+                        merged.extend(tasks.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
                 }
             }
         }

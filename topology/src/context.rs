@@ -96,6 +96,39 @@ pub struct TopologyContext {
     config: Arc<Config>,
     task: TaskId,
     component: Arc<str>,
+    status: TaskStatus,
+}
+
+/// What a task says about itself beyond the runtime's counters (a Kafka spout: its partitions,
+/// their lag, its last error): shown per task in the component's metrics and `squall describe`.
+/// Cheap to clone; the runtime reads it when it takes a metrics snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct TaskStatus {
+    entries: Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
+}
+
+impl TaskStatus {
+    /// Sets `key` to `value` (anything serde can serialize); a value that does not serialize
+    /// is shown as its error.
+    pub fn set(&self, key: &str, value: impl serde::Serialize) {
+        let value = serde_json::to_value(value).unwrap_or_else(|e| serde_json::Value::String(e.to_string()));
+        self.lock().insert(key.to_owned(), value);
+    }
+
+    /// Removes `key`.
+    pub fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Everything set, by key.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, serde_json::Value>> {
+        // Every update is one insert or remove: a poisoned map is still consistent.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl TopologyContext {
@@ -103,7 +136,15 @@ impl TopologyContext {
     /// overrides applied.
     pub fn new(topology: Arc<str>, layout: Arc<TaskLayout>, config: Arc<Config>, task: TaskId) -> Self {
         let component: Arc<str> = layout.component_of(task).unwrap_or("?").into();
-        TopologyContext { id: topology.clone(), topology, layout, config, task, component }
+        TopologyContext {
+            id: topology.clone(),
+            topology,
+            layout,
+            config,
+            task,
+            component,
+            status: TaskStatus::default(),
+        }
     }
 
     /// The same context for a submission with its own id (a cluster gives each submission of a
@@ -118,6 +159,11 @@ impl TopologyContext {
     /// committed offsets to tell its own commits from an earlier deployment's.
     pub fn topology_id(&self) -> &str {
         &self.id
+    }
+
+    /// Where this task reports its own status (see [`TaskStatus`]).
+    pub fn status(&self) -> &TaskStatus {
+        &self.status
     }
 
     /// The topology's name.

@@ -24,7 +24,7 @@ pub use component::{
     Bolt, ComponentError, DirectStream, NoOutput, OutputDeclarer, Outputs, Spout, Stream, StreamDecl, StreamIdx,
 };
 pub use config::{ComponentConfig, Config, ConfigError, ConfigValue};
-pub use context::{TaskLayout, TopologyContext, executor_ranges};
+pub use context::{TaskLayout, TaskStatus, TopologyContext, executor_ranges};
 pub use grouping::{CustomGrouping, Grouping, GroupingSpec};
 pub use tuple::{
     DEFAULT_STREAM, FieldKey, MessageId, SYSTEM_COMPONENT, StreamMeta, TICK_STREAM, TaskId, Tuple, TupleError,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use squall_topology::driver::SpoutObserver;
+use squall_topology::{TaskId, TaskStatus};
 
 use crate::histogram::{Histogram, quantile_us};
 use crate::inbox::QueueStats;
@@ -112,6 +113,9 @@ pub struct ComponentMetrics {
     pub queue_peak: usize,
     /// The capacity of each of its executors' input queues, in tuples.
     pub queue_capacity: usize,
+    /// What each task reported about itself (`TopologyContext::status`), by `task-<id>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub status: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 /// The counters of every component of a topology.
@@ -145,6 +149,7 @@ impl TopologyMetrics {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MetricsRegistry {
     executors: Vec<(String, Arc<ExecutorStats>, Option<Arc<QueueStats>>)>,
+    statuses: Vec<(String, TaskId, TaskStatus)>,
 }
 
 impl MetricsRegistry {
@@ -152,8 +157,20 @@ impl MetricsRegistry {
         self.executors.push((component.to_owned(), stats, queue));
     }
 
+    /// Registers what a task reports about itself.
+    pub(crate) fn register_status(&mut self, component: &str, task: TaskId, status: TaskStatus) {
+        self.statuses.push((component.to_owned(), task, status));
+    }
+
     pub(crate) fn snapshot(&self) -> TopologyMetrics {
         let mut metrics = TopologyMetrics::default();
+        for (component, task, status) in &self.statuses {
+            let entries = status.snapshot();
+            if !entries.is_empty() {
+                let m = metrics.components.entry(component.clone()).or_default();
+                m.status.insert(format!("task-{task}"), entries);
+            }
+        }
         let mut latencies: BTreeMap<&str, (Vec<u64>, u64, u64)> = BTreeMap::new();
         for (component, stats, queue) in &self.executors {
             let m = metrics.components.entry(component.clone()).or_default();

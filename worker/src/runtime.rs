@@ -597,8 +597,10 @@ fn start(
             contexts: tasks
                 .iter()
                 .map(|t| {
-                    TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t)
-                        .with_topology_id(topology_id.clone())
+                    let context = TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t)
+                        .with_topology_id(topology_id.clone());
+                    metrics.register_status(&component_id, *t, context.status().clone());
+                    context
                 })
                 .collect(),
             router,
