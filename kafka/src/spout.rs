@@ -203,6 +203,7 @@ pub struct PartitionStatus {
 /// What a task keeps between calls.
 struct TaskState {
     consumer: Arc<BaseConsumer>,
+    bootstrap: String,
     group: String,
     topology_id: String,
     index: usize,
@@ -231,6 +232,8 @@ struct Assigned {
     starts: Vec<(String, i32, i64)>,
     /// The end offset of each owned partition.
     ends: Vec<(String, i32, i64)>,
+    /// Listed topics the cluster does not have.
+    missing: Vec<String>,
 }
 
 impl<T: TypedTuple> Spout for KafkaSpout<T> {
@@ -258,6 +261,7 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
         let now = Instant::now();
         self.task = Some(Box::new(TaskState {
             consumer: Arc::new(consumer),
+            bootstrap: self.config.bootstrap_servers.clone(),
             group,
             topology_id: ctx.topology_id().to_owned(),
             index: ctx.task_index(),
@@ -475,11 +479,19 @@ impl TaskState {
     }
 
     fn note_error(&mut self, e: &KafkaError) {
+        let text = format!(
+            "cannot read from Kafka at {}: {e}; is the broker running and the address right? retrying",
+            self.bootstrap
+        );
+        self.note(text);
+    }
+
+    /// Records a problem in the status and says it in the log: the first of a run, then about
+    /// once a minute of polling.
+    fn note(&mut self, text: String) {
         self.errors_in_a_row = self.errors_in_a_row.saturating_add(1);
-        let text = e.to_string();
-        // The first error of a run is said; then about once a minute of polling.
         if self.errors_in_a_row == 1 || self.errors_in_a_row.is_multiple_of(10_000) {
-            tracing::warn!(error = %text, group = %self.group, "kafka consumer error; retrying");
+            tracing::warn!(error = %text, group = %self.group, "kafka spout");
         }
         self.last_error = Some(text);
     }
@@ -505,6 +517,8 @@ impl TaskState {
                     partitions.insert(topic.name().to_owned(), topic.partitions().len() as i32);
                 }
             }
+            let missing: Vec<String> =
+                topics.names().into_iter().flatten().filter(|t| !partitions.contains_key(*t)).cloned().collect();
             let owned = assign::owned(&partitions, index, tasks);
             let new: Vec<(String, i32)> = owned.iter().filter(|p| !known.contains(p)).cloned().collect();
             let starts = first_positions(&consumer, &new, first_poll, &topology_id)?;
@@ -513,7 +527,7 @@ impl TaskState {
                 let (_, end) = consumer.fetch_watermarks(topic, *partition, CALL_TIMEOUT)?;
                 ends.push((topic.clone(), *partition, end));
             }
-            Ok(Assigned { owned, starts, ends })
+            Ok(Assigned { owned, starts, ends, missing })
         }));
     }
 
@@ -535,6 +549,16 @@ impl TaskState {
                 return;
             }
         };
+        if !assigned.missing.is_empty() {
+            let text = format!(
+                "topic {} does not exist on {}; create it (kafka-topics.sh --create) or check the name",
+                assigned.missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "),
+                self.bootstrap
+            );
+            self.note(text);
+        } else if self.last_error.as_deref().is_some_and(|e| e.starts_with("topic ")) {
+            self.last_error = None;
+        }
         let revoked: Vec<u32> = self
             .slot_of
             .iter()

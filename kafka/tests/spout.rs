@@ -189,7 +189,19 @@ async fn partitions_added_while_running_are_consumed_and_a_broker_restart_loses_
         .await;
 
     broker.stop();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let stopped = std::time::Instant::now();
+    // Meanwhile the spout's status says it cannot reach the broker.
+    wait_until("the outage in the spout's status", Duration::from_secs(30), || {
+        let metrics = cluster.metrics("growing").ok();
+        let spout = metrics.as_ref().and_then(|m| m.component("kafka").ok());
+        spout.is_some_and(|c| {
+            c.status.values().any(|s| {
+                s.get("last_error").and_then(|e| e.as_str()).is_some_and(|e| e.contains("cannot read from Kafka"))
+            })
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
     broker.restart().unwrap_or_else(|e| panic!("cannot restart kafka: {e}"));
     fill(&bootstrap, "growing", 4, 50).await;
     wait_until("every record after the restart", Duration::from_secs(60), || seen.lock().unwrap().times.len() == 800)
