@@ -375,3 +375,100 @@ fn orphaned_workers_stop_once_their_supervisor_and_zookeeper_are_gone() {
     assert_eq!(uptimes.len(), 2, "{logs}");
     assert!(uptimes.iter().all(|u| *u < 600), "uptime is not a duration: {uptimes:?}");
 }
+
+/// Offsets processed per partition, over every log the Kafka test topology wrote.
+fn kafka_processed(sandbox: &ClusterSandbox) -> BTreeMap<i32, BTreeSet<i64>> {
+    let mut processed: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&sandbox.out).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("processed-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            if let (Some(Ok(p)), Some(Ok(o))) =
+                (parts.next().map(str::parse::<i32>), parts.next().map(str::parse::<i64>))
+            {
+                processed.entry(p).or_default().insert(o);
+            }
+        }
+    }
+    processed
+}
+
+#[test]
+fn a_killed_kafka_spout_worker_loses_no_record_and_commits_reach_the_end() {
+    const PARTITIONS: i32 = 4;
+    const PER_PARTITION: i64 = 25_000;
+    let broker = squall_kafka::testing::KafkaBroker::start().unwrap_or_else(|e| panic!("cannot start kafka: {e}"));
+    broker.create_topic("events", PARTITIONS as usize).expect("topic");
+    let bootstrap = broker.bootstrap_servers();
+    fill_topic(&bootstrap, "events", PARTITIONS, PER_PARTITION);
+    let sandbox = ClusterSandbox::start_with(1, 2, 1, &[("SQUALL_TEST_KAFKA", bootstrap.as_str())]);
+    let topology = env!("CARGO_BIN_EXE_kafka_topology");
+    sandbox.cli_ok(&["submit", topology, "--name", "kafka", "-c", "topology.workers=2"]);
+    sandbox.wait_for("records flowing", Duration::from_secs(60), |s| {
+        kafka_processed(s).values().map(BTreeSet::len).sum::<usize>() > 5_000
+    });
+    // Kill -9 a worker running a spout task (each worker runs one of the two).
+    let victim = sandbox.worker_pids(0).values().next().copied().expect("a worker on supervisor 0");
+    kill9(victim);
+    sandbox.wait_for("every record processed after the kill", Duration::from_secs(120), |s| {
+        let processed = kafka_processed(s);
+        (0..PARTITIONS).all(|p| processed.get(&p).is_some_and(|o| o.len() as i64 == PER_PARTITION))
+    });
+    sandbox.wait_for("commits at the end offsets", Duration::from_secs(60), |_| {
+        committed_offsets(&bootstrap, "cluster", "events", PARTITIONS) == vec![PER_PARTITION; PARTITIONS as usize]
+    });
+    let processed = kafka_processed(&sandbox);
+    for p in 0..PARTITIONS {
+        let offsets = &processed[&p];
+        assert_eq!(offsets.first(), Some(&0));
+        assert_eq!(offsets.last(), Some(&(PER_PARTITION - 1)), "partition {p}");
+    }
+}
+
+/// Writes `per_partition` small records to each partition of `topic`.
+fn fill_topic(bootstrap: &str, topic: &str, partitions: i32, per_partition: i64) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("a producer");
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            let value = format!("{p}:{i}");
+            loop {
+                match producer.send(BaseRecord::<(), _>::to(topic).partition(p).payload(value.as_bytes())) {
+                    Ok(()) => break,
+                    Err((_, _)) => {
+                        producer.poll(Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+}
+
+/// The offsets `group` committed on each partition of `topic` (-1: none).
+fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("a consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let Ok(found) = consumer.committed_offsets(list, Duration::from_secs(10)) else { return Vec::new() };
+    (0..partitions)
+        .map(|p| match found.find_partition(topic, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}

@@ -480,7 +480,7 @@ impl TaskState {
 
     fn note_error(&mut self, e: &KafkaError) {
         let text = format!(
-            "cannot read from Kafka at {}: {e}; is the broker running and the address right? retrying",
+            "cannot read from Kafka at {}: {e}; retrying (if this lasts, check that a broker runs at that address)",
             self.bootstrap
         );
         self.note(text);
