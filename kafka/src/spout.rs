@@ -176,11 +176,19 @@ struct Partition {
     end: Option<i64>,
 }
 
+/// A record that failed: kept until it is acked, so its failures add up across retries.
 #[derive(Debug, Clone, Copy)]
 struct Retry {
     failures: u32,
-    ready_at: Instant,
+    /// When it may go again; `None` while it is out again (emitted, awaiting ack or fail).
+    ready_at: Option<Instant>,
     dead_letter: bool,
+}
+
+impl Retry {
+    fn is_due(&self, now: Instant) -> bool {
+        self.ready_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// The status of one partition, for metrics and `describe`.
@@ -347,10 +355,11 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
         let failures = p.retries.get(&id.offset).map_or(0, |r| r.failures).saturating_add(1);
         match config.retry.delay(failures) {
             Some(delay) => {
-                p.retries.insert(id.offset, Retry { failures, ready_at: Instant::now() + delay, dead_letter: false });
+                let ready_at = Some(Instant::now() + delay);
+                p.retries.insert(id.offset, Retry { failures, ready_at, dead_letter: false });
             }
             None if config.exhausted == Exhausted::DeadLetter => {
-                p.retries.insert(id.offset, Retry { failures, ready_at: Instant::now(), dead_letter: true });
+                p.retries.insert(id.offset, Retry { failures, ready_at: Some(Instant::now()), dead_letter: true });
             }
             None => {
                 tracing::warn!(topic = %p.topic, partition = p.partition, offset = id.offset, failures, "retries used up; acking the record");
@@ -392,12 +401,12 @@ fn emit_record<T: TypedTuple>(
         if p.offsets.is_done(offset) {
             return Ok(());
         }
-        match p.retries.get(&offset).copied() {
-            Some(retry) if retry.ready_at <= Instant::now() => {
-                p.retries.remove(&offset);
+        match p.retries.get_mut(&offset) {
+            Some(retry) if retry.is_due(Instant::now()) => {
+                retry.ready_at = None;
                 dead_letter = retry.dead_letter.then_some(retry.failures);
             }
-            // Failed, not yet due: the seek for it comes when it is.
+            // Failed and not yet due (the seek for it comes when it is), or out again.
             Some(_) => return Ok(()),
             // In flight.
             None if p.offsets.is_pending(offset) => return Ok(()),
@@ -434,12 +443,14 @@ fn emit_record<T: TypedTuple>(
         };
         out.emit_on(KafkaSpout::<T>::DEAD_LETTER, letter)?;
         p.offsets.acked(offset);
+        p.retries.remove(&offset);
         return Ok(());
     }
     match translate(&record) {
         None => {
             if tracked {
                 p.offsets.acked(offset);
+                p.retries.remove(&offset);
             }
         }
         Some(tuple) if tracked => {
@@ -469,7 +480,7 @@ impl TaskState {
                 partition: format!("{}-{}", p.topic, p.partition),
                 committed: p.offsets.committed(),
                 uncommitted: p.offsets.uncommitted(),
-                retries_pending: p.retries.len(),
+                retries_pending: p.retries.values().filter(|r| r.ready_at.is_some()).count(),
                 paused: p.paused,
                 lag: p.end.map(|end| (end - p.offsets.committed()).max(0)),
             })
@@ -627,7 +638,7 @@ impl TaskState {
     fn seek_ready_retries(&mut self) {
         let now = Instant::now();
         for p in self.slots.values_mut() {
-            let ready = p.retries.iter().find(|(_, r)| r.ready_at <= now).map(|(o, _)| *o);
+            let ready = p.retries.iter().find(|(_, r)| r.is_due(now)).map(|(o, _)| *o);
             match ready {
                 Some(offset) if !p.sought || offset < p.position => {
                     if let Err(e) = self.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO) {
@@ -650,7 +661,7 @@ impl TaskState {
         let max = config.max_uncommitted_offsets;
         for p in self.slots.values_mut() {
             let limit = p.offsets.committed().saturating_add(i64::try_from(max).unwrap_or(i64::MAX));
-            let retry_within = p.retries.iter().any(|(o, r)| r.ready_at <= now && *o < limit);
+            let retry_within = p.retries.iter().any(|(o, r)| r.is_due(now) && *o < limit);
             let pause = p.offsets.uncommitted() >= max && !retry_within;
             if pause == p.paused {
                 continue;

@@ -215,3 +215,116 @@ async fn partitions_added_while_running_are_consumed_and_a_broker_restart_loses_
     let seen = seen.lock().unwrap();
     assert!(seen.spout_tasks.values().all(|tasks| tasks.len() == 1), "{:?}", seen.spout_tasks);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_and_uncommitted_latest_start_where_they_say() {
+    let broker = broker();
+    broker.create_topic("times", 1).expect("topic");
+    let bootstrap = broker.bootstrap_servers();
+    fill(&bootstrap, "times", 1, 50).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fill(&bootstrap, "times", 1, 30).await;
+    let cluster = LocalCluster::new();
+
+    // TIMESTAMP: the first record at or after the time.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let config = spout_config(&broker, "times").with_group_id("by-time").with_first_poll(FirstPoll::Timestamp(since));
+    cluster.submit("by-time", &topology(config, 1, &seen, 0)).unwrap();
+    wait_until("the records after the time", Duration::from_secs(30), || seen.lock().unwrap().times.len() == 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill("by-time", Duration::ZERO).await.unwrap();
+    let offsets: Vec<i64> = seen.lock().unwrap().times.keys().map(|(_, o)| *o).collect();
+    assert_eq!(offsets, (50..80).collect::<Vec<_>>());
+
+    // UNCOMMITTED_LATEST: an earlier deployment's commit (here: `by-time` committed 80 in group
+    // `by-time`) is resumed from; without one, the end.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let config = spout_config(&broker, "times").with_group_id("fresh").with_first_poll(FirstPoll::UncommittedLatest);
+    cluster.submit("fresh", &topology(config, 1, &seen, 0)).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fill(&bootstrap, "times", 1, 5).await;
+    wait_until("the 5 new records", Duration::from_secs(30), || seen.lock().unwrap().times.len() == 5).await;
+    cluster.kill("fresh", Duration::ZERO).await.unwrap();
+    let offsets: Vec<i64> = seen.lock().unwrap().times.keys().map(|(_, o)| *o).collect();
+    assert_eq!(offsets, (80..85).collect::<Vec<_>>(), "no commit: from the end");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let config = spout_config(&broker, "times").with_group_id("by-time").with_first_poll(FirstPoll::UncommittedLatest);
+    cluster.submit("redeployed", &topology(config, 1, &seen, 0)).unwrap();
+    wait_until("the records after the earlier commit", Duration::from_secs(30), || {
+        seen.lock().unwrap().times.len() == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill("redeployed", Duration::ZERO).await.unwrap();
+    let offsets: Vec<i64> = seen.lock().unwrap().times.keys().map(|(_, o)| *o).collect();
+    assert_eq!(offsets, (80..85).collect::<Vec<_>>(), "an earlier deployment's commit: from there");
+}
+
+/// Fails every record whose offset is a multiple of ten; records the rest.
+#[derive(Clone, Bolt)]
+struct FailTens {
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Bolt for FailTens {
+    async fn execute(
+        &mut self,
+        input: Tuple,
+        _out: &mut BoltCollector<'_, Self>,
+    ) -> Result<(), squall::ComponentError> {
+        let record: squall_kafka::KafkaRecord = input.to()?;
+        if record.offset % 10 == 0 {
+            self.seen.lock().unwrap().failed += 1;
+            return Err("offsets that are multiples of ten always fail".into());
+        }
+        *self.seen.lock().unwrap().times.entry((record.partition, record.offset)).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_up_retries_go_to_the_dead_letter_stream_once_and_commits_move_on() {
+    let broker = broker();
+    broker.create_topic("poison", 2).expect("topic");
+    let bootstrap = broker.bootstrap_servers();
+    fill(&bootstrap, "poison", 2, 100).await;
+    let retry = RetryPolicy {
+        initial_delay: Duration::ZERO,
+        period: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_retries: Some(2),
+    };
+    for (name, exhausted) in [("dead-letters", Exhausted::DeadLetter), ("acked", Exhausted::Ack)] {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let letters = Arc::new(Mutex::new(Seen::default()));
+        let config = spout_config(&broker, "poison").with_group_id(name).with_retry(retry.clone(), exhausted);
+        let mut b = TopologyBuilder::new();
+        b.spout("kafka", KafkaSpout::new(config), 1);
+        b.bolt("work", FailTens { seen: seen.clone() }, 1).shuffle_grouping("kafka");
+        b.bolt("letters", common::LetterRecorder { seen: letters.clone() }, 1)
+            .shuffle_grouping(("kafka", KafkaSpout::<squall_kafka::KafkaRecord>::DEAD_LETTER.name()));
+        let cluster = LocalCluster::new();
+        cluster.submit(name, &b.build().unwrap()).unwrap();
+        wait_until("commits at the end", Duration::from_secs(60), || {
+            committed(&bootstrap, name, "poison", 2).iter().all(|(o, _)| *o == 100)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.kill(name, Duration::ZERO).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.times.len(), 180, "{name}: every other record processed");
+        assert_eq!(seen.failed, 20 * 3, "{name}: each poison record tried three times (two retries)");
+        let letters = letters.lock().unwrap();
+        match exhausted {
+            Exhausted::DeadLetter => {
+                let expected: Vec<(i32, i64)> =
+                    (0..2).flat_map(|p| (0..100).step_by(10).map(move |o| (p, o))).collect();
+                assert_eq!(letters.times.keys().copied().collect::<Vec<_>>(), expected);
+                assert!(letters.times.values().all(|n| *n == 1), "each dead letter once");
+            }
+            Exhausted::Ack => assert!(letters.times.is_empty()),
+        }
+    }
+}
