@@ -59,6 +59,19 @@ async fn every_record_is_processed_with_failures_and_commits_reach_the_end() {
         committed(&bootstrap, "exact", "events", PARTITIONS).iter().map(|(o, _)| *o).collect::<Vec<_>>() == ends
     })
     .await;
+    // Each task shows its partitions in its status: all 8 between the 4 tasks, none behind.
+    wait_until("every partition's lag at zero in the status", Duration::from_secs(30), || {
+        let Ok(metrics) = cluster.metrics("exact") else { return false };
+        let Ok(spout) = metrics.component("kafka") else { return false };
+        let partitions: Vec<&serde_json::Value> =
+            spout.status.values().filter_map(|s| s.get("partitions")?.as_array()).flatten().collect();
+        spout.status.len() == 4
+            && partitions.len() == PARTITIONS as usize
+            && partitions
+                .iter()
+                .all(|p| p["lag"] == 0 && p["committed"] == PER_PARTITION as i64 && p["uncommitted"] == 0)
+    })
+    .await;
     cluster.kill("exact", Duration::ZERO).await.unwrap();
     let seen = seen.lock().unwrap();
     assert!(seen.failed > 0, "the bolt failed some tuples");
