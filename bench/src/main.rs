@@ -15,6 +15,7 @@
 //! binary is that topology program.
 
 mod cluster;
+mod kafka;
 mod workloads;
 
 use std::process::ExitCode;
@@ -80,7 +81,11 @@ fn main() -> ExitCode {
         };
         return squall::main(move || build(&params));
     }
-    let result = if first == Some("cluster") { cluster::main(&argv) } else { local_main() };
+    let result = match first {
+        Some("cluster") => cluster::main(&argv),
+        Some("kafka") => kafka::main(&argv),
+        _ => local_main(),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
