@@ -45,7 +45,7 @@ struct Split;
 impl Bolt for Split {
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
         for word in input.str(0)?.split_whitespace() {
-            out.emit(Word { word: Str::new(&word.to_lowercase()) })?;
+            out.emit(Word { word: Str::new(word.to_lowercase()) })?;
         }
         Ok(())
     }

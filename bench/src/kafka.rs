@@ -5,34 +5,39 @@
 //! 1. starts a [`KafkaBroker`] (Kafka's jars, KRaft, free loopback ports) and creates a topic of
 //!    8 partitions;
 //! 2. fills it with 100-byte values from an rdkafka `BaseProducer` (`acks=1`, no idempotence,
-//!    large batches) — the fill rate is reported as `fill_records_per_sec`. By default it writes
-//!    3 M records per second of warm-up and measurement (plus 5 s of margin), at most 60 M;
+//!    large batches): `fill_records_per_sec`, a producer figure that involves no bolt. By
+//!    default it writes 3 M records per second of warm-up and measurement plus 5 s of margin, at
+//!    most 60 M (`--records` sets the count);
 //! 3. reads the topic from the start through [`KafkaSpout`] with 4 spout tasks into one counting
-//!    bolt (local mode, shuffle grouping) and measures the counted tuples per second after the
-//!    warm-up: first with the default translator ([`squall_kafka::KafkaRecord`]: topic,
-//!    partition, offset, key, value, timestamp, headers), then with a translator emitting only
-//!    the value. Without `--acking` the topology has no acker and the spout's guarantee is
-//!    [`Guarantee::NoGuarantee`] (nothing tracked); with it, one acker task,
-//!    `topology.max.spout.pending` per spout task, [`Guarantee::AtLeastOnce`], and the spout's
-//!    complete latency is reported. If the topic would run dry, the measurement stops early and
-//!    says so;
+//!    bolt (local mode, shuffle grouping) with the default translator
+//!    ([`squall_kafka::KafkaRecord`]: topic, partition, offset, key, value, timestamp, headers)
+//!    and measures the counted tuples per second over `--seconds` after `--warmup` seconds
+//!    (counted from the first tuple): `tuples_per_sec`. Without `--acking` the topology has no
+//!    acker and the spout's guarantee is [`Guarantee::NoGuarantee`] (nothing tracked); with it,
+//!    one acker task, `topology.max.spout.pending` (`--max-pending`, 5000) per spout task,
+//!    [`Guarantee::AtLeastOnce`], and the spout's complete latency is reported. Should the topic
+//!    run dry, the measurement stops early and says so (`measured_seconds`);
 //! 4. reads the same topic with Kafka's `org.apache.kafka.tools.ConsumerPerformance` (one Java
-//!    consumer, JVM options as `kafka-consumer-perf-test.sh` sets them) with a report every
-//!    second, and takes its steady rate the same way: the records of the intervals after the
-//!    warm-up over their duration (its own whole-run `nMsg.sec`, which counts the group join and
-//!    JIT warm-up, is reported too);
-//! 5. writes N tuples (100-byte values, from one spout task) through [`KafkaBolt`] (one task,
-//!    `acks=all`, idempotent) to a new 8-partition topic, timed from submission until the topic's
-//!    end offsets add up to N, then the same N records with Kafka's
+//!    consumer in a group, JVM options as `kafka-consumer-perf-test.sh` sets them) reporting
+//!    every second, and takes its steady rate the same way: the records of the reports after the
+//!    first `--warmup` ones over their duration (`java_consumer_records_per_sec`; `ratio` is
+//!    Squall's over it);
+//! 5. reads the topic again through the spout with a translator that emits only the value (one
+//!    field of bytes): `tuples_per_sec_value_only`, `ratio_value_only`;
+//! 6. writes N tuples (100-byte values, from one spout task, `--bolt-records`, by default 500 k
+//!    per second of `--seconds`) through [`KafkaBolt`] (one task, `acks=all`, idempotent) to a new
+//!    8-partition topic, timed from submission until the topic's end offsets add up to N
+//!    (`bolt_records_per_sec`), then the same N records with Kafka's
 //!    `org.apache.kafka.tools.ProducerPerformance` (`--record-size 100 --throughput -1`,
-//!    `acks=all enable.idempotence=true`) to another new topic, taking its final records/sec.
+//!    `acks=all enable.idempotence=true`, its final records/sec) to another new topic
+//!    (`java_producer_records_per_sec`, `bolt_ratio`).
 //!
-//! Each measurement runs alone beside the broker, which shares the machine's cores with it. The
-//! last line printed is one JSON object: `tuples_per_sec`, `java_consumer_records_per_sec` and
-//! their `ratio`, the same for the value-only translator, `bolt_records_per_sec`,
-//! `java_producer_records_per_sec` and `bolt_ratio`, `fill_records_per_sec`, `peak_rss_mb` (this
-//! process, for the whole run), `spout_peak_rss_mb` (during the default-translator run), the
-//! load average at the start, and with `--acking` the spout's complete latency.
+//! Each measurement runs alone beside the broker, which shares the machine's cores with it. For
+//! each read it also gives the CPU time per record of the reading process and the cores it and
+//! the broker used (`cpu_us_per_record`, `java_consumer_cpu_us_per_record`, …, from
+//! `/proc/<pid>/stat` over the measured window): other load on the machine shows there. The last
+//! line printed is the JSON object, with `peak_rss_mb` (this process over the whole run),
+//! `spout_peak_rss_mb` (during the default-translator read) and the allocator of the build.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -50,8 +55,8 @@ use squall::{BuildError, ComponentError, LocalCluster};
 use squall_kafka::testing::KafkaBroker;
 use squall_kafka::{FirstPoll, Guarantee, KafkaBolt, KafkaBoltConfig, KafkaSpout, KafkaSpoutConfig, Record};
 
-use crate::peak_rss_mb;
 use crate::workloads::PAYLOAD;
+use crate::{ALLOCATOR, peak_rss_mb};
 
 /// The topic the spout and the Java consumer read.
 const IN_TOPIC: &str = "bench-in";
@@ -154,16 +159,19 @@ pub fn main(argv: &[String]) -> anyhow::Result<ExitCode> {
         .map(|s| s.split_once('=').with_context(|| format!("--consumer-setting {s:?} is not key=value")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let loadavg = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next()?.parse::<f64>().ok());
-    let records = args
-        .records
-        .unwrap_or(((args.warmup + args.seconds + 5) * RECORDS_PER_SEC_ESTIMATE).min(MAX_RECORDS));
+    let records =
+        args.records.unwrap_or(((args.warmup + args.seconds + 5) * RECORDS_PER_SEC_ESTIMATE).min(MAX_RECORDS));
     let bolt_records = args.bolt_records.unwrap_or(args.seconds * BOLT_RECORDS_PER_SEC);
 
     eprintln!("starting a Kafka broker …");
     let broker = KafkaBroker::start().context("cannot start the Kafka broker (run scripts/setup first?)")?;
     let bootstrap = broker.bootstrap_servers();
     broker.create_topic(IN_TOPIC, args.partitions)?;
-    eprintln!("filling {IN_TOPIC} ({} partitions) with {records} records of {} bytes …", args.partitions, PAYLOAD.len());
+    eprintln!(
+        "filling {IN_TOPIC} ({} partitions) with {records} records of {} bytes …",
+        args.partitions,
+        PAYLOAD.len()
+    );
     let fill_rate = fill(&bootstrap, IN_TOPIC, args.partitions, records)?;
     eprintln!("filled at {:.2} M records/s", fill_rate / 1e6);
 
@@ -191,7 +199,8 @@ pub fn main(argv: &[String]) -> anyhow::Result<ExitCode> {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     eprintln!("squall: KafkaSpout ({} tasks), default translator …", args.spout_tasks);
     let spout = KafkaSpout::new(spout_config.clone().with_group_id("squall-bench-default"));
-    let default_run = runtime.block_on(measure_spout(&cluster, "kafka-default", &args, records, broker.pid(), spout))?;
+    let default_run =
+        runtime.block_on(measure_spout(&cluster, "kafka-default", &args, records, broker.pid(), spout))?;
     let spout_peak_rss = peak_rss_mb()?;
 
     let java_consumer = if args.no_java {
@@ -237,6 +246,7 @@ pub fn main(argv: &[String]) -> anyhow::Result<ExitCode> {
     let mut result = serde_json::json!({
         "workload": "kafka",
         "acking": args.acking,
+        "allocator": ALLOCATOR,
         "partitions": args.partitions,
         "spout_tasks": args.spout_tasks,
         "records": records,
@@ -244,7 +254,6 @@ pub fn main(argv: &[String]) -> anyhow::Result<ExitCode> {
         "tuples_per_sec": default_run.rate.round(),
         "measured_seconds": default_run.seconds,
         "java_consumer_records_per_sec": java_rate.map(f64::round),
-        "java_consumer_whole_run_records_per_sec": java_consumer.as_ref().and_then(|j| j.whole_run).map(f64::round),
         "ratio": ratio(default_run.rate, java_rate),
         "tuples_per_sec_value_only": value_only_run.as_ref().map(|r| r.rate.round()),
         "ratio_value_only": value_only_run.as_ref().and_then(|r| ratio(r.rate, java_rate)),
@@ -301,10 +310,10 @@ impl ProducerContext for FillContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                *self.first_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-            }
+        if let Err((e, _)) = result
+            && self.failed.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            *self.first_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         }
     }
 }
@@ -439,14 +448,20 @@ async fn measure_spout<T: TypedTuple>(
         let left = records.saturating_sub(now.1);
         // The count trails what the spout polled by what sits in queues and unpublished steps.
         if left < 200_000 {
-            eprintln!("  the topic ran dry: measured {:.1} s (fill more with --records)", (end.0 - start.0).as_secs_f64());
+            eprintln!(
+                "  the topic ran dry: measured {:.1} s (fill more with --records)",
+                (end.0 - start.0).as_secs_f64()
+            );
             break;
         }
         eprintln!("{:>6.2} M tuples/s", rate / 1e6);
         end = now;
         cpu_end = CpuSample::take(None, broker);
         if (left as f64) < rate * 1.2 {
-            eprintln!("  the topic is nearly read: measured {:.1} s (fill more with --records)", (end.0 - start.0).as_secs_f64());
+            eprintln!(
+                "  the topic is nearly read: measured {:.1} s (fill more with --records)",
+                (end.0 - start.0).as_secs_f64()
+            );
             break;
         }
     }
@@ -466,8 +481,6 @@ async fn measure_spout<T: TypedTuple>(
 struct JavaConsumer {
     /// Records per second over the reports after the warm-up.
     steady: f64,
-    /// Its own summary's `nMsg.sec`, if it printed one.
-    whole_run: Option<f64>,
     /// CPU use over the reports after the warm-up, when it could be read.
     cpu: Option<Cpu>,
 }
@@ -505,13 +518,12 @@ fn java_consumer(broker: &KafkaBroker, records: u64, warmup: u64) -> anyhow::Res
         Cpu::between(from, lines[last].1, records)
     });
     eprintln!("{:>6.2} M records/s steady{}", parsed.steady / 1e6, cpu.map(|c| c.describe()).unwrap_or_default());
-    Ok(JavaConsumer { steady: parsed.steady, whole_run: parsed.whole_run, cpu })
+    Ok(JavaConsumer { steady: parsed.steady, cpu })
 }
 
 /// ConsumerPerformance's figures.
 struct ConsumerReports {
     steady: f64,
-    whole_run: Option<f64>,
     /// The line of the first and of the last report measured, and the records between.
     window: Option<(usize, usize, f64)>,
 }
@@ -559,7 +571,7 @@ fn parse_consumer_performance(lines: &[&str], warmup: usize) -> anyhow::Result<C
         // Too short for reports past the warm-up: its whole-run figure is all there is.
         whole_run.context("no report after the warm-up and no summary")?
     };
-    Ok(ConsumerReports { steady, whole_run, window })
+    Ok(ConsumerReports { steady, window })
 }
 
 /// CPU time so far, in clock ticks, of a process and of the broker.
@@ -738,11 +750,8 @@ fn java_producer(broker: &KafkaBroker, records: u64) -> anyhow::Result<f64> {
 /// The records/sec of ProducerPerformance's final line (`N records sent, R records/sec (…), …
 /// 50th, …`).
 fn parse_producer_performance(stdout: &str) -> anyhow::Result<f64> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.contains(" records sent, ") && l.contains("50th"))
-        .context("no final line")?;
+    let line =
+        stdout.lines().rev().find(|l| l.contains(" records sent, ") && l.contains("50th")).context("no final line")?;
     let rate = line.split(", ").find_map(|part| Some(part.split_once(" records/sec")?.0)).context("no records/sec")?;
     Ok(rate.trim().parse()?)
 }
@@ -761,7 +770,6 @@ mod tests {
         let parsed = parse_consumer_performance(&lines, 1).unwrap();
         // 200 k in 1 s, then 400 k in 1 s.
         assert!((parsed.steady - 300_000.0).abs() < 1e-6, "{}", parsed.steady);
-        assert_eq!(parsed.whole_run, None);
         assert_eq!(parsed.window, Some((2, 3, 600_000.0)));
     }
 

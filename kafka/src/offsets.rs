@@ -40,10 +40,16 @@ impl OffsetManager {
             return;
         }
         // Its ack may have come first (zero ackers ack during the emit).
-        if !self.is_done(offset) {
+        if self.is_new(offset) || !self.is_done(offset) {
             self.pending.insert(offset);
         }
         self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
+    }
+
+    /// Whether `offset` is past everything emitted, acked and committed: neither done nor in
+    /// flight (the usual case for a polled record, answered without a lookup).
+    pub fn is_new(&self, offset: i64) -> bool {
+        offset >= self.done_below && self.highest_emitted.is_none_or(|h| offset > h)
     }
 
     /// Records that `offset` was processed. An ack that comes before its emit was recorded
@@ -203,6 +209,7 @@ mod tests {
             m.acked(o);
         }
         assert_eq!((m.pending_count(), m.acked_out_of_order()), (0, 0), "nothing kept for in-order acks");
+        assert!(m.is_new(100_000) && !m.is_new(99_999));
         assert_eq!(m.next_commit(), Some(100_000));
         assert!(m.is_done(99_999) && !m.is_done(100_000));
         // 100_000 fails (stays pending); later ones are acked and wait above it.
@@ -215,6 +222,7 @@ mod tests {
         assert_eq!((m.pending_count(), m.acked_out_of_order()), (1, 9));
         assert_eq!(m.next_commit(), Some(100_000));
         assert!(m.is_done(100_005) && !m.is_done(100_000) && m.is_pending(100_000));
+        assert!(!m.is_new(100_000) && !m.is_new(100_009) && m.is_new(100_010));
         // Its replay is acked: everything up to 100_009 is done.
         m.emitted(100_000);
         m.acked(100_000);

@@ -401,7 +401,15 @@ fn emit_record<T: TypedTuple>(
     p.position = p.position.max(offset + 1);
     let tracked = config.guarantee == Guarantee::AtLeastOnce;
     let mut dead_letter = None;
-    if tracked {
+    if tracked && p.offsets.is_new(offset) {
+        // The usual case, a record never seen: not done, not in flight, not failed.
+        if p.offsets.uncommitted() >= config.max_uncommitted_offsets && p.offsets.highest_emitted().is_some() {
+            // At the limit: this record waits; read it again once the partition resumes.
+            let _ = task.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO);
+            p.position = offset;
+            return Ok(());
+        }
+    } else if tracked {
         if p.offsets.is_done(offset) {
             return Ok(());
         }
