@@ -13,8 +13,31 @@
 //! real ZooKeeper, and in this process a Nimbus and a supervisor with two slots, which start
 //! this binary twice in `worker` mode (see [`cluster`]). Given `worker …` or `--describe`, this
 //! binary is that topology program.
+//!
+//! `kafka [--seconds N] [--acking]` starts a real Kafka broker and measures the Kafka spout (4
+//! tasks reading an 8-partition topic of 100-byte records into a counting bolt) beside Kafka's
+//! own Java consumer (`ConsumerPerformance`), and the Kafka bolt beside Kafka's
+//! `ProducerPerformance`, in the same run (see [`kafka`]).
+//!
+//! The binary uses the system allocator. Built with `--features mimalloc` it uses mimalloc for
+//! Rust's allocations; with `--features mimalloc-override`, mimalloc replaces `malloc` for the
+//! whole process, librdkafka included. The kafka workload's JSON says which (`allocator`).
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator this build uses, as the JSON results name it.
+pub(crate) const ALLOCATOR: &str = if cfg!(feature = "mimalloc-override") {
+    "mimalloc-override"
+} else if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
 
 mod cluster;
+mod kafka;
 mod workloads;
 
 use std::process::ExitCode;
@@ -80,7 +103,11 @@ fn main() -> ExitCode {
         };
         return squall::main(move || build(&params));
     }
-    let result = if first == Some("cluster") { cluster::main(&argv) } else { local_main() };
+    let result = match first {
+        Some("cluster") => cluster::main(&argv),
+        Some("kafka") => kafka::main(&argv),
+        _ => local_main(),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -12,7 +12,8 @@ use rustc_hash::FxBuildHasher;
 use squall::prelude::*;
 use squall::{BuildError, ComponentError};
 
-const PAYLOAD: &str =
+/// The 100-byte string of const-null (and the Kafka benchmark's record value).
+pub const PAYLOAD: &str =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyzAB";
 
 const SENTENCES: [&str; 10] = [

@@ -4,14 +4,21 @@
 use std::collections::BTreeSet;
 
 /// The offsets of one partition between the committed offset and the newest emitted one.
+///
+/// Below the lowest pending offset, everything was acked or never emitted (Kafka delivers a
+/// partition in order, and failed offsets stay pending until acked), so acks there only move a
+/// watermark: the sets hold what is in flight and the acks that came out of order, not every
+/// offset acked since the last commit.
 #[derive(Debug, Clone, Default)]
 pub struct OffsetManager {
     /// The next offset to consume as of the last commit (Kafka's committed offset).
     committed: i64,
     /// Emitted and not yet acked.
     pending: BTreeSet<i64>,
-    /// Acked and not yet committed.
+    /// Acked, not yet committed, and above the lowest pending offset.
     acked: BTreeSet<i64>,
+    /// Every offset from `committed` up to here (excluded) was acked or never emitted.
+    done_below: i64,
     /// The highest offset ever emitted, if any.
     highest_emitted: Option<i64>,
 }
@@ -19,7 +26,7 @@ pub struct OffsetManager {
 impl OffsetManager {
     /// A partition whose consumption starts (or resumes) at `committed`.
     pub fn new(committed: i64) -> Self {
-        OffsetManager { committed, ..OffsetManager::default() }
+        OffsetManager { committed, done_below: committed, ..OffsetManager::default() }
     }
 
     /// The committed offset: the next one a restarted consumer reads.
@@ -33,10 +40,16 @@ impl OffsetManager {
             return;
         }
         // Its ack may have come first (zero ackers ack during the emit).
-        if !self.acked.contains(&offset) {
+        if self.is_new(offset) || !self.is_done(offset) {
             self.pending.insert(offset);
         }
         self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
+    }
+
+    /// Whether `offset` is past everything emitted, acked and committed: neither done nor in
+    /// flight (the usual case for a polled record, answered without a lookup).
+    pub fn is_new(&self, offset: i64) -> bool {
+        offset >= self.done_below && self.highest_emitted.is_none_or(|h| offset > h)
     }
 
     /// Records that `offset` was processed. An ack that comes before its emit was recorded
@@ -46,8 +59,20 @@ impl OffsetManager {
             return;
         }
         self.pending.remove(&offset);
-        self.acked.insert(offset);
         self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
+        let lowest_pending = self.pending.first().copied().unwrap_or(i64::MAX);
+        if offset < lowest_pending {
+            self.done_below = self.done_below.max(offset + 1);
+        } else if offset >= self.done_below {
+            self.acked.insert(offset);
+        }
+        // Acks that waited above a pending offset now acked.
+        while let Some(&first) = self.acked.first()
+            && first < lowest_pending
+        {
+            self.done_below = self.done_below.max(first + 1);
+            self.acked.pop_first();
+        }
     }
 
     /// Whether `offset` was emitted and neither acked nor committed.
@@ -57,7 +82,7 @@ impl OffsetManager {
 
     /// Whether `offset` needs no emit: it was acked or is below the committed offset.
     pub fn is_done(&self, offset: i64) -> bool {
-        offset < self.committed || self.acked.contains(&offset)
+        offset < self.done_below || self.acked.contains(&offset)
     }
 
     /// The offset to commit now: one past the highest offset up to which everything is acked,
@@ -65,11 +90,9 @@ impl OffsetManager {
     /// so an offset skipped below an emitted one does not exist) do not hold the walk up.
     /// `None` when it would not move.
     pub fn next_commit(&self) -> Option<i64> {
-        // Below the lowest pending offset, every offset was acked or never emitted.
-        let next = match self.pending.first() {
-            Some(lowest_pending) => *lowest_pending,
-            None => self.acked.last()? + 1,
-        };
+        // Below the lowest pending offset, every offset was acked or never emitted; with none
+        // pending, every acked offset is below the watermark.
+        let next = self.pending.first().copied().unwrap_or(self.done_below);
         (next > self.committed).then_some(next)
     }
 
@@ -79,6 +102,7 @@ impl OffsetManager {
             return;
         }
         self.committed = offset;
+        self.done_below = self.done_below.max(offset);
         self.acked = self.acked.split_off(&offset);
         self.pending = self.pending.split_off(&offset);
     }
@@ -94,6 +118,11 @@ impl OffsetManager {
     /// Emitted offsets awaiting their ack.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Acked offsets kept because an earlier one is still pending.
+    pub fn acked_out_of_order(&self) -> usize {
+        self.acked.len()
     }
 
     /// The highest offset emitted (or acked), if any.
@@ -170,6 +199,38 @@ mod tests {
         m.emitted(0);
         m.acked(1);
         assert_eq!(m.next_commit(), Some(2));
+    }
+
+    #[test]
+    fn in_order_acks_keep_no_set_and_out_of_order_ones_wait_for_the_gap() {
+        let mut m = OffsetManager::new(0);
+        for o in 0..100_000 {
+            m.emitted(o);
+            m.acked(o);
+        }
+        assert_eq!((m.pending_count(), m.acked_out_of_order()), (0, 0), "nothing kept for in-order acks");
+        assert!(m.is_new(100_000) && !m.is_new(99_999));
+        assert_eq!(m.next_commit(), Some(100_000));
+        assert!(m.is_done(99_999) && !m.is_done(100_000));
+        // 100_000 fails (stays pending); later ones are acked and wait above it.
+        for o in 100_000..100_010 {
+            m.emitted(o);
+        }
+        for o in 100_001..100_010 {
+            m.acked(o);
+        }
+        assert_eq!((m.pending_count(), m.acked_out_of_order()), (1, 9));
+        assert_eq!(m.next_commit(), Some(100_000));
+        assert!(m.is_done(100_005) && !m.is_done(100_000) && m.is_pending(100_000));
+        assert!(!m.is_new(100_000) && !m.is_new(100_009) && m.is_new(100_010));
+        // Its replay is acked: everything up to 100_009 is done.
+        m.emitted(100_000);
+        m.acked(100_000);
+        assert_eq!((m.pending_count(), m.acked_out_of_order()), (0, 0));
+        assert_eq!(m.next_commit(), Some(100_010));
+        m.committed_to(100_010);
+        assert_eq!(m.next_commit(), None);
+        assert!(m.is_done(100_009) && !m.is_done(100_010));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 use squall::prelude::*;
 use squall::{ComponentError, OutputDeclarer, Outputs, Stream, TaskStatus, TypedTuple};
 use tokio::task::JoinHandle;
@@ -38,10 +39,17 @@ pub struct Record<'a> {
     pub value: Option<&'a [u8]>,
     /// Its timestamp, in unix milliseconds.
     pub timestamp: Option<i64>,
+    /// The topic as a shared string, made once per partition.
+    topic_name: &'a Str,
     message: &'a BorrowedMessage<'a>,
 }
 
 impl Record<'_> {
+    /// Its topic as a [`Str`]: cloning it copies no bytes (names over 23 bytes are shared).
+    pub fn topic_name(&self) -> Str {
+        self.topic_name.clone()
+    }
+
     /// Its headers, in order.
     pub fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
         self.message.headers().map(|h| h.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default()
@@ -71,7 +79,7 @@ impl KafkaRecord {
     /// The default translation of a record.
     pub fn of(record: &Record<'_>) -> KafkaRecord {
         KafkaRecord {
-            topic: Str::new(record.topic),
+            topic: record.topic_name(),
             partition: record.partition,
             offset: record.offset,
             key: record.key.map(Arc::from),
@@ -162,6 +170,8 @@ impl<T: TypedTuple> Outputs for KafkaSpout<T> {
 /// One owned partition's state.
 struct Partition {
     topic: Arc<str>,
+    /// `topic` as the tuples carry it.
+    topic_name: Str,
     partition: i32,
     offsets: OffsetManager,
     /// Failed offsets: failures so far, when they may go again, and whether to the dead
@@ -216,8 +226,11 @@ struct TaskState {
     topology_id: String,
     index: usize,
     tasks: usize,
-    slots: HashMap<u32, Partition>,
+    slots: FxHashMap<u32, Partition>,
     slot_of: HashMap<(Arc<str>, i32), u32>,
+    /// The partition of the last polled record and its slot: records come in runs per
+    /// partition, so most find their slot here without hashing the topic's name.
+    last_slot: Option<(Arc<str>, i32, u32)>,
     next_slot: u32,
     next_refresh: Instant,
     next_commit: Instant,
@@ -256,7 +269,11 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("client.id", format!("squall-{}-{}", ctx.component_id(), ctx.task_id()));
+            .set("client.id", format!("squall-{}-{}", ctx.component_id(), ctx.task_id()))
+            // Once a partition's local queue holds `queued.min.messages`, librdkafka postpones its
+            // next fetch by this much (1 s by default): a task reading faster than that many
+            // records per partition per second would wait with an empty queue.
+            .set("fetch.queue.backoff.ms", "10");
         for (key, value) in &self.config.consumer {
             client.set(key, value);
         }
@@ -274,8 +291,9 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             topology_id: ctx.topology_id().to_owned(),
             index: ctx.task_index(),
             tasks: ctx.this_component_tasks().len(),
-            slots: HashMap::new(),
+            slots: FxHashMap::default(),
             slot_of: HashMap::new(),
+            last_slot: None,
             next_slot: 0,
             next_refresh: now,
             next_commit: now + self.config.commit_period,
@@ -317,11 +335,10 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
                 }
                 Some(Ok(message)) => {
                     task.errors_in_a_row = 0;
-                    task.last_error = None;
-                    let Some(slot) = task.slot_of.get(&(Arc::from(message.topic()), message.partition())).copied()
-                    else {
-                        continue;
-                    };
+                    if task.last_error.is_some() {
+                        task.last_error = None;
+                    }
+                    let Some(slot) = task.slot_for(message.topic(), message.partition()) else { continue };
                     if config.guarantee == Guarantee::AtMostOnce {
                         polled.push((slot, message.offset()));
                     }
@@ -397,7 +414,15 @@ fn emit_record<T: TypedTuple>(
     p.position = p.position.max(offset + 1);
     let tracked = config.guarantee == Guarantee::AtLeastOnce;
     let mut dead_letter = None;
-    if tracked {
+    if tracked && p.offsets.is_new(offset) {
+        // The usual case, a record never seen: not done, not in flight, not failed.
+        if p.offsets.uncommitted() >= config.max_uncommitted_offsets && p.offsets.highest_emitted().is_some() {
+            // At the limit: this record waits; read it again once the partition resumes.
+            let _ = task.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO);
+            p.position = offset;
+            return Ok(());
+        }
+    } else if tracked {
         if p.offsets.is_done(offset) {
             return Ok(());
         }
@@ -423,18 +448,19 @@ fn emit_record<T: TypedTuple>(
         }
     }
     let record = Record {
-        topic: message.topic(),
-        partition: message.partition(),
+        topic: &p.topic,
+        partition: p.partition,
         offset,
         key: message.key(),
         value: message.payload(),
         timestamp: message.timestamp().to_millis(),
+        topic_name: &p.topic_name,
         message,
     };
     let id = KafkaMsgId { slot, offset };
     if let Some(failures) = dead_letter {
         let letter = DeadLetter {
-            topic: Str::new(record.topic),
+            topic: record.topic_name(),
             partition: record.partition,
             offset,
             key: record.key.map(Arc::from),
@@ -463,6 +489,19 @@ fn emit_record<T: TypedTuple>(
 }
 
 impl TaskState {
+    /// The slot of an owned partition.
+    fn slot_for(&mut self, topic: &str, partition: i32) -> Option<u32> {
+        if let Some((last_topic, last_partition, slot)) = &self.last_slot
+            && *last_partition == partition
+            && **last_topic == *topic
+        {
+            return Some(*slot);
+        }
+        let (topic, slot) = self.slot_of.get_key_value(&(Arc::from(topic), partition)).map(|((t, _), s)| (t, *s))?;
+        self.last_slot = Some((topic.clone(), partition, slot));
+        Some(slot)
+    }
+
     /// Shows this task's partitions and last error in its metrics and `squall describe`.
     fn report(&self) {
         self.board.set("partitions", self.status());
@@ -577,6 +616,7 @@ impl TaskState {
             .map(|(_, slot)| *slot)
             .collect();
         if !revoked.is_empty() {
+            self.last_slot = None;
             self.commit_now(config).await;
             let mut list = TopicPartitionList::new();
             for slot in revoked {
@@ -621,6 +661,7 @@ impl TaskState {
             self.slots.insert(
                 slot,
                 Partition {
+                    topic_name: Str::new(&*topic),
                     topic,
                     partition,
                     offsets: OffsetManager::new(start),

@@ -193,6 +193,11 @@ impl KafkaBroker {
         self.port
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The broker's log file (its stdout and stderr, appended across restarts).
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("kafka.log")
@@ -283,15 +288,24 @@ impl KafkaBroker {
         format!("{}/*", self.libs.display())
     }
 
+    /// A command that runs the main class `class` of Kafka's jars (such as
+    /// `org.apache.kafka.tools.ConsumerPerformance`) with the java and the jars this broker
+    /// runs with, logging warnings and errors on stderr. `jvm_options` go before the class;
+    /// add the tool's own arguments to the command.
+    pub fn java_command(&self, jvm_options: &[&str], class: &str) -> Command {
+        let mut command = Command::new(&self.java);
+        command
+            .args(jvm_options)
+            .arg(format!("-Dlog4j2.configurationFile={}", self.dir.path().join("tools-log4j2.properties").display()))
+            .args(["-cp", &self.classpath(), class]);
+        command
+    }
+
     /// Runs one of Kafka's command-line tools against this broker's files or port, returning
     /// its stdout.
     fn run_tool(&self, tool: &'static str, what: String, args: &[&str]) -> Result<String, KafkaBrokerError> {
-        let mut command = Command::new(&self.java);
         // A short-lived tool starts faster with the quick compiler only and a small heap.
-        command
-            .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
-            .arg(format!("-Dlog4j2.configurationFile={}", self.dir.path().join("tools-log4j2.properties").display()))
-            .args(["-cp", &self.classpath(), tool]);
+        let mut command = self.java_command(&["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"], tool);
         if tool == TOPIC_COMMAND {
             command.args(["--bootstrap-server", &self.bootstrap_servers()]);
         }

@@ -152,6 +152,8 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
         quote!(values.push(#value);)
     });
     let values_binding = if fields.is_empty() { quote!(values) } else { quote!(mut values) };
+    // Sized once: past the inline capacity, growing push by push would reallocate.
+    let arity = Literal::usize_unsuffixed(fields.len());
 
     let from_values = fields.iter().enumerate().map(|(i, f)| {
         let (field, ty, name) = (f.ident, f.ty, &f.name);
@@ -188,7 +190,7 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
                 }
 
                 fn into_values(self) -> #private::Values {
-                    let #values_binding = #private::Values::new();
+                    let #values_binding = #private::Values::with_capacity(#arity);
                     #(#into_values)*
                     values
                 }

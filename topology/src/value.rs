@@ -79,7 +79,15 @@ impl Value {
     /// A map of the given entries: `Value::map([("red", 1u64), ("blue", 2)])`. A key given twice
     /// keeps its last value.
     pub fn map<K: IntoValue, V: IntoValue>(entries: impl IntoIterator<Item = (K, V)>) -> Value {
-        Value::Map(Arc::new(entries.into_iter().map(|(k, v)| (k.into_value(), v.into_value())).collect()))
+        let map: ValueMap = entries.into_iter().map(|(k, v)| (k.into_value(), v.into_value())).collect();
+        if map.is_empty() {
+            // Shared: an empty map (a Kafka record without headers, say) allocates nothing.
+            thread_local! {
+                static EMPTY: Arc<ValueMap> = Arc::new(ValueMap::new());
+            }
+            return Value::Map(EMPTY.with(Arc::clone));
+        }
+        Value::Map(Arc::new(map))
     }
 
     /// The name of this value's type, for error messages.
