@@ -6,6 +6,7 @@
 pub mod assign;
 pub mod bolt;
 pub mod config;
+mod fetch;
 pub mod offsets;
 pub mod retry;
 pub mod spout;

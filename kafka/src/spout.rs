@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::assign;
 use crate::config::{Exhausted, FirstPoll, Guarantee, KafkaSpoutConfig, Topics};
+use crate::fetch::{FetchQueue, Fetched};
 use crate::offsets::OffsetManager;
 
 /// How long a blocking librdkafka call (metadata, committed offsets, a commit) may take.
@@ -41,7 +42,14 @@ pub struct Record<'a> {
     pub timestamp: Option<i64>,
     /// The topic as a shared string, made once per partition.
     topic_name: &'a Str,
-    message: &'a BorrowedMessage<'a>,
+    source: Source<'a>,
+}
+
+/// Where a record's headers are read from, only when the translator asks.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    Polled(&'a BorrowedMessage<'a>),
+    Fetched(&'a Fetched),
 }
 
 impl Record<'_> {
@@ -52,7 +60,12 @@ impl Record<'_> {
 
     /// Its headers, in order.
     pub fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
-        self.message.headers().map(|h| h.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default()
+        match self.source {
+            Source::Polled(message) => {
+                message.headers().map(|h| h.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default()
+            }
+            Source::Fetched(message) => message.headers(),
+        }
     }
 }
 
@@ -182,6 +195,9 @@ struct Partition {
     paused: bool,
     /// The next offset polling returns (what was polled last, plus one).
     position: i64,
+    /// The batch ([`TaskState::batch`]) in which a record over the uncommitted limit made us
+    /// seek back: its later records of this partition were taken already and are skipped.
+    sought_in_batch: Option<u64>,
     /// The partition's end offset at the last refresh.
     end: Option<i64>,
 }
@@ -221,6 +237,14 @@ pub struct PartitionStatus {
 /// What a task keeps between calls.
 struct TaskState {
     consumer: Arc<BaseConsumer>,
+    /// Where the owned partitions' records arrive; taken out while it is drained.
+    fetch: Option<FetchQueue>,
+    /// Slots by librdkafka's topic handle and partition, for fetched records; cleared whenever
+    /// partitions are revoked (a handle may then go away and its address be reused).
+    fetched_slot: FxHashMap<(usize, i32), u32>,
+    /// Counts the batches of records taken, from the consumer's queue or the fetch queue.
+    batch: u64,
+    last_fetched: Option<((usize, i32), u32)>,
     bootstrap: String,
     group: String,
     topology_id: String,
@@ -284,8 +308,13 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             ))
         })?;
         let now = Instant::now();
+        let consumer = Arc::new(consumer);
         self.task = Some(Box::new(TaskState {
-            consumer: Arc::new(consumer),
+            fetch: Some(FetchQueue::new(consumer.clone())),
+            fetched_slot: FxHashMap::default(),
+            batch: 0,
+            last_fetched: None,
+            consumer,
             bootstrap: self.config.bootstrap_servers.clone(),
             group,
             topology_id: ctx.topology_id().to_owned(),
@@ -325,8 +354,11 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             task.start_commit(&config);
         }
         let mut polled = Vec::new();
+        // The consumer's own queue: commit results and errors, and records of a partition not
+        // yet routed to the fetch queue.
         let consumer = task.consumer.clone();
-        for _ in 0..config.max_poll_records {
+        let mut budget = config.max_poll_records;
+        while budget > 0 {
             match consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Err(e)) => {
@@ -334,18 +366,52 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
                     break;
                 }
                 Some(Ok(message)) => {
-                    task.errors_in_a_row = 0;
-                    if task.last_error.is_some() {
-                        task.last_error = None;
-                    }
+                    budget -= 1;
+                    // A batch of one: librdkafka drops what a seek made stale from its queue.
+                    task.batch += 1;
+                    task.polled_fine();
                     let Some(slot) = task.slot_for(message.topic(), message.partition()) else { continue };
                     if config.guarantee == Guarantee::AtMostOnce {
                         polled.push((slot, message.offset()));
                     }
-                    emit_record(task, &config, &self.translate, out, slot, &message)?;
+                    let record = RecordParts {
+                        offset: message.offset(),
+                        key: message.key(),
+                        value: message.payload(),
+                        timestamp: message.timestamp().to_millis(),
+                        source: Source::Polled(&message),
+                    };
+                    emit_record(task, &config, &self.translate, out, slot, record)?;
                 }
             }
         }
+        let Some(mut fetch) = task.fetch.take() else { return Ok(()) };
+        task.batch += 1;
+        let mut failed = Ok(());
+        fetch.drain(budget, |message| {
+            if failed.is_err() {
+                return;
+            }
+            if let Some(e) = message.error() {
+                task.note_error(&e);
+                return;
+            }
+            task.polled_fine();
+            let Some(slot) = task.fetched_slot_for(message) else { return };
+            if config.guarantee == Guarantee::AtMostOnce {
+                polled.push((slot, message.offset()));
+            }
+            let record = RecordParts {
+                offset: message.offset(),
+                key: message.key(),
+                value: message.payload(),
+                timestamp: message.timestamp(),
+                source: Source::Fetched(message),
+            };
+            failed = emit_record(task, &config, &self.translate, out, slot, record);
+        });
+        task.fetch = Some(fetch);
+        failed?;
         if config.guarantee == Guarantee::AtMostOnce && !polled.is_empty() {
             // Storm's at-most-once commits before emitting; the emits above are buffered in the
             // router until this call returns, so committing here still comes first.
@@ -401,16 +467,29 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
 }
 
 /// Emits one polled record, or skips it when it needs no emit.
+/// What `emit_record` needs of a polled or fetched record.
+struct RecordParts<'a> {
+    offset: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    timestamp: Option<i64>,
+    source: Source<'a>,
+}
+
 fn emit_record<T: TypedTuple>(
     task: &mut TaskState,
     config: &KafkaSpoutConfig,
     translate: &Translator<T>,
     out: &mut SpoutCollector<'_, KafkaSpout<T>>,
     slot: u32,
-    message: &BorrowedMessage<'_>,
+    message: RecordParts<'_>,
 ) -> Result<(), ComponentError> {
     let Some(p) = task.slots.get_mut(&slot) else { return Ok(()) };
-    let offset = message.offset();
+    if p.sought_in_batch == Some(task.batch) {
+        // Sought back within this batch: the rest of it for this partition comes again.
+        return Ok(());
+    }
+    let offset = message.offset;
     p.position = p.position.max(offset + 1);
     let tracked = config.guarantee == Guarantee::AtLeastOnce;
     let mut dead_letter = None;
@@ -420,6 +499,7 @@ fn emit_record<T: TypedTuple>(
             // At the limit: this record waits; read it again once the partition resumes.
             let _ = task.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO);
             p.position = offset;
+            p.sought_in_batch = Some(task.batch);
             return Ok(());
         }
     } else if tracked {
@@ -442,6 +522,7 @@ fn emit_record<T: TypedTuple>(
                     // At the limit: this record waits; read it again once the partition resumes.
                     let _ = task.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO);
                     p.position = offset;
+                    p.sought_in_batch = Some(task.batch);
                     return Ok(());
                 }
             }
@@ -451,11 +532,11 @@ fn emit_record<T: TypedTuple>(
         topic: &p.topic,
         partition: p.partition,
         offset,
-        key: message.key(),
-        value: message.payload(),
-        timestamp: message.timestamp().to_millis(),
+        key: message.key,
+        value: message.value,
+        timestamp: message.timestamp,
         topic_name: &p.topic_name,
-        message,
+        source: message.source,
     };
     let id = KafkaMsgId { slot, offset };
     if let Some(failures) = dead_letter {
@@ -489,6 +570,35 @@ fn emit_record<T: TypedTuple>(
 }
 
 impl TaskState {
+    /// A record arrived: the consumer works, whatever failed before.
+    fn polled_fine(&mut self) {
+        self.errors_in_a_row = 0;
+        if self.last_error.is_some() {
+            self.last_error = None;
+        }
+    }
+
+    /// The slot of an owned partition's fetched record.
+    fn fetched_slot_for(&mut self, message: &Fetched) -> Option<u32> {
+        let key = (message.topic_key(), message.partition());
+        // Records come in runs per partition.
+        if let Some((last, slot)) = self.last_fetched
+            && last == key
+        {
+            return Some(slot);
+        }
+        let slot = match self.fetched_slot.get(&key) {
+            Some(slot) => *slot,
+            None => {
+                let slot = self.slot_for(message.topic(), message.partition())?;
+                self.fetched_slot.insert(key, slot);
+                slot
+            }
+        };
+        self.last_fetched = Some((key, slot));
+        Some(slot)
+    }
+
     /// The slot of an owned partition.
     fn slot_for(&mut self, topic: &str, partition: i32) -> Option<u32> {
         if let Some((last_topic, last_partition, slot)) = &self.last_slot
@@ -617,6 +727,8 @@ impl TaskState {
             .collect();
         if !revoked.is_empty() {
             self.last_slot = None;
+            self.fetched_slot.clear();
+            self.last_fetched = None;
             self.commit_now(config).await;
             let mut list = TopicPartitionList::new();
             for slot in revoked {
@@ -642,6 +754,16 @@ impl TaskState {
         }
         let mut list = TopicPartitionList::new();
         for (topic, partition, start) in &assigned.starts {
+            // Routed before it is assigned, so no record of it reaches the consumer's queue.
+            if let Some(fetch) = &self.fetch
+                && !fetch.route(topic, *partition)
+            {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "kafka partition not routed to the fetch queue; polling it one by one"
+                );
+            }
             if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*start)) {
                 self.note_error(&e);
                 return;
@@ -669,6 +791,7 @@ impl TaskState {
                     sought: false,
                     paused: false,
                     position: start,
+                    sought_in_batch: None,
                     end,
                 },
             );
