@@ -40,7 +40,9 @@
 //! the broker used (`cpu_us_per_record`, `java_consumer_cpu_us_per_record`, …, from
 //! `/proc/<pid>/stat` over the measured window): other load on the machine shows there. The last
 //! line printed is the JSON object, with `peak_rss_mb` (this process over the whole run),
-//! `spout_peak_rss_mb` (during the default-translator read) and the allocator of the build.
+//! `spout_peak_rss_mb` (during the default-translator read; `rss_before_spout_mb` is what the
+//! process held when it started, mostly the filling producer's memory the allocators kept) and
+//! the allocator of the build.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -202,6 +204,8 @@ pub fn main(argv: &[String]) -> anyhow::Result<ExitCode> {
     // Peak RSS of the default-translator run alone: reset the high-water mark first (Linux 4.0+;
     // without it, the figure is the process's peak so far).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    // What the fill left (allocators keep some of it): the spout's own share is the difference.
+    let rss_before_spout = peak_rss_mb()?;
     eprintln!("squall: KafkaSpout ({} tasks), default translator …", args.spout_tasks);
     let spout = KafkaSpout::new(spout_config.clone().with_group_id("squall-bench-default"));
     let default_run =
@@ -279,6 +283,7 @@ pub fn main(argv: &[String]) -> anyhow::Result<ExitCode> {
         "bolt_error": bolt_error,
         "peak_rss_mb": round1(peak_rss_mb()?),
         "spout_peak_rss_mb": round1(spout_peak_rss),
+        "rss_before_spout_mb": round1(rss_before_spout),
         "loadavg_1m_at_start": loadavg,
         "cpu_us_per_record": default_run.cpu.map(|c| c.us_per_record),
         "cpu_cores": default_run.cpu.map(|c| c.process_cores),
@@ -345,7 +350,7 @@ fn fill(bootstrap: &str, topic: &str, partitions: usize, records: u64) -> anyhow
         .set("linger.ms", "20")
         .set("batch.num.messages", "100000")
         .set("queue.buffering.max.messages", "2000000")
-        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.kbytes", "65536")
         .create_with_context(FillContext::default())
         .context("cannot create the fill producer")?;
     let started = Instant::now();

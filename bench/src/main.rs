@@ -19,9 +19,10 @@
 //! own Java consumer (`ConsumerPerformance`), and the Kafka bolt beside Kafka's
 //! `ProducerPerformance`, in the same run (see [`kafka`]).
 //!
-//! The binary uses the system allocator. Built with `--features mimalloc` it uses mimalloc for
-//! Rust's allocations; with `--features mimalloc-override`, mimalloc replaces `malloc` for the
-//! whole process, librdkafka included. The kafka workload's JSON says which (`allocator`).
+//! The binary uses mimalloc for Rust's allocations (the default `mimalloc` feature, as the README
+//! recommends for topologies); built with `--no-default-features` it uses the system allocator;
+//! with `--features mimalloc-override`, mimalloc replaces `malloc` for the whole process,
+//! librdkafka included. The kafka workload's JSON says which (`allocator`).
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
