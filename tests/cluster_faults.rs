@@ -164,14 +164,17 @@ fn a_lost_supervisor_moves_only_its_workers_and_the_others_keep_running() {
 
 #[test]
 fn a_zookeeper_restart_kills_no_worker_and_every_id_is_acked() {
-    const TOTAL: u64 = 100_000;
-    let mut sandbox = ClusterSandbox::start_with(1, 2, 2, &[("SQUALL_TEST_SENTENCES", "100000")]);
+    // Enough that the spouts are still emitting when the fence comes, 4 s into the outage.
+    const TOTAL: u64 = 1_000_000;
+    let mut sandbox = ClusterSandbox::start_with(1, 2, 2, &[("SQUALL_TEST_SENTENCES", "1000000")]);
     submit(&sandbox, "wc", 4);
     sandbox
         .wait_for("load", Duration::from_secs(60), |s| received(s) > 5_000 && running_workers(&s.describe("wc")) == 4);
     let pids_before: Vec<BTreeMap<u16, u32>> = (0..2).map(|i| sandbox.worker_pids(i)).collect();
     // Longer than the daemons' session timeout (4 s) and the workers' fencing timeout (4 s).
     sandbox.zookeeper.stop();
+    let received_at_outage = received(&sandbox);
+    assert!(received_at_outage < TOTAL / 2, "the topology was nearly done ({received_at_outage}) before the outage");
     std::thread::sleep(Duration::from_secs(10));
     sandbox.zookeeper.restart().unwrap_or_else(|e| panic!("cannot restart zookeeper: {e}"));
     let back = std::time::Instant::now();
@@ -188,8 +191,13 @@ fn a_zookeeper_restart_kills_no_worker_and_every_id_is_acked() {
     let pids_after: Vec<BTreeMap<u16, u32>> = (0..2).map(|i| sandbox.worker_pids(i)).collect();
     assert_eq!(pids_after, pids_before, "workers were restarted\n{}", sandbox.logs());
     assert!(spout_reports_by_task(&sandbox).values().all(|r| r["acked_twice"] == 0));
-    let details = sandbox.describe("wc");
-    assert_eq!(running_workers(&details), 4);
+    // The ids may all be acked before every worker has written a heartbeat again (each
+    // reconnects to ZooKeeper on its own backoff); `describe` shows all four once they have.
+    sandbox.wait_for("every worker's heartbeat after the outage", Duration::from_secs(30), |s| {
+        running_workers(&s.describe("wc")) == 4
+    });
+    let pids_now: Vec<BTreeMap<u16, u32>> = (0..2).map(|i| sandbox.worker_pids(i)).collect();
+    assert_eq!(pids_now, pids_before, "workers were restarted\n{}", sandbox.logs());
     for supervisor in &sandbox.supervisors {
         let log = std::fs::read_to_string(&supervisor.log).unwrap_or_default();
         assert!(!log.contains("restarting it"), "a supervisor restarted a worker:\n{log}");
