@@ -18,6 +18,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+/// The most records taken from librdkafka in one call.
+const MAX_BATCH: usize = 10_000;
+
 /// The task's queue that its partitions' fetch queues forward to.
 pub(crate) struct FetchQueue {
     queue: *mut rd::rd_kafka_queue_t,
@@ -62,6 +65,8 @@ impl FetchQueue {
     /// Takes up to `max` records (or errors) that are ready, without waiting, and passes each to
     /// `each`; returns how many were taken.
     pub(crate) fn drain(&mut self, max: usize, mut each: impl FnMut(&Fetched)) -> usize {
+        // The buffer is sized by the caller's limit: keep a huge `max_poll_records` from sizing it.
+        let max = max.min(MAX_BATCH);
         self.batch.clear();
         self.batch.reserve(max);
         // SAFETY: the buffer has room for `max` pointers; librdkafka writes `n` of them.
