@@ -341,3 +341,65 @@ async fn used_up_retries_go_to_the_dead_letter_stream_once_and_commits_move_on()
         }
     }
 }
+
+/// Collects every record the default translator made.
+#[derive(Clone, Bolt)]
+struct Collect {
+    records: Arc<Mutex<Vec<squall_kafka::KafkaRecord>>>,
+}
+
+impl Bolt for Collect {
+    async fn execute(
+        &mut self,
+        input: Tuple,
+        _out: &mut BoltCollector<'_, Self>,
+    ) -> Result<(), squall::ComponentError> {
+        self.records.lock().unwrap().push(input.to()?);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_record_carries_key_value_timestamp_and_headers() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use std::collections::BTreeMap;
+
+    let broker = broker();
+    broker.create_topic("parts", 1).expect("topic");
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", broker.bootstrap_servers()).create().expect("a producer");
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "trace", value: Some("abc") })
+        .insert(Header { key: "empty", value: None::<&str> })
+        .insert(Header { key: "trace", value: Some("last wins") });
+    let with_all = FutureRecord::to("parts").key("k1").payload("v1").timestamp(1_700_000_000_123).headers(headers);
+    producer.send(with_all, Duration::from_secs(10)).await.expect("written");
+    let bare = FutureRecord::<(), [u8]>::to("parts").timestamp(1_700_000_000_456);
+    producer.send(bare, Duration::from_secs(10)).await.expect("written");
+    producer.flush(Duration::from_secs(10)).expect("flushed");
+
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let mut b = TopologyBuilder::new();
+    b.spout("kafka", KafkaSpout::new(spout_config(&broker, "parts")), 1);
+    b.bolt("collect", Collect { records: records.clone() }, 1).shuffle_grouping("kafka");
+    let cluster = LocalCluster::new();
+    cluster.submit("parts", &b.build().expect("a valid topology")).unwrap();
+    wait_until("both records", Duration::from_secs(30), || records.lock().unwrap().len() == 2).await;
+    cluster.kill("parts", Duration::ZERO).await.unwrap();
+
+    let mut records = records.lock().unwrap().clone();
+    records.sort_by_key(|r| r.offset);
+    let first = &records[0];
+    assert_eq!((first.topic.as_str(), first.partition, first.offset), ("parts", 0, 0));
+    assert_eq!(first.key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(first.value.as_deref(), Some(&b"v1"[..]));
+    assert_eq!(first.timestamp, Some(1_700_000_000_123));
+    // A header without a value is left out; a repeated one keeps its last value.
+    let expected: BTreeMap<Str, Arc<[u8]>> = BTreeMap::from([(Str::new("trace"), Arc::from(&b"last wins"[..]))]);
+    assert_eq!(first.headers, expected);
+    let second = &records[1];
+    assert_eq!((second.offset, second.key.as_deref(), second.value.as_deref()), (1, None, None));
+    assert_eq!(second.timestamp, Some(1_700_000_000_456));
+    assert!(second.headers.is_empty());
+}
