@@ -211,6 +211,16 @@ struct Retry {
     dead_letter: bool,
 }
 
+impl Partition {
+    /// At the uncommitted limit: the record at `offset` waits, read again (seeking back to it)
+    /// once the partition resumes; the rest of `batch` for this partition is skipped.
+    fn hold_back(&mut self, consumer: &BaseConsumer, offset: i64, batch: u64) {
+        let _ = consumer.seek(&self.topic, self.partition, Offset::Offset(offset), Duration::ZERO);
+        self.position = offset;
+        self.sought_in_batch = Some(batch);
+    }
+}
+
 impl Retry {
     fn is_due(&self, now: Instant) -> bool {
         self.ready_at.is_some_and(|at| at <= now)
@@ -244,7 +254,6 @@ struct TaskState {
     fetched_slot: FxHashMap<(usize, i32), u32>,
     /// Counts the batches of records taken, from the consumer's queue or the fetch queue.
     batch: u64,
-    last_fetched: Option<((usize, i32), u32)>,
     bootstrap: String,
     group: String,
     topology_id: String,
@@ -318,7 +327,6 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             fetch: Some(FetchQueue::new(consumer.clone())),
             fetched_slot: FxHashMap::default(),
             batch: 0,
-            last_fetched: None,
             consumer,
             bootstrap: self.config.bootstrap_servers.clone(),
             group,
@@ -379,14 +387,7 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
                     if config.guarantee == Guarantee::AtMostOnce {
                         polled.push((slot, message.offset()));
                     }
-                    let record = RecordParts {
-                        offset: message.offset(),
-                        key: message.key(),
-                        value: message.payload(),
-                        timestamp: message.timestamp().to_millis(),
-                        source: Source::Polled(&message),
-                    };
-                    emit_record(task, &config, &self.translate, out, slot, record)?;
+                    emit_record(task, &config, &self.translate, out, slot, RecordParts::polled(&message))?;
                 }
             }
         }
@@ -406,14 +407,7 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
             if config.guarantee == Guarantee::AtMostOnce {
                 polled.push((slot, message.offset()));
             }
-            let record = RecordParts {
-                offset: message.offset(),
-                key: message.key(),
-                value: message.payload(),
-                timestamp: message.timestamp(),
-                source: Source::Fetched(message),
-            };
-            failed = emit_record(task, &config, &self.translate, out, slot, record);
+            failed = emit_record(task, &config, &self.translate, out, slot, RecordParts::fetched(message));
         });
         task.fetch = Some(fetch);
         failed?;
@@ -471,7 +465,6 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
     }
 }
 
-/// Emits one polled record, or skips it when it needs no emit.
 /// What `emit_record` needs of a polled or fetched record.
 struct RecordParts<'a> {
     offset: i64,
@@ -481,6 +474,29 @@ struct RecordParts<'a> {
     source: Source<'a>,
 }
 
+impl<'a> RecordParts<'a> {
+    fn polled(message: &'a BorrowedMessage<'a>) -> Self {
+        RecordParts {
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+            timestamp: message.timestamp().to_millis(),
+            source: Source::Polled(message),
+        }
+    }
+
+    fn fetched(message: &'a Fetched) -> Self {
+        RecordParts {
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+            timestamp: message.timestamp(),
+            source: Source::Fetched(message),
+        }
+    }
+}
+
+/// Emits one polled record, or skips it when it needs no emit.
 fn emit_record<T: TypedTuple>(
     task: &mut TaskState,
     config: &KafkaSpoutConfig,
@@ -501,10 +517,7 @@ fn emit_record<T: TypedTuple>(
     if tracked && p.offsets.is_new(offset) {
         // The usual case, a record never seen: not done, not in flight, not failed.
         if p.offsets.uncommitted() >= config.max_uncommitted_offsets && p.offsets.highest_emitted().is_some() {
-            // At the limit: this record waits; read it again once the partition resumes.
-            let _ = task.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO);
-            p.position = offset;
-            p.sought_in_batch = Some(task.batch);
+            p.hold_back(&task.consumer, offset, task.batch);
             return Ok(());
         }
     } else if tracked {
@@ -524,10 +537,7 @@ fn emit_record<T: TypedTuple>(
                 if p.offsets.uncommitted() >= config.max_uncommitted_offsets
                     && p.offsets.highest_emitted().is_some_and(|h| offset > h)
                 {
-                    // At the limit: this record waits; read it again once the partition resumes.
-                    let _ = task.consumer.seek(&p.topic, p.partition, Offset::Offset(offset), Duration::ZERO);
-                    p.position = offset;
-                    p.sought_in_batch = Some(task.batch);
+                    p.hold_back(&task.consumer, offset, task.batch);
                     return Ok(());
                 }
             }
@@ -586,21 +596,11 @@ impl TaskState {
     /// The slot of an owned partition's fetched record.
     fn fetched_slot_for(&mut self, message: &Fetched) -> Option<u32> {
         let key = (message.topic_key(), message.partition());
-        // Records come in runs per partition.
-        if let Some((last, slot)) = self.last_fetched
-            && last == key
-        {
-            return Some(slot);
+        if let Some(slot) = self.fetched_slot.get(&key) {
+            return Some(*slot);
         }
-        let slot = match self.fetched_slot.get(&key) {
-            Some(slot) => *slot,
-            None => {
-                let slot = self.slot_for(message.topic(), message.partition())?;
-                self.fetched_slot.insert(key, slot);
-                slot
-            }
-        };
-        self.last_fetched = Some((key, slot));
+        let slot = self.slot_for(message.topic(), message.partition())?;
+        self.fetched_slot.insert(key, slot);
         Some(slot)
     }
 
@@ -733,7 +733,6 @@ impl TaskState {
         if !revoked.is_empty() {
             self.last_slot = None;
             self.fetched_slot.clear();
-            self.last_fetched = None;
             self.commit_now(config).await;
             let mut list = TopicPartitionList::new();
             for slot in revoked {

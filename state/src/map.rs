@@ -44,8 +44,9 @@ pub struct OpaqueValue<V> {
     pub previous: Option<V>,
 }
 
-/// A key's stored form, per semantics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A key's stored form, per semantics. Written without a tag (the state's semantics say which
+/// form to decode, see `decode`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 enum Stored<V> {
     Plain(V),
@@ -234,7 +235,6 @@ where
 
     fn decode(&self, bytes: &[u8]) -> Result<Stored<V>, StateError> {
         let corrupt = |detail: String| StateError::Corrupt { state: self.name.clone(), detail };
-        // The semantics decide the stored shape; `untagged` alone could mistake one for another.
         Ok(match self.semantics {
             Semantics::NonTransactional => {
                 Stored::Plain(rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?)
