@@ -512,10 +512,119 @@ async fn with_zero_ackers_tuples_are_acked_at_emit_and_no_acker_exists() {
 
     // The default: one acker per worker, numbered after the user's tasks.
     let sees = SeesAckers::default();
+    let spout = ReliableSpout::new(10, false);
     let mut b = TopologyBuilder::new();
-    b.spout("spout", ReliableSpout::new(10, false), 1);
+    b.spout("spout", spout.clone(), 1);
     b.bolt("bolt", sees.clone(), 1).shuffle_grouping("spout");
     let report = squall_tests::run_to_completion(&b.build().unwrap()).await;
     assert_eq!(*lock(&sees.ackers), Some(vec![3]));
-    assert_eq!(report.metrics.component(ACKER_COMPONENT).unwrap().executed, 20, "10 inits and 10 acks");
+    assert_eq!(ids(&lock(&spout.outcomes).acked), (0..10).collect::<Vec<_>>());
+    // Each tuple's only copy is acked by its bolt straight to the spout: the acker hears nothing.
+    assert_eq!(report.metrics.component(ACKER_COMPONENT).unwrap().executed, 0, "no acker message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tuple_sent_to_two_tasks_goes_through_the_acker() {
+    let spout = ReliableSpout::new(10, false);
+    let mut b = TopologyBuilder::new();
+    b.spout("spout", spout.clone(), 1);
+    b.bolt("bolt", Sink::default(), 2).all_grouping("spout");
+    let report = squall_tests::run_to_completion(&b.build().unwrap()).await;
+    assert_eq!(ids(&lock(&spout.outcomes).acked), (0..10).collect::<Vec<_>>());
+    // Per tuple: the spout's `Init` and one ack per copy (those of one tree may merge).
+    let executed = report.metrics.component(ACKER_COMPONENT).unwrap().executed;
+    assert!((20..=30).contains(&executed), "{executed} acker messages");
+}
+
+/// Emits one child per input anchored to it and holds the input; acks or fails (odd seqs) what
+/// it holds only once `release` is set, in a later call (on a tick).
+#[derive(Clone, Bolt)]
+#[squall(output = Msg)]
+struct Stash {
+    release: Arc<AtomicBool>,
+    held: Vec<Tuple>,
+}
+
+impl Bolt for Stash {
+    const AUTO_ACK: bool = false;
+
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        if !input.is_tick() {
+            let msg: Msg = input.to()?;
+            out.emit(msg)?;
+            self.held.push(input);
+            return Ok(());
+        }
+        if self.release.load(Ordering::Relaxed) {
+            for tuple in self.held.drain(..) {
+                let Msg { seq } = tuple.to()?;
+                if seq % 2 == 1 { out.fail(&tuple) } else { out.ack(&tuple) }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Holds every tuple until `release` is set, then acks them (on a tick).
+#[derive(Clone, Bolt)]
+struct Gate {
+    release: Arc<AtomicBool>,
+    held: Vec<Tuple>,
+}
+
+impl Bolt for Gate {
+    const AUTO_ACK: bool = false;
+
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        if !input.is_tick() {
+            self.held.push(input);
+        } else if self.release.load(Ordering::Relaxed) {
+            for tuple in self.held.drain(..) {
+                out.ack(&tuple);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bolt holding a spout tuple's only copy reports its children in one call and acks or
+/// fails the tuple in a later one: the tree completes only once the children are acked too, and
+/// a fail reaches the spout at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_only_copy_completes_its_tree_only_after_children_reported_earlier() {
+    let spout = ReliableSpout::new(20, false);
+    let (stash_release, gate_release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let mut b = TopologyBuilder::new();
+    b.config_mut().set("topology.message.timeout.secs", 30).unwrap();
+    b.spout("spout", spout.clone(), 1);
+    let stash = Stash { release: stash_release.clone(), held: Vec::new() };
+    b.bolt("stash", stash, 1).shuffle_grouping("spout").tick_tuple_freq_secs(1);
+    let gate = Gate { release: gate_release.clone(), held: Vec::new() };
+    b.bolt("gate", gate, 1).shuffle_grouping("stash").tick_tuple_freq_secs(1);
+    let cluster = LocalCluster::new();
+    cluster.submit("held", &b.build().unwrap()).unwrap();
+
+    let wait_for = |what: &'static str, done: &dyn Fn(&Outcomes) -> bool| {
+        let start = std::time::Instant::now();
+        while !done(&lock(&spout.outcomes)) {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}: {:?}", lock(&spout.outcomes));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for("every tuple emitted", &|o| o.emitted.len() == 20);
+    // The stash releases its inputs: the odd ones fail at once, the even ones wait for the gate.
+    stash_release.store(true, Ordering::Relaxed);
+    wait_for("the odd ones failed", &|o| o.failed.len() == 10);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    {
+        let o = lock(&spout.outcomes);
+        assert_eq!(ids(&o.failed), (0..20).filter(|s| s % 2 == 1).collect::<Vec<_>>());
+        assert!(o.acked.is_empty(), "acked while the children were held: {:?}", o.acked);
+    }
+    gate_release.store(true, Ordering::Relaxed);
+    let report = cluster.wait_for_completion("held", Duration::from_secs(10)).await.unwrap();
+    assert!(report.is_success());
+    let o = lock(&spout.outcomes);
+    assert_eq!(ids(&o.acked), (0..20).filter(|s| s % 2 == 0).collect::<Vec<_>>());
+    assert_eq!(ids(&o.failed), (0..20).filter(|s| s % 2 == 1).collect::<Vec<_>>());
 }

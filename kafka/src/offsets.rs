@@ -1,22 +1,31 @@
 //! What one partition has emitted and had acked, and which offset may be committed: Storm's
 //! `OffsetManager`, with its compaction bugs fixed (STORM-2505, -2546, -2639, -3301).
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
+
+/// An offset between the lowest pending one and the highest emitted one.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: i64,
+    /// Acked, but kept because a lower offset is still pending.
+    acked: bool,
+}
 
 /// The offsets of one partition between the committed offset and the newest emitted one.
 ///
 /// Below the lowest pending offset, everything was acked or never emitted (Kafka delivers a
 /// partition in order, and failed offsets stay pending until acked), so acks there only move a
-/// watermark: the sets hold what is in flight and the acks that came out of order, not every
-/// offset acked since the last commit.
+/// watermark. Above it, emitted offsets are kept in one deque sorted by offset: a partition
+/// emits in order, so an emit appends, an in-order ack pops the front, and an ack out of order
+/// is a binary search; the first entry is always pending.
 #[derive(Debug, Clone, Default)]
 pub struct OffsetManager {
     /// The next offset to consume as of the last commit (Kafka's committed offset).
     committed: i64,
-    /// Emitted and not yet acked.
-    pending: BTreeSet<i64>,
-    /// Acked, not yet committed, and above the lowest pending offset.
-    acked: BTreeSet<i64>,
+    /// From the lowest pending offset on: pending offsets and the acks that came out of order.
+    entries: VecDeque<Entry>,
+    /// How many of `entries` are pending.
+    pending: usize,
     /// Every offset from `committed` up to here (excluded) was acked or never emitted.
     done_below: i64,
     /// The highest offset ever emitted, if any.
@@ -34,14 +43,28 @@ impl OffsetManager {
         self.committed
     }
 
+    /// Where `offset` is in `entries`, or where it would go.
+    fn find(&self, offset: i64) -> Result<usize, usize> {
+        // An emit appends and an in-order ack hits the front: check both ends first.
+        match (self.entries.front(), self.entries.back()) {
+            (None, _) => Err(0),
+            (Some(front), _) if front.offset == offset => Ok(0),
+            (_, Some(back)) if back.offset < offset => Err(self.entries.len()),
+            _ => self.entries.binary_search_by_key(&offset, |e| e.offset),
+        }
+    }
+
     /// Records that `offset` was emitted (tracked: its ack or fail will come).
     pub fn emitted(&mut self, offset: i64) {
         if offset < self.committed {
             return;
         }
-        // Its ack may have come first (zero ackers ack during the emit).
-        if self.is_new(offset) || !self.is_done(offset) {
-            self.pending.insert(offset);
+        // Its ack may have come first (zero ackers ack during the emit): then it is found.
+        if offset >= self.done_below
+            && let Err(at) = self.find(offset)
+        {
+            self.entries.insert(at, Entry { offset, acked: false });
+            self.pending += 1;
         }
         self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
     }
@@ -58,31 +81,43 @@ impl OffsetManager {
         if offset < self.committed {
             return;
         }
-        self.pending.remove(&offset);
         self.highest_emitted = Some(self.highest_emitted.map_or(offset, |h| h.max(offset)));
-        let lowest_pending = self.pending.first().copied().unwrap_or(i64::MAX);
-        if offset < lowest_pending {
-            self.done_below = self.done_below.max(offset + 1);
-        } else if offset >= self.done_below {
-            self.acked.insert(offset);
+        if offset < self.done_below {
+            return;
         }
-        // Acks that waited above a pending offset now acked.
-        while let Some(&first) = self.acked.first()
-            && first < lowest_pending
+        match self.find(offset) {
+            Ok(at) => {
+                let entry = &mut self.entries[at];
+                if !entry.acked {
+                    entry.acked = true;
+                    self.pending -= 1;
+                }
+            }
+            // Below the lowest pending offset (or none pending): done up to here.
+            Err(0) => self.done_below = offset + 1,
+            Err(at) => self.entries.insert(at, Entry { offset, acked: true }),
+        }
+        self.pop_acked();
+    }
+
+    /// Keeps the first entry pending: acked ones in front of it are done.
+    fn pop_acked(&mut self) {
+        while let Some(front) = self.entries.front()
+            && front.acked
         {
-            self.done_below = self.done_below.max(first + 1);
-            self.acked.pop_first();
+            self.done_below = self.done_below.max(front.offset + 1);
+            self.entries.pop_front();
         }
     }
 
     /// Whether `offset` was emitted and neither acked nor committed.
     pub fn is_pending(&self, offset: i64) -> bool {
-        self.pending.contains(&offset)
+        self.find(offset).is_ok_and(|at| !self.entries[at].acked)
     }
 
     /// Whether `offset` needs no emit: it was acked or is below the committed offset.
     pub fn is_done(&self, offset: i64) -> bool {
-        offset < self.done_below || self.acked.contains(&offset)
+        offset < self.done_below || self.find(offset).is_ok_and(|at| self.entries[at].acked)
     }
 
     /// The offset to commit now: one past the highest offset up to which everything is acked,
@@ -90,9 +125,9 @@ impl OffsetManager {
     /// so an offset skipped below an emitted one does not exist) do not hold the walk up.
     /// `None` when it would not move.
     pub fn next_commit(&self) -> Option<i64> {
-        // Below the lowest pending offset, every offset was acked or never emitted; with none
-        // pending, every acked offset is below the watermark.
-        let next = self.pending.first().copied().unwrap_or(self.done_below);
+        // Below the lowest pending offset (the first entry), every offset was acked or never
+        // emitted; with none pending, every acked offset is below the watermark.
+        let next = self.entries.front().map_or(self.done_below, |e| e.offset);
         (next > self.committed).then_some(next)
     }
 
@@ -103,8 +138,15 @@ impl OffsetManager {
         }
         self.committed = offset;
         self.done_below = self.done_below.max(offset);
-        self.acked = self.acked.split_off(&offset);
-        self.pending = self.pending.split_off(&offset);
+        while let Some(front) = self.entries.front()
+            && front.offset < offset
+        {
+            if !front.acked {
+                self.pending -= 1;
+            }
+            self.entries.pop_front();
+        }
+        self.pop_acked();
     }
 
     /// Offsets emitted or acked past the committed one: what `max.uncommitted.offsets` bounds.
@@ -117,12 +159,12 @@ impl OffsetManager {
 
     /// Emitted offsets awaiting their ack.
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.pending
     }
 
     /// Acked offsets kept because an earlier one is still pending.
     pub fn acked_out_of_order(&self) -> usize {
-        self.acked.len()
+        self.entries.len() - self.pending
     }
 
     /// The highest offset emitted (or acked), if any.
@@ -231,6 +273,90 @@ mod tests {
         m.committed_to(100_010);
         assert_eq!(m.next_commit(), None);
         assert!(m.is_done(100_009) && !m.is_done(100_010));
+    }
+
+    /// The rules, spelled out over every offset: what the deque must agree with.
+    #[derive(Default)]
+    struct Model {
+        committed: i64,
+        emitted: std::collections::BTreeSet<i64>,
+        acked: std::collections::BTreeSet<i64>,
+    }
+
+    impl Model {
+        fn next_commit(&self) -> Option<i64> {
+            // Up to the lowest emitted offset not acked, or past the highest acked one.
+            let pending = self.emitted.iter().find(|o| **o >= self.committed && !self.acked.contains(o));
+            let next = match pending {
+                Some(p) => *p,
+                None => self
+                    .acked
+                    .iter()
+                    .chain(&self.emitted)
+                    .filter(|o| **o >= self.committed)
+                    .max()
+                    .map_or(self.committed, |h| h + 1),
+            };
+            (next > self.committed).then_some(next)
+        }
+    }
+
+    #[test]
+    fn random_histories_agree_with_the_rules() {
+        for seed in 0..100 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let start = rng.i64(0..5);
+            let (mut m, mut model) = (OffsetManager::new(start), Model { committed: start, ..Model::default() });
+            let mut next = start;
+            for _ in 0..300 {
+                match rng.u8(..10) {
+                    // Emit the next offsets, sometimes skipping a compacted gap.
+                    0..=3 => {
+                        next += if rng.u8(..8) == 0 { rng.i64(1..4) } else { 0 };
+                        m.emitted(next);
+                        model.emitted.insert(next);
+                        next += 1;
+                    }
+                    // Re-emit a pending offset (a retry), which changes nothing.
+                    4 => {
+                        if let Some(o) =
+                            model.emitted.iter().find(|o| !model.acked.contains(o) && **o >= model.committed)
+                        {
+                            m.emitted(*o);
+                        }
+                    }
+                    // Ack an emitted offset, in or out of order.
+                    5..=8 => {
+                        let candidates: Vec<i64> =
+                            model.emitted.iter().copied().filter(|o| *o >= model.committed).collect();
+                        if !candidates.is_empty() {
+                            let o = candidates[rng.usize(..candidates.len().min(4))];
+                            m.acked(o);
+                            model.acked.insert(o);
+                        }
+                    }
+                    // Commit what may be committed.
+                    _ => {
+                        assert_eq!(m.next_commit(), model.next_commit(), "seed {seed}");
+                        if let Some(o) = m.next_commit() {
+                            m.committed_to(o);
+                            model.committed = o;
+                        }
+                    }
+                }
+                assert_eq!(m.next_commit(), model.next_commit(), "seed {seed}");
+                let pending =
+                    model.emitted.iter().filter(|o| **o >= model.committed && !model.acked.contains(o)).count();
+                assert_eq!(m.pending_count(), pending, "seed {seed}");
+                for o in model.committed..next {
+                    let done = model.acked.contains(&o) || m.next_commit().is_some_and(|c| o < c) || o < m.committed();
+                    if model.emitted.contains(&o) {
+                        assert_eq!(m.is_done(o), done, "seed {seed} offset {o}");
+                        assert_eq!(m.is_pending(o), !model.acked.contains(&o), "seed {seed} offset {o}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,16 @@
 //!
 //! These messages travel in the same batches as tuples ([`Control`]), so acking needs nothing
 //! but the transport.
+//!
+//! **Sole copies skip the acker.** When a spout's tracked emit goes to exactly one task, the
+//! runtime gives that copy the root id itself as its edge id (a random edge equals its root with
+//! probability 2⁻⁶⁴), and the spout sends no `Init`. The bolt that receives such a tuple knows it
+//! holds the tree's only root-level tuple, so it speaks for the spout: acking it with no
+//! anchored children in the same `execute` call completes the tree, and the bolt tells the spout
+//! task (the tuple's source) directly; failing it fails the tree directly. Otherwise the bolt
+//! sends [`AckerMessage::Adopt`], which carries the spout task and, the first time the acker sees
+//! it for a tree, the root (the sole edge the spout never reported). A spout feeding a sink bolt
+//! thus costs no acker message at all.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -50,6 +60,17 @@ pub enum AckerMessage {
         /// The tree.
         root: u64,
     },
+    /// From the bolt holding a spout tuple's sole copy (whose edge id is `root`): XOR `value` in
+    /// like `Ack`, learn the spout task like `Init`, and XOR `root` in once per tree in place of
+    /// the spout's missing `Init`.
+    Adopt {
+        /// The tree.
+        root: u64,
+        /// The edges to XOR in.
+        value: u64,
+        /// The spout task to notify.
+        spout_task: TaskId,
+    },
 }
 
 /// What an acker tells a spout task about one of its trees.
@@ -80,7 +101,8 @@ impl AckerMessage {
             AckerMessage::Init { root, .. }
             | AckerMessage::Ack { root, .. }
             | AckerMessage::Fail { root }
-            | AckerMessage::ResetTimeout { root } => root,
+            | AckerMessage::ResetTimeout { root }
+            | AckerMessage::Adopt { root, .. } => root,
         }
     }
 }

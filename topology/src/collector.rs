@@ -83,6 +83,21 @@ pub trait Transfer: Send {
         roots: &[u64],
     ) -> Result<Routed, EmitError>;
 
+    /// Routes a spout's tracked emit, the root tuple of tree `root`. When it goes to exactly one
+    /// task, a runtime may give that copy `root` itself as its edge id (`Routed::edges == root`):
+    /// the receiving bolt then acks for the spout (see [`crate::ack`]) and the spout sends no
+    /// `Init`. The default routes like any emit.
+    fn route_root(
+        &mut self,
+        src: TaskId,
+        stream: StreamIdx,
+        values: Values,
+        direct: Option<TaskId>,
+        root: u64,
+    ) -> Result<Routed, EmitError> {
+        self.route(src, stream, values, direct, &[root])
+    }
+
     /// Whether the topology has acker tasks. Without them a tracked tuple is acked at emit.
     fn acking(&self) -> bool;
 
@@ -203,13 +218,16 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
         match id {
             Some(id) if self.transfer.acking() => {
                 let root = random_id();
-                let routed = self.transfer.route(self.task, stream, values, direct, &[root])?;
+                let routed = self.transfer.route_root(self.task, stream, values, direct, root)?;
                 if routed.tasks == 0 {
                     // Nobody subscribes: the tree is complete already (Storm acks at once too).
                     self.acked.push(id);
                 } else {
-                    let init = AckerMessage::Init { root, value: routed.edges, spout_task: self.task };
-                    self.transfer.to_acker(init);
+                    // A sole copy's bolt speaks for the spout (see `ack`): no `Init`.
+                    if !is_sole(root, routed.edges) {
+                        let init = AckerMessage::Init { root, value: routed.edges, spout_task: self.task };
+                        self.transfer.to_acker(init);
+                    }
                     self.tracked.push((root, id));
                 }
             }
@@ -222,6 +240,11 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
         self.emitted += 1;
         Ok(())
     }
+}
+
+/// Whether an anchor `(root, edge)` is a spout tuple's sole copy (see [`crate::ack`]).
+fn is_sole(root: u64, edge: u64) -> bool {
+    root == edge
 }
 
 /// Root ids of the trees a set of anchors belongs to, each once.
@@ -249,7 +272,12 @@ pub struct BoltCollector<'a, C: Bolt> {
     transfer: &'a mut dyn Transfer,
     task: TaskId,
     input: MessageId,
+    /// The task that emitted the input.
+    input_source: TaskId,
     input_roots: Roots,
+    /// Roots of spout tuples' sole copies anchored to in this call, with their spout task:
+    /// child edges of these trees go to the acker as `Adopt`.
+    sole: SmallVec<[(u64, TaskId); 1]>,
     /// Whether the input was acked or failed explicitly.
     settled: bool,
     /// Per root, the XOR of child edges not yet reported to the acker. Folded into the next
@@ -264,15 +292,20 @@ pub struct BoltCollector<'a, C: Bolt> {
 impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// A collector for one `execute` call of `task` on `input`. The runtime makes these.
     pub fn new(transfer: &'a mut dyn Transfer, task: TaskId, input: Option<&Tuple>) -> Self {
+        let input_source = input.map_or(0, Tuple::source_task);
         let input = match input.map(Tuple::message_id) {
             Some(id) if !id.is_empty() => id.clone(),
             _ => MessageId::Untracked,
         };
+        let mut sole = SmallVec::new();
+        note_sole(&mut sole, &input, input_source);
         BoltCollector {
             transfer,
             task,
             input_roots: if input.is_empty() { Roots::new() } else { roots_of([&input]) },
             input,
+            input_source,
+            sole,
             settled: false,
             edges: SmallVec::new(),
             emitted: 0,
@@ -334,7 +367,16 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         I: IntoIterator,
         I::Item: TupleRef<'t>,
     {
-        let roots = roots_of(anchors.into_iter().map(|anchor| anchor.tuple().message_id()));
+        let mut roots = Roots::new();
+        for anchor in anchors {
+            let tuple = anchor.tuple();
+            note_sole(&mut self.sole, tuple.message_id(), tuple.source_task());
+            roots.extend(tuple.message_id().anchors().iter().map(|(root, _)| *root));
+        }
+        if roots.len() > 1 {
+            roots.sort_unstable();
+            roots.dedup();
+        }
         Anchored { collector: self, roots }
     }
 
@@ -346,18 +388,23 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     /// Acks a tuple: this bolt is done with it. Its trees complete once all their tuples are
     /// acked. Ack each tuple once.
     pub fn ack(&mut self, tuple: &Tuple) {
-        self.ack_id(tuple.message_id());
+        let own_call = self.is_unsettled_input(tuple.message_id());
+        self.ack_id(tuple.message_id(), tuple.source_task(), own_call);
     }
 
     /// Fails a tuple: the spout of each of its trees gets `fail` at once.
     pub fn fail(&mut self, tuple: &Tuple) {
-        self.fail_id(tuple.message_id());
+        self.fail_id(tuple.message_id(), tuple.source_task());
     }
 
     /// Restarts the timeout of a tuple's trees, for a bolt that holds a tuple a long time.
     pub fn reset_timeout(&mut self, tuple: &Tuple) {
-        for root in roots_of([tuple.message_id()]) {
+        for &(root, edge) in tuple.message_id().anchors() {
             self.transfer.to_acker(AckerMessage::ResetTimeout { root });
+            if is_sole(root, edge) {
+                // The acker may not know the spout yet: tell it directly.
+                self.transfer.notify_spout(tuple.source_task(), SpoutNotice::ResetTimeout(root));
+            }
         }
     }
 
@@ -372,37 +419,60 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
     pub fn finish(&mut self, success: bool, auto_ack: bool) -> (usize, usize) {
         if auto_ack && !self.settled && !self.input.is_empty() {
             let input = std::mem::take(&mut self.input);
-            if success { self.ack_id(&input) } else { self.fail_id(&input) }
+            if success { self.ack_id(&input, self.input_source, true) } else { self.fail_id(&input, self.input_source) }
         }
         if !self.edges.is_empty() {
             for (root, value) in std::mem::take(&mut self.edges) {
-                if value != 0 {
-                    self.transfer.to_acker(AckerMessage::Ack { root, value });
+                if value == 0 {
+                    continue;
                 }
+                let message = match self.sole.iter().find(|(r, _)| *r == root) {
+                    Some(&(_, spout_task)) => AckerMessage::Adopt { root, value, spout_task },
+                    None => AckerMessage::Ack { root, value },
+                };
+                self.transfer.to_acker(message);
             }
         }
         (self.acked, self.failed)
     }
 
-    fn ack_id(&mut self, id: &MessageId) {
+    /// Whether `id` is this call's input, not yet acked or failed: the one tuple whose child
+    /// edges cannot have been reported by an earlier call.
+    fn is_unsettled_input(&self, id: &MessageId) -> bool {
+        !self.settled && *id == self.input
+    }
+
+    /// Acks `id`, a tuple from task `source`; `own_call` when it is this call's unsettled input.
+    fn ack_id(&mut self, id: &MessageId, source: TaskId, own_call: bool) {
         if id.is_empty() {
             return;
         }
         for &(root, edge) in id.anchors() {
             let children = self.take_edges(root);
-            self.transfer.to_acker(AckerMessage::Ack { root, value: edge ^ children });
+            if !is_sole(root, edge) {
+                self.transfer.to_acker(AckerMessage::Ack { root, value: edge ^ children });
+            } else if own_call && children == 0 {
+                // The tree's only tuple, with no children: complete.
+                self.transfer.notify_spout(source, SpoutNotice::Acked(root));
+            } else {
+                self.transfer.to_acker(AckerMessage::Adopt { root, value: edge ^ children, spout_task: source });
+            }
         }
         self.settle(id);
         self.acked += 1;
     }
 
-    fn fail_id(&mut self, id: &MessageId) {
+    fn fail_id(&mut self, id: &MessageId, source: TaskId) {
         if id.is_empty() {
             return;
         }
-        for root in roots_of([id]) {
+        for &(root, edge) in id.anchors() {
             self.take_edges(root);
-            self.transfer.to_acker(AckerMessage::Fail { root });
+            if is_sole(root, edge) {
+                self.transfer.notify_spout(source, SpoutNotice::Failed(root));
+            } else {
+                self.transfer.to_acker(AckerMessage::Fail { root });
+            }
         }
         self.settle(id);
         self.failed += 1;
@@ -439,6 +509,15 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
             }
         }
         Ok(())
+    }
+}
+
+/// Adds the sole-copy roots among `id`'s anchors (see [`crate::ack`]) to `sole`.
+fn note_sole(sole: &mut SmallVec<[(u64, TaskId); 1]>, id: &MessageId, source: TaskId) {
+    for &(root, edge) in id.anchors() {
+        if is_sole(root, edge) && !sole.iter().any(|(r, _)| *r == root) {
+            sole.push((root, source));
+        }
     }
 }
 

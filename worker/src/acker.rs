@@ -12,9 +12,11 @@ use squall_topology::{
 struct Tree {
     /// XOR of the edge ids reported so far; 0 once every tuple is acked.
     value: u64,
-    /// The spout task that rooted the tree, once its `Init` arrived.
+    /// The spout task that rooted the tree, once its `Init` (or an `Adopt`) arrived.
     spout_task: Option<TaskId>,
     failed: bool,
+    /// Whether an `Adopt` already XORed in the root, the sole copy's edge.
+    adopted: bool,
 }
 
 /// An acker task. Trees not complete after two or three tick periods (one tick every
@@ -41,6 +43,14 @@ impl Acker {
                 tree.spout_task = Some(spout_task);
             }
             AckerMessage::Ack { value, .. } => tree.value ^= value,
+            AckerMessage::Adopt { value, spout_task, .. } => {
+                if !tree.adopted {
+                    tree.adopted = true;
+                    tree.value ^= root;
+                }
+                tree.value ^= value;
+                tree.spout_task = Some(spout_task);
+            }
             AckerMessage::Fail { .. } => tree.failed = true,
             AckerMessage::ResetTimeout { .. } => {}
         }

@@ -411,6 +411,44 @@ impl Router {
         }
     }
 
+    /// Routes one emit; `sole_root` when it is a spout's tracked emit of tree `roots[0]`.
+    fn route_tracked(
+        &mut self,
+        src: TaskId,
+        stream: StreamIdx,
+        values: Values,
+        direct: Option<TaskId>,
+        roots: &[u64],
+        sole_root: bool,
+    ) -> Result<Routed, EmitError> {
+        let mut targets = Targets::new();
+        let meta = self.targets(src, stream, &values, direct, &mut targets)?;
+        if self.debug {
+            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
+        }
+        self.emitted += 1;
+        if self.capture.is_some() {
+            self.captured.push((meta, values.clone()));
+        }
+        let mut edges_xor = 0;
+        let mut values = Some(values);
+        let last = targets.len().saturating_sub(1);
+        for (i, &task) in targets.iter().enumerate() {
+            let copy = if i == last { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
+            let id = if roots.is_empty() {
+                MessageId::default()
+            } else {
+                // A spout's sole copy takes its root as edge (see `squall_topology::ack`).
+                let edge = if sole_root && targets.len() == 1 { roots[0] } else { fastrand::u64(1..) };
+                edges_xor ^= edge;
+                MessageId::from_anchors(roots.iter().map(|root| (*root, edge)))
+            };
+            self.push(task, Tuple::new(meta, src, copy, id));
+        }
+        self.transferred += targets.len() as u64;
+        Ok(Routed { tasks: targets.len(), edges: edges_xor })
+    }
+
     fn push(&mut self, task: TaskId, tuple: Tuple) {
         let Some(buffer) = self.out.get_mut(task as usize) else {
             tracing::warn!(task, "dropping a tuple for an unknown task");
@@ -537,31 +575,20 @@ impl Transfer for Router {
         direct: Option<TaskId>,
         roots: &[u64],
     ) -> Result<Routed, EmitError> {
-        let mut targets = Targets::new();
-        let meta = self.targets(src, stream, &values, direct, &mut targets)?;
-        if self.debug {
-            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
-        }
-        self.emitted += 1;
-        if self.capture.is_some() {
-            self.captured.push((meta, values.clone()));
-        }
-        let mut edges_xor = 0;
-        let mut values = Some(values);
-        let last = targets.len().saturating_sub(1);
-        for (i, &task) in targets.iter().enumerate() {
-            let copy = if i == last { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
-            let id = if roots.is_empty() {
-                MessageId::default()
-            } else {
-                let edge = fastrand::u64(1..);
-                edges_xor ^= edge;
-                MessageId::from_anchors(roots.iter().map(|root| (*root, edge)))
-            };
-            self.push(task, Tuple::new(meta, src, copy, id));
-        }
-        self.transferred += targets.len() as u64;
-        Ok(Routed { tasks: targets.len(), edges: edges_xor })
+        self.route_tracked(src, stream, values, direct, roots, false)
+    }
+
+    fn route_root(
+        &mut self,
+        src: TaskId,
+        stream: StreamIdx,
+        values: Values,
+        direct: Option<TaskId>,
+        root: u64,
+    ) -> Result<Routed, EmitError> {
+        // Every bolt subscribed to a spout reaches its tasks (`destinations_of`), so the sole
+        // copy's bolt can tell the spout itself.
+        self.route_tracked(src, stream, values, direct, &[root], true)
     }
 
     fn acking(&self) -> bool {

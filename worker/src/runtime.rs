@@ -332,12 +332,18 @@ fn acker_count(topology: &Topology) -> u32 {
 
 /// Whether executors of `source` send to tasks of `target`: subscribers get tuples, ackers get
 /// every component's acking messages, and spouts get the ackers' notices.
-fn feeds(topology: &Topology, source: &str, target: &str) -> bool {
+fn feeds(topology: &Topology, acking: bool, source: &str, target: &str) -> bool {
+    let is_spout = |id: &str| topology.component(id).is_some_and(|c| matches!(c.factory, Factory::Spout(_)));
     if source == ACKER_COMPONENT {
-        return topology.component(target).is_some_and(|c| matches!(c.factory, Factory::Spout(_)));
+        return is_spout(target);
     }
-    target == ACKER_COMPONENT
-        || topology.component(target).is_some_and(|c| c.inputs.iter().any(|i| i.component == source))
+    if target == ACKER_COMPONENT {
+        return true;
+    }
+    let subscribes =
+        |sub: &str, to: &str| topology.component(sub).is_some_and(|c| c.inputs.iter().any(|i| i.component == to));
+    // A bolt subscribed to a spout acks that spout's sole copies itself (`squall_topology::ack`).
+    subscribes(target, source) || (acking && is_spout(target) && subscribes(source, target))
 }
 
 fn start(
@@ -352,6 +358,7 @@ fn start(
     let config = topology.config();
     let layout = Arc::new(topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]));
     let ackers: Arc<[TaskId]> = layout.tasks(ACKER_COMPONENT).into();
+    let acking = !ackers.is_empty();
     let topology_name: Arc<str> = name.into();
     let topology_id: Arc<str> =
         network.as_ref().map_or_else(|| topology_name.clone(), |n| n.topology_id.as_str().into());
@@ -452,7 +459,7 @@ fn start(
             .collect();
         let sends_to: HashSet<String> = all_components
             .iter()
-            .filter(|target| local_components.iter().any(|source| feeds(topology, source, target)))
+            .filter(|target| local_components.iter().any(|source| feeds(topology, acking, source, target)))
             .map(|c| (*c).to_owned())
             .collect();
         let capacities: HashMap<String, usize> = sends_to
@@ -487,7 +494,7 @@ fn start(
         let mut inbound = InboundLanes::new();
         for (peer, source) in remote_components.iter().copied() {
             for target in &local_components {
-                if !feeds(topology, source, target) {
+                if !feeds(topology, acking, source, target) {
                     continue;
                 }
                 let inboxes: Vec<Option<_>> = (0..senders.len())
@@ -516,7 +523,7 @@ fn start(
         let feeds_local: HashMap<String, Vec<String>> = all_components
             .iter()
             .map(|source| {
-                let targets = local_components.iter().filter(|t| feeds(topology, source, t)).cloned().collect();
+                let targets = local_components.iter().filter(|t| feeds(topology, acking, source, t)).cloned().collect();
                 ((*source).to_owned(), targets)
             })
             .collect();
@@ -551,9 +558,9 @@ fn start(
             spout_tasks.iter().for_each(|t| reach(*t));
         } else {
             ackers.iter().for_each(|t| reach(*t));
-            for sub in topology.components() {
-                if sub.inputs.iter().any(|i| i.component == source) {
-                    layout.tasks(&sub.id).iter().for_each(|t| reach(*t));
+            for other in topology.components() {
+                if feeds(topology, acking, source, &other.id) {
+                    layout.tasks(&other.id).iter().for_each(|t| reach(*t));
                 }
             }
         }

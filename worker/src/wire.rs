@@ -558,8 +558,8 @@ fn nests_within(value: &Value, levels: usize) -> bool {
 }
 
 /// `[0, root, value, spout_task]` Init, `[1, root, value]` Ack, `[2, root]` Fail, `[3, root]`
-/// ResetTimeout (to ackers); `[4, root]` Acked, `[5, root]` Failed, `[6, root]` ResetTimeout
-/// (to spouts). Enum variants by name would cost more than the message.
+/// ResetTimeout, `[7, root, value, spout_task]` Adopt (to ackers); `[4, root]` Acked, `[5, root]`
+/// Failed, `[6, root]` ResetTimeout (to spouts). Enum variants by name would cost more than the message.
 fn write_control(out: &mut Out<'_>, control: &Control) -> Written {
     let (kind, fields): (u8, &[u64]) = match *control {
         Control::Acker(AckerMessage::Init { root, value, spout_task }) => (0, &[root, value, spout_task.into()]),
@@ -569,6 +569,7 @@ fn write_control(out: &mut Out<'_>, control: &Control) -> Written {
         Control::Notice(SpoutNotice::Acked(root)) => (4, &[root]),
         Control::Notice(SpoutNotice::Failed(root)) => (5, &[root]),
         Control::Notice(SpoutNotice::ResetTimeout(root)) => (6, &[root]),
+        Control::Acker(AckerMessage::Adopt { root, value, spout_task }) => (7, &[root, value, spout_task.into()]),
     };
     rmp_encode::write_array_len(out, len32(fields.len() + 1)?)?;
     rmp_encode::write_uint(out, kind.into())?;
@@ -998,6 +999,12 @@ impl<'de> Visitor<'de> for ControlVisitor {
             4 => Control::Notice(SpoutNotice::Acked(root)),
             5 => Control::Notice(SpoutNotice::Failed(root)),
             6 => Control::Notice(SpoutNotice::ResetTimeout(root)),
+            7 => {
+                let value = field(2)?;
+                let spout_task =
+                    TaskId::try_from(field(3)?).map_err(|_| de::Error::custom("spout task out of range"))?;
+                Control::Acker(AckerMessage::Adopt { root, value, spout_task })
+            }
             other => return Err(de::Error::custom(format_args!("unknown control message kind {other}"))),
         };
         if seq.next_element::<IgnoredAny>()?.is_some() {
@@ -1155,6 +1162,7 @@ mod tests {
             Control::Notice(SpoutNotice::Acked(6)),
             Control::Notice(SpoutNotice::Failed(7)),
             Control::Notice(SpoutNotice::ResetTimeout(8)),
+            Control::Acker(AckerMessage::Adopt { root: 9, value: 10, spout_task: 11 }),
         ];
         let batches = vec![
             Batch {
