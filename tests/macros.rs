@@ -4,9 +4,10 @@ use std::any::TypeId;
 
 use squall::prelude::*;
 use squall::{
-    DirectStream, EmitError, MessageId, NoOutput, OutputDeclarer, Outputs, Stream, StreamDecl, StreamIdx, StreamMeta,
-    TaskId, Transfer, TupleError,
+    DirectStream, EmitError, MessageId, NoOutput, OutputDeclarer, Outputs, PendingTrees, Stream, StreamDecl, StreamIdx,
+    StreamMeta, TaskId, Transfer, TupleError,
 };
+use tokio::time::Instant;
 
 // --- Tuples -------------------------------------------------------------------------------
 
@@ -508,16 +509,16 @@ async fn a_derived_bolt_executes() {
 #[tokio::test]
 async fn a_derived_spout_emits() {
     let mut rec = Recorder::default();
-    let (mut tracked, mut acked) = (Vec::new(), Vec::new());
-    let mut out = SpoutCollector::<DirectDefault>::new(&mut rec, 1, &mut tracked, &mut acked);
+    let (mut pending, mut acked) = (PendingTrees::default(), Vec::new());
+    let mut out = SpoutCollector::<DirectDefault>::new(&mut rec, 1, &mut pending, &mut acked, Instant::now());
     DirectDefault.next_tuple(&mut out).await.unwrap();
     assert_eq!(rec.routed, vec![(0, values!["to two"], Some(2))]);
 
     let mut rec = Recorder::default();
-    let (mut tracked, mut acked) = (Vec::new(), Vec::new());
+    let (mut pending, mut acked) = (PendingTrees::default(), Vec::new());
     let mut lines = Lines { lines: vec!["b", "a"] };
     for _ in 0..3 {
-        let mut out = SpoutCollector::<Lines>::new(&mut rec, 1, &mut tracked, &mut acked);
+        let mut out = SpoutCollector::<Lines>::new(&mut rec, 1, &mut pending, &mut acked, Instant::now());
         lines.next_tuple(&mut out).await.unwrap();
     }
     assert_eq!(rec.routed, vec![(0, values!["a"], None), (0, values!["b"], None)]);

@@ -1,7 +1,8 @@
 //! Acking, as in Storm: the messages between tasks and acker tasks, the rotating map that times
 //! trees out, and a replay helper for spouts.
 //!
-//! Every tracked spout tuple roots a tree with a random 64-bit root id. Each copy of a tuple sent
+//! Every tracked spout tuple roots a tree with a 64-bit root id (random in its top bits, and
+//! naming the spout's slot for it: [`PendingTrees`]). Each copy of a tuple sent
 //! to a task gets a random edge id. The acker for a root keeps the XOR of every edge id it has
 //! been told about: the spout's `Init` adds the edges of the root tuple's copies; a bolt's `Ack`
 //! of a tuple adds that tuple's edge (removing it) and the edges of the children it emitted
@@ -104,6 +105,113 @@ impl AckerMessage {
             | AckerMessage::ResetTimeout { root }
             | AckerMessage::Adopt { root, .. } => root,
         }
+    }
+}
+
+/// A spout task's trees in flight: message id and emit time by root id, expiring like
+/// [`RotatingMap`] with two buckets (between one and two rotations after the last touch).
+///
+/// The spout picks its root ids, so a root names its entry's slot: `[40 random bits | 24-bit
+/// slot]`. A lookup is an index and a compare, freed slots are reused first (warm in cache), and
+/// nothing is hashed per tuple. The random bits pick the acker evenly, keep the roots of
+/// different spout tasks apart, and make a late notice for a tree that already timed out miss
+/// the slot's next tree (one chance in 2⁴⁰). Memory follows the peak number of trees in flight;
+/// at most [`PendingTrees::MAX`] per task.
+#[derive(Debug)]
+pub struct PendingTrees<M, T> {
+    slots: Vec<Option<PendingTree<M, T>>>,
+    free: Vec<u32>,
+    len: usize,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct PendingTree<M, T> {
+    root: u64,
+    id: M,
+    emitted_at: T,
+    stamp: u64,
+}
+
+const SLOT_BITS: u32 = 24;
+
+impl<M, T: Copy> Default for PendingTrees<M, T> {
+    fn default() -> Self {
+        PendingTrees { slots: Vec::new(), free: Vec::new(), len: 0, generation: 0 }
+    }
+}
+
+impl<M, T: Copy> PendingTrees<M, T> {
+    /// The most trees one spout task can have in flight.
+    pub const MAX: usize = 1 << SLOT_BITS;
+
+    /// Starts a tree for message `id` emitted at `emitted_at` and returns its root id (never
+    /// 0), or gives `id` back when [`Self::MAX`] trees are in flight.
+    pub fn insert(&mut self, id: M, emitted_at: T) -> Result<u64, M> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.slots.len() < Self::MAX => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+            None => return Err(id),
+        };
+        let root = (fastrand::u64(1..1 << (64 - SLOT_BITS)) << SLOT_BITS) | u64::from(slot);
+        self.slots[slot as usize] = Some(PendingTree { root, id, emitted_at, stamp: self.generation });
+        self.len += 1;
+        Ok(root)
+    }
+
+    fn slot_of(&mut self, root: u64) -> Option<&mut Option<PendingTree<M, T>>> {
+        let slot = self.slots.get_mut((root & ((1 << SLOT_BITS) - 1)) as usize)?;
+        slot.as_ref().is_some_and(|tree| tree.root == root).then_some(slot)
+    }
+
+    /// Ends a tree: its message id and emit time, if it is still in flight.
+    pub fn remove(&mut self, root: u64) -> Option<(M, T)> {
+        let tree = self.slot_of(root)?.take()?;
+        self.free.push((root & ((1 << SLOT_BITS) - 1)) as u32);
+        self.len -= 1;
+        Some((tree.id, tree.emitted_at))
+    }
+
+    /// Restarts a tree's expiry; false when it is not in flight.
+    pub fn touch(&mut self, root: u64) -> bool {
+        let generation = self.generation;
+        match self.slot_of(root).and_then(Option::as_mut) {
+            Some(tree) => {
+                tree.stamp = generation;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Advances one rotation and returns the message ids of the trees that expired with it:
+    /// those not touched since the rotation before. Scans every slot, once per timeout.
+    pub fn rotate(&mut self) -> Vec<M> {
+        self.generation += 1;
+        let mut expired = Vec::new();
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if entry.as_ref().is_some_and(|tree| self.generation - tree.stamp >= 2)
+                && let Some(tree) = entry.take()
+            {
+                expired.push(tree.id);
+                self.free.push(slot as u32);
+            }
+        }
+        self.len -= expired.len();
+        expired
+    }
+
+    /// How many trees are in flight.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -259,6 +367,40 @@ impl<K: Hash + Eq + Clone, T: Clone> ReplayQueue<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_trees_find_their_slot_and_expire_after_two_rotations() {
+        let mut p = PendingTrees::default();
+        let a = p.insert("a", 0).unwrap();
+        assert_eq!(p.rotate(), Vec::<&str>::new());
+        let b = p.insert("b", 1).unwrap();
+        assert_eq!((a & 0xff_ffff, b & 0xff_ffff), (0, 1), "two trees in flight, two slots");
+        assert!(a >> 24 != 0 && b >> 24 != 0);
+        assert_eq!(p.rotate(), vec!["a"]);
+        assert_eq!(p.remove(a), None, "expired");
+        assert!(p.touch(b));
+        assert_eq!(p.rotate(), Vec::<&str>::new());
+        assert_eq!(p.remove(b), Some(("b", 1)));
+        assert!(p.is_empty() && !p.touch(b));
+    }
+
+    #[test]
+    fn a_reused_slot_does_not_answer_to_the_old_root() {
+        let mut p = PendingTrees::default();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1_000 {
+            let root = p.insert(i, 0).unwrap();
+            assert_eq!(root & 0xff_ffff, 0, "the freed slot is reused");
+            assert!(seen.insert(root), "a root repeats too soon");
+            assert_eq!(p.remove(root), Some((i, 0)));
+            assert_eq!(p.remove(root), None);
+        }
+        // An old root of a slot now holding another tree finds nothing.
+        let old = *seen.iter().next().unwrap();
+        let current = p.insert(5_000, 0).unwrap();
+        assert!(old != current && p.remove(old).is_none() && !p.touch(old));
+        assert_eq!((p.len(), p.remove(current)), (1, Some((5_000, 0))));
+    }
 
     #[test]
     fn rotating_map_expires_after_the_last_bucket() {

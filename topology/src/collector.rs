@@ -5,7 +5,9 @@ use std::marker::PhantomData;
 
 use smallvec::SmallVec;
 
-use crate::ack::{AckerMessage, SpoutNotice};
+use tokio::time::Instant;
+
+use crate::ack::{AckerMessage, PendingTrees, SpoutNotice};
 use crate::component::{Bolt, DirectStream, Spout, Stream, StreamIdx};
 use crate::tuple::{MessageId, TaskId, Tuple, TypedTuple};
 use crate::value::{Value, Values};
@@ -40,6 +42,13 @@ pub enum EmitError {
         stream: String,
         /// The task asked for.
         task: TaskId,
+    },
+    /// A spout task has the most trees in flight it can track (the driver stops calling
+    /// `next_tuple` well before; only a single call emitting millions gets here).
+    #[error("{max} tuple trees are in flight from this spout task: set topology.max.spout.pending lower")]
+    TooManyInFlight {
+        /// The limit.
+        max: usize,
     },
     /// The values do not match the stream's fields.
     #[error("stream `{stream}` of `{component}` has {expected} fields but {found} values were emitted")]
@@ -108,33 +117,32 @@ pub trait Transfer: Send {
     fn notify_spout(&mut self, spout_task: TaskId, notice: SpoutNotice);
 }
 
-/// A new random tree or edge id; never 0, which means "complete" to the acker.
-pub(crate) fn random_id() -> u64 {
-    fastrand::u64(1..)
-}
-
 /// What a spout emits with.
 pub struct SpoutCollector<'a, C: Spout> {
     transfer: &'a mut dyn Transfer,
     task: TaskId,
     emitted: usize,
     done: bool,
-    /// Trees started by this call: (root id, message id), for the driver's pending map.
-    tracked: &'a mut Vec<(u64, C::MsgId)>,
+    /// The task's trees in flight, where tracked emits start theirs.
+    pending: &'a mut PendingTrees<C::MsgId, Instant>,
+    /// The emit time recorded for this call's trees.
+    now: Instant,
     /// Ids complete at emit (no ackers, or no destination): the driver acks them.
     acked: &'a mut Vec<C::MsgId>,
     _spout: PhantomData<fn(&C)>,
 }
 
 impl<'a, C: Spout> SpoutCollector<'a, C> {
-    /// A collector for one `next_tuple` call of `task`. The runtime makes these.
+    /// A collector for one `next_tuple` call of `task`, whose trees count as emitted at `now`.
+    /// The runtime makes these.
     pub fn new(
         transfer: &'a mut dyn Transfer,
         task: TaskId,
-        tracked: &'a mut Vec<(u64, C::MsgId)>,
+        pending: &'a mut PendingTrees<C::MsgId, Instant>,
         acked: &'a mut Vec<C::MsgId>,
+        now: Instant,
     ) -> Self {
-        SpoutCollector { transfer, task, emitted: 0, done: false, tracked, acked, _spout: PhantomData }
+        SpoutCollector { transfer, task, emitted: 0, done: false, pending, now, acked, _spout: PhantomData }
     }
 
     /// Emits an untracked tuple on the default stream.
@@ -217,18 +225,24 @@ impl<'a, C: Spout> SpoutCollector<'a, C> {
     ) -> Result<(), EmitError> {
         match id {
             Some(id) if self.transfer.acking() => {
-                let root = random_id();
-                let routed = self.transfer.route_root(self.task, stream, values, direct, root)?;
+                let root = match self.pending.insert(id, self.now) {
+                    Ok(root) => root,
+                    Err(_) => return Err(EmitError::TooManyInFlight { max: PendingTrees::<C::MsgId, Instant>::MAX }),
+                };
+                let routed = match self.transfer.route_root(self.task, stream, values, direct, root) {
+                    Ok(routed) => routed,
+                    Err(e) => {
+                        self.pending.remove(root);
+                        return Err(e);
+                    }
+                };
                 if routed.tasks == 0 {
                     // Nobody subscribes: the tree is complete already (Storm acks at once too).
-                    self.acked.push(id);
-                } else {
-                    // A sole copy's bolt speaks for the spout (see `ack`): no `Init`.
-                    if !is_sole(root, routed.edges) {
-                        let init = AckerMessage::Init { root, value: routed.edges, spout_task: self.task };
-                        self.transfer.to_acker(init);
-                    }
-                    self.tracked.push((root, id));
+                    self.acked.extend(self.pending.remove(root).map(|(id, _)| id));
+                } else if !is_sole(root, routed.edges) {
+                    // A sole copy's bolt speaks for the spout (see `ack`): no `Init` then.
+                    let init = AckerMessage::Init { root, value: routed.edges, spout_task: self.task };
+                    self.transfer.to_acker(init);
                 }
             }
             id => {

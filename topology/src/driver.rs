@@ -13,7 +13,7 @@ use std::time::Duration;
 // tokio's clock, which a test may pause and advance: timeouts and latencies in simulated time.
 use tokio::time::Instant;
 
-use crate::ack::{Control, RotatingMap, SpoutNotice};
+use crate::ack::{Control, PendingTrees, SpoutNotice};
 use crate::collector::{BoltCollector, SpoutCollector, Transfer};
 use crate::component::{Bolt, ComponentError, OutputDeclarer, Spout};
 use crate::context::TopologyContext;
@@ -186,9 +186,8 @@ impl<C: Spout + Clone + Sync> SpoutFactory for Prototype<C> {
         Box::new(SpoutDriver {
             spout: self.0.clone(),
             task,
-            pending: RotatingMap::new(2),
+            pending: PendingTrees::default(),
             max_pending: None,
-            tracked: Vec::new(),
             acked: Vec::new(),
         })
     }
@@ -220,9 +219,8 @@ struct SpoutDriver<C: Spout> {
     spout: C,
     task: TaskId,
     /// Trees in flight: root id → (message id, emit time).
-    pending: RotatingMap<u64, (C::MsgId, Instant)>,
+    pending: PendingTrees<C::MsgId, Instant>,
     max_pending: Option<usize>,
-    tracked: Vec<(u64, C::MsgId)>,
     acked: Vec<C::MsgId>,
 }
 
@@ -252,19 +250,22 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
             // One clock reading per batch: emit times are precise to a batch's duration.
             let now = Instant::now();
             while progress.emitted < max_emits {
-                if self.max_pending.is_some_and(|max| self.pending.len() >= max) {
+                // Below the tracking limit by a call's worth of emits, whatever the config says.
+                let max = self
+                    .max_pending
+                    .unwrap_or(usize::MAX)
+                    .min(PendingTrees::<C::MsgId, Instant>::MAX.saturating_sub(max_emits));
+                if self.pending.len() >= max {
                     progress.throttled = true;
                     break;
                 }
-                let mut out = SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.tracked, &mut self.acked);
+                let mut out =
+                    SpoutCollector::<C>::new(&mut *transfer, self.task, &mut self.pending, &mut self.acked, now);
                 let before = polls.now();
                 let result = self.spout.next_tuple(&mut out).await;
                 let waited = polls.now() != before;
                 let (emitted, done) = (out.emitted(), out.is_done());
                 progress.emitted += emitted;
-                for (root, id) in self.tracked.drain(..) {
-                    self.pending.insert(root, (id, now));
-                }
                 for id in self.acked.drain(..) {
                     observer.acked(Duration::ZERO);
                     self.spout.ack(id).await;
@@ -297,13 +298,13 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
             for control in notices.drain(..) {
                 match control {
                     Control::Notice(SpoutNotice::Acked(root)) => {
-                        if let Some((id, emitted_at)) = self.pending.remove(&root) {
+                        if let Some((id, emitted_at)) = self.pending.remove(root) {
                             observer.acked(now.saturating_duration_since(emitted_at));
                             self.spout.ack(id).await;
                         }
                     }
                     Control::Notice(SpoutNotice::Failed(root)) => {
-                        if let Some((id, _)) = self.pending.remove(&root) {
+                        if let Some((id, _)) = self.pending.remove(root) {
                             observer.failed();
                             self.spout.fail(id).await;
                         }
@@ -321,8 +322,7 @@ impl<C: Spout> ErasedSpout for SpoutDriver<C> {
 
     fn expire<'a>(&'a mut self, observer: &'a mut dyn SpoutObserver) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let expired: Vec<_> = self.pending.rotate().collect();
-            for (_, (id, _)) in expired {
+            for id in self.pending.rotate() {
                 observer.timed_out();
                 self.spout.fail(id).await;
             }

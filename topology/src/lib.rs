@@ -14,7 +14,7 @@ pub mod grouping;
 pub mod tuple;
 pub mod value;
 
-pub use ack::{ACKER_COMPONENT, AckerMessage, Control, ReplayQueue, SpoutNotice};
+pub use ack::{ACKER_COMPONENT, AckerMessage, Control, PendingTrees, ReplayQueue, SpoutNotice};
 pub use builder::{
     BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields,
     Source, SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,

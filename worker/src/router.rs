@@ -599,7 +599,7 @@ impl Transfer for Router {
         if self.ackers.is_empty() {
             return;
         }
-        // Root ids are uniformly random, so their bits pick the acker evenly.
+        // The top bits of a root id are random (`PendingTrees`): they pick the acker evenly.
         let index = bucket(message.root(), self.ackers.len());
         let acker = self.ackers[index];
         if let AckerMessage::Ack { root, value } = message {
