@@ -179,6 +179,40 @@ impl ComponentDef {
     }
 }
 
+/// A component whose output streams are declared by a closure rather than its type.
+struct DeclaredOutputs<C> {
+    prototype: Prototype<C>,
+    declare: Box<dyn Fn(&mut OutputDeclarer) + Send + Sync>,
+}
+
+impl<S: Spout + Clone + Sync> SpoutFactory for DeclaredOutputs<S> {
+    fn create(&self, task: crate::tuple::TaskId) -> Box<dyn crate::driver::ErasedSpout> {
+        self.prototype.create(task)
+    }
+
+    fn declare_outputs(&self, declarer: &mut OutputDeclarer) {
+        (self.declare)(declarer)
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<S>()
+    }
+}
+
+impl<B: Bolt + Clone + Sync> BoltFactory for DeclaredOutputs<B> {
+    fn create(&self, task: crate::tuple::TaskId) -> Box<dyn crate::driver::ErasedBolt> {
+        self.prototype.create(task)
+    }
+
+    fn declare_outputs(&self, declarer: &mut OutputDeclarer) {
+        (self.declare)(declarer)
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<B>()
+    }
+}
+
 /// Builds a topology (Storm's `TopologyBuilder`). Mistakes are collected and reported by
 /// [`TopologyBuilder::build`], so declarations chain without `?` at every step.
 #[derive(Default)]
@@ -226,6 +260,39 @@ impl TopologyBuilder {
         parallelism: u32,
     ) -> BoltDeclarer<'_, B> {
         let index = self.add(id.into(), parallelism, Factory::Bolt(Arc::new(Prototype(bolt))));
+        let declarer = BoltDeclarer { builder: self, index, _bolt: PhantomData };
+        match B::TICK_TUPLE_FREQ_SECS {
+            Some(secs) => declarer.tick_tuple_freq_secs(secs),
+            None => declarer,
+        }
+    }
+
+    /// Adds a spout whose output streams `declare` names at run time instead of its type (code
+    /// that builds components from a description, such as the Trident layer). It emits with
+    /// `emit_values` on the streams declared here.
+    pub fn spout_with_outputs<S: Spout + Clone + Sync>(
+        &mut self,
+        id: impl Into<String>,
+        spout: S,
+        parallelism: u32,
+        declare: impl Fn(&mut OutputDeclarer) + Send + Sync + 'static,
+    ) -> SpoutDeclarer<'_, S> {
+        let factory = DeclaredOutputs { prototype: Prototype(spout), declare: Box::new(declare) };
+        let index = self.add(id.into(), parallelism, Factory::Spout(Arc::new(factory)));
+        SpoutDeclarer { builder: self, index, _spout: PhantomData }
+    }
+
+    /// Adds a bolt whose output streams `declare` names at run time instead of its type; see
+    /// [`TopologyBuilder::spout_with_outputs`].
+    pub fn bolt_with_outputs<B: Bolt + Clone + Sync>(
+        &mut self,
+        id: impl Into<String>,
+        bolt: B,
+        parallelism: u32,
+        declare: impl Fn(&mut OutputDeclarer) + Send + Sync + 'static,
+    ) -> BoltDeclarer<'_, B> {
+        let factory = DeclaredOutputs { prototype: Prototype(bolt), declare: Box::new(declare) };
+        let index = self.add(id.into(), parallelism, Factory::Bolt(Arc::new(factory)));
         let declarer = BoltDeclarer { builder: self, index, _bolt: PhantomData };
         match B::TICK_TUPLE_FREQ_SECS {
             Some(secs) => declarer.tick_tuple_freq_secs(secs),

@@ -1,9 +1,28 @@
 //! Exactly-once batches for Squall, as Trident gives them to Storm.
 //!
-//! Built so far: the epoch [`Coordinator`], the rules by which epochs (Trident's transaction
-//! ids) are opened, committed in order and replayed. Batch spouts, the stream API and the system
-//! task that drives the coordinator are not built yet.
+//! A [`TridentTopology`] describes streams of batches: a [`BatchSpout`] emits each epoch's
+//! tuples, per-tuple operations run where the spout runs, and `group_by(…)`
+//! `.persistent_aggregate(…)` folds each key into a `MapState` once per epoch. It compiles to
+//! ordinary spouts and bolts: a master coordinator spout (`$coordinator`) opens epochs and
+//! commits them in order (the [`Coordinator`]'s rules), learning from the acker that an epoch's
+//! batch or commit tree completed or failed; every node tells each downstream task how many
+//! tuples of an epoch it sent it, so a task commits only a batch it has whole.
+//!
+//! Not built yet: coordinator metadata in ZooKeeper (a restarted coordinator task starts over
+//! from epoch 1), opaque and Kafka batch spouts, the rest of Trident's operations, queries, the
+//! transactional Kafka sink.
 
+pub mod aggregate;
+pub mod batch;
 pub mod coordinator;
+mod master;
+mod nodes;
+mod ops;
+mod stream;
 
+pub use aggregate::Aggregate;
+pub use batch::{BatchSpout, FixedBatchSpout};
 pub use coordinator::{Coordinator, CoordinatorMeta, Epoch};
+pub use master::COORDINATOR_COMPONENT;
+pub use nodes::StateSpec;
+pub use stream::{GroupedStream, Stream, TridentError, TridentTopology};

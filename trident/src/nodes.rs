@@ -1,0 +1,325 @@
+//! The bolts a Trident stream compiles to: the batch spout's node (emit the epoch's tuples, run
+//! the stream's operations, partition, announce per-task counts) and the persistent aggregate
+//! (fold each epoch per key, check the counts, update the map state at the epoch's commit).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use rustc_hash::FxHasher;
+use squall_state::{Backend, MapState, Semantics};
+use squall_topology::component::NoOutput;
+use squall_topology::{
+    Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TaskId, TopologyContext, Tuple, Value, Values,
+};
+
+use crate::aggregate::Combiner;
+use crate::batch::BatchSpout;
+use crate::coordinator::Epoch;
+use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT};
+use crate::ops::{Op, apply};
+
+/// A node's stream of tuples `[$txid, $attempt, fields…]`, sent direct to the task its
+/// partitioning picks.
+pub(crate) const DATA_STREAM: &str = "data";
+/// A node's stream of counts `[$txid, $attempt, $count]`: after its share of an epoch, one to
+/// every downstream task, saying how many data tuples of the epoch it sent that task.
+pub(crate) const COUNT_STREAM: &str = "$count";
+
+/// How a node's output is spread over the downstream tasks.
+#[derive(Debug, Clone)]
+pub(crate) enum Partition {
+    /// By a hash of these fields (`group_by`, `partition_by`): equal keys meet in one task.
+    Fields(Vec<usize>),
+}
+
+/// Declares a node's data stream (with `fields`) and count stream.
+pub(crate) fn declare_node(declarer: &mut OutputDeclarer, fields: &[String]) {
+    let mut data = vec!["$txid", "$attempt"];
+    data.extend(fields.iter().map(String::as_str));
+    declarer.declare_fields(DATA_STREAM, &data, true);
+    declarer.declare_fields(COUNT_STREAM, &["$txid", "$attempt", "$count"], true);
+}
+
+fn epoch_of(tuple: &Tuple) -> Result<Epoch, ComponentError> {
+    let txid: u64 = tuple.get_as(0)?;
+    let attempt: u64 = tuple.get_as(1)?;
+    Ok(Epoch { txid, attempt: u32::try_from(attempt)? })
+}
+
+/// Runs a batch spout and the operations after it; one task per spout task.
+#[derive(Clone)]
+pub(crate) struct SpoutNode<S> {
+    pub(crate) spout: S,
+    pub(crate) ops: Arc<[Op]>,
+    pub(crate) partition: Partition,
+    /// The component the data goes to.
+    pub(crate) downstream: String,
+    pub(crate) targets: Vec<TaskId>,
+    pub(crate) batch: Vec<Values>,
+    pub(crate) out: Vec<Values>,
+}
+
+impl<S: BatchSpout> SpoutNode<S> {
+    pub(crate) fn new(spout: S, ops: Vec<Op>, partition: Partition, downstream: String) -> Self {
+        SpoutNode {
+            spout,
+            ops: ops.into(),
+            partition,
+            downstream,
+            targets: Vec::new(),
+            batch: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+}
+
+impl<S> Outputs for SpoutNode<S> {
+    type Default = NoOutput;
+
+    fn declare_outputs(_declarer: &mut OutputDeclarer) {}
+}
+
+impl<S: BatchSpout> Bolt for SpoutNode<S> {
+    async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
+        self.targets = ctx.component_tasks(&self.downstream).to_vec();
+        if self.targets.is_empty() {
+            return Err(format!("trident: component `{}` has no tasks", self.downstream).into());
+        }
+        self.spout.open(ctx).await
+    }
+
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        if input.source_component() != COORDINATOR_COMPONENT || input.source_stream() != BATCH_STREAM {
+            return Err(format!("trident: unexpected tuple from {}", input.source_component()).into());
+        }
+        let epoch = epoch_of(&input)?;
+        self.batch.clear();
+        self.out.clear();
+        self.spout.emit_batch(epoch, &mut self.batch).await?;
+        for values in self.batch.drain(..) {
+            apply(&self.ops, values, &mut self.out)?;
+        }
+        // Everything is anchored to the batch tuple, which is acked when this returns: the
+        // epoch's tree stays open until every downstream task has acked what it got.
+        let mut counts = vec![0u64; self.targets.len()];
+        for values in self.out.drain(..) {
+            let Partition::Fields(keys) = &self.partition;
+            let index = bucket(key_hash(&values, keys), self.targets.len());
+            let mut data = Values::with_capacity(values.len() + 2);
+            data.push(Value::U64(epoch.txid));
+            data.push(Value::U64(u64::from(epoch.attempt)));
+            data.extend(values);
+            out.emit_values(DATA_STREAM, data, Some(self.targets[index]))?;
+            counts[index] += 1;
+        }
+        for (task, count) in self.targets.iter().zip(counts) {
+            let values: Values =
+                [Value::U64(epoch.txid), Value::U64(u64::from(epoch.attempt)), Value::U64(count)].into_iter().collect();
+            out.emit_values(COUNT_STREAM, values, Some(*task))?;
+        }
+        Ok(())
+    }
+}
+
+fn key_hash(values: &[Value], keys: &[usize]) -> u64 {
+    let mut hasher = FxHasher::default();
+    for &k in keys {
+        values.get(k).unwrap_or(&Value::Null).stable_hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn bucket(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
+/// Where one map state lives and how it is updated.
+#[derive(Clone)]
+pub struct StateSpec {
+    pub(crate) name: String,
+    pub(crate) semantics: Semantics,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) cache_size: usize,
+}
+
+impl std::fmt::Debug for StateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSpec")
+            .field("name", &self.name)
+            .field("semantics", &self.semantics)
+            .field("backend", &self.backend.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateSpec {
+    /// The map state `name` in `backend` with `semantics`, caching 10,000 keys per task.
+    pub fn new(name: &str, semantics: Semantics, backend: Arc<dyn Backend>) -> Self {
+        StateSpec { name: name.to_owned(), semantics, backend, cache_size: 10_000 }
+    }
+
+    /// Caches this many keys per task (0: none).
+    pub fn cache_size(mut self, keys: usize) -> Self {
+        self.cache_size = keys;
+        self
+    }
+
+    /// The state itself, to read it (a test, a query).
+    pub fn open(&self) -> MapState<Vec<Value>, Value> {
+        MapState::new(&self.name, self.semantics, self.backend.clone(), self.cache_size)
+    }
+}
+
+/// One epoch's share at one task of a persistent aggregate.
+#[derive(Default)]
+struct Pending {
+    attempt: u32,
+    /// Partial result per key.
+    partials: HashMap<Vec<Value>, Value>,
+    /// Data tuples received, per upstream task.
+    received: BTreeMap<TaskId, u64>,
+    /// Data tuples announced, per upstream task.
+    announced: BTreeMap<TaskId, u64>,
+}
+
+/// Folds each epoch per key and updates a map state when the epoch commits.
+pub(crate) struct PersistNode {
+    state: StateSpec,
+    /// Key field positions in a data tuple's fields (after `$txid`, `$attempt`).
+    keys: Vec<usize>,
+    combiner: Combiner,
+    upstream: String,
+    upstream_tasks: usize,
+    map: Option<MapState<Vec<Value>, Value>>,
+    /// Open epochs' shares, by txid.
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl Clone for PersistNode {
+    fn clone(&self) -> Self {
+        PersistNode::new(self.state.clone(), self.keys.clone(), self.combiner, self.upstream.clone())
+    }
+}
+
+impl PersistNode {
+    pub(crate) fn new(state: StateSpec, keys: Vec<usize>, combiner: Combiner, upstream: String) -> Self {
+        PersistNode { state, keys, combiner, upstream, upstream_tasks: 0, map: None, pending: BTreeMap::new() }
+    }
+
+    /// The epoch's share, started over when a newer attempt shows up; `None` for a stale one.
+    fn share(&mut self, epoch: Epoch) -> Option<&mut Pending> {
+        let share = self.pending.entry(epoch.txid).or_default();
+        if epoch.attempt < share.attempt {
+            return None;
+        }
+        if epoch.attempt > share.attempt {
+            *share = Pending { attempt: epoch.attempt, ..Pending::default() };
+        }
+        Some(share)
+    }
+
+    /// Whether every upstream task's share of `epoch` arrived here, as announced.
+    fn is_complete(&self, epoch: Epoch) -> bool {
+        self.pending.get(&epoch.txid).is_some_and(|share| {
+            share.attempt == epoch.attempt
+                && share.announced.len() == self.upstream_tasks
+                && share.announced.iter().all(|(task, n)| share.received.get(task).copied().unwrap_or(0) == *n)
+        })
+    }
+
+    async fn commit(
+        &mut self,
+        epoch: Epoch,
+        input: Tuple,
+        out: &mut BoltCollector<'_, Self>,
+    ) -> Result<(), ComponentError> {
+        // The batch tree completed before the commit was sent, so every count and tuple arrived:
+        // anything else is a batch that would pass short.
+        if !self.is_complete(epoch) {
+            out.fail(&input);
+            return Err(format!("trident: epoch {} attempt {} is incomplete here", epoch.txid, epoch.attempt).into());
+        }
+        let (keys, partials): (Vec<Vec<Value>>, Vec<Value>) = self
+            .pending
+            .get(&epoch.txid)
+            .map(|share| share.partials.iter().map(|(k, v)| (k.clone(), v.clone())).unzip())
+            .unwrap_or_default();
+        let combiner = self.combiner;
+        let Some(map) = self.map.as_mut() else {
+            out.fail(&input);
+            return Err("trident: state not prepared".into());
+        };
+        let result = map
+            .multi_update(epoch.txid, &keys, |i, old| match old {
+                Some(old) => combiner.combine(old, &partials[i]),
+                None => partials[i].clone(),
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                self.pending.retain(|txid, _| *txid > epoch.txid);
+                out.ack(&input);
+                Ok(())
+            }
+            Err(e) => {
+                out.fail(&input);
+                Err(format!("trident: epoch {} not committed to state `{}`: {e}", epoch.txid, self.state.name).into())
+            }
+        }
+    }
+}
+
+impl Outputs for PersistNode {
+    type Default = NoOutput;
+
+    fn declare_outputs(_declarer: &mut OutputDeclarer) {}
+}
+
+impl Bolt for PersistNode {
+    // Inputs are acked as they are folded; the commit tuple only once the state has it.
+    const AUTO_ACK: bool = false;
+
+    async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
+        self.upstream_tasks = ctx.component_tasks(&self.upstream).len();
+        self.map = Some(self.state.open());
+        Ok(())
+    }
+
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        let epoch = match epoch_of(&input) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                out.fail(&input);
+                return Err(e);
+            }
+        };
+        let source = input.source_task();
+        match (input.source_component() == COORDINATOR_COMPONENT, input.source_stream()) {
+            (true, COMMIT_STREAM) => return self.commit(epoch, input, out).await,
+            (false, COUNT_STREAM) => {
+                let count: u64 = input.get_as(2)?;
+                if let Some(share) = self.share(epoch) {
+                    share.announced.insert(source, count);
+                }
+            }
+            (false, DATA_STREAM) => {
+                let (combiner, fields) = (self.combiner, &input.values()[2..]);
+                let key: Vec<Value> =
+                    self.keys.iter().map(|k| fields.get(*k).cloned().unwrap_or(Value::Null)).collect();
+                let value = combiner.init(fields);
+                if let Some(share) = self.share(epoch) {
+                    let partial = match share.partials.remove(&key) {
+                        Some(old) => combiner.combine(&old, &value),
+                        None => value,
+                    };
+                    share.partials.insert(key, partial);
+                    *share.received.entry(source).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+        out.ack(&input);
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! Trident word count over fixed batches with random batch and commit failures: the counts in
+//! the map state come out exact (every word of every batch counted once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use squall::{LocalCluster, Str, Value, Values, values};
+use squall_state::{Backend, MemoryBackend, Semantics, StateError};
+use squall_trident::{Aggregate, FixedBatchSpout, StateSpec, TridentTopology};
+
+/// Memory that refuses one write in `one_in`.
+struct FlakyBackend {
+    inner: MemoryBackend,
+    one_in: u64,
+    refused: AtomicU64,
+}
+
+#[async_trait]
+impl Backend for FlakyBackend {
+    async fn multi_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        self.inner.multi_get(keys).await
+    }
+
+    async fn multi_put(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+        if fastrand::u64(..self.one_in) == 0 {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(StateError::Unavailable { backend: self.describe(), detail: "refused by the test".into() });
+        }
+        self.inner.multi_put(entries).await
+    }
+
+    fn describe(&self) -> String {
+        "flaky memory".to_owned()
+    }
+}
+
+const WORDS: &[&str] = &["the", "cow", "jumped", "over", "moon", "apple", "day", "keeps", "doctor", "away"];
+
+fn batches() -> Vec<Vec<Values>> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    (0..40)
+        .map(|_| {
+            (0..rng.usize(0..6))
+                .map(|_| {
+                    let words: Vec<&str> = (0..rng.usize(1..8)).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
+                    values![words.join(" ")]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn expected(batches: &[Vec<Values>]) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for values in batches.iter().flatten() {
+        if let Some(Value::Str(sentence)) = values.first() {
+            for word in sentence.split(' ') {
+                *counts.entry(word.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+async fn counts(state: &StateSpec) -> HashMap<String, u64> {
+    let keys: Vec<Vec<Value>> = WORDS.iter().map(|w| vec![Value::Str(Str::from(*w))]).collect();
+    let values = state.open().multi_get(&keys).await.expect("memory state reads");
+    WORDS
+        .iter()
+        .zip(values)
+        .filter_map(|(w, v)| match v {
+            Some(Value::U64(n)) => Some(((*w).to_owned(), n)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_with_random_batch_and_commit_failures_is_exact() {
+    let batches = batches();
+    let want = expected(&batches);
+    let backend = Arc::new(FlakyBackend { inner: MemoryBackend::new(), one_in: 10, refused: AtomicU64::new(0) });
+    let state = StateSpec::new("word-counts", Semantics::Transactional, backend.clone());
+    let failed_batches = Arc::new(AtomicU64::new(0));
+
+    let mut trident = TridentTopology::new();
+    trident.max_open_epochs(3);
+    let failures = failed_batches.clone();
+    trident
+        .new_stream("sentences", FixedBatchSpout::new(["sentence"], batches))
+        .parallelism(2)
+        .flat_map(["word"], move |values| {
+            // About one batch in ten fails here and is replayed.
+            if fastrand::u8(..30) == 0 {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return Err("a random batch failure".into());
+            }
+            let sentence = values[0].as_str().unwrap_or_default();
+            Ok(sentence.split(' ').map(|w| values![w.to_owned()]).collect())
+        })
+        .group_by(["word"])
+        .persistent_aggregate("count", state.clone(), Aggregate::count(), 3);
+    let topology = trident.build().expect("the topology builds");
+
+    let cluster = LocalCluster::new();
+    cluster.submit("trident-wc", &topology).expect("submits");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while counts(&state).await != want {
+        assert!(tokio::time::Instant::now() < deadline, "counts never matched: {:?} vs {want:?}", counts(&state).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Later (empty) epochs keep committing; nothing is counted twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counts(&state).await, want);
+    cluster.kill("trident-wc", Duration::ZERO).await.expect("kills");
+    assert!(failed_batches.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
+    assert!(backend.refused.load(Ordering::Relaxed) > 0, "no commit failed: the test proves nothing");
+}
