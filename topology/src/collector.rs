@@ -312,7 +312,9 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
             _ => MessageId::Untracked,
         };
         let mut sole = SmallVec::new();
-        note_sole(&mut sole, &input, input_source);
+        if !input.is_empty() {
+            note_sole(&mut sole, &input, input_source);
+        }
         BoltCollector {
             transfer,
             task,
@@ -527,6 +529,7 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
 }
 
 /// Adds the sole-copy roots among `id`'s anchors (see [`crate::ack`]) to `sole`.
+#[inline]
 fn note_sole(sole: &mut SmallVec<[(u64, TaskId); 1]>, id: &MessageId, source: TaskId) {
     for &(root, edge) in id.anchors() {
         if is_sole(root, edge) && !sole.iter().any(|(r, _)| *r == root) {

@@ -241,6 +241,9 @@ pub struct Router {
     in_flight: Option<Arc<InFlight>>,
     /// Where other workers' tasks run now (workers only), and the version this router follows.
     peers: Option<(Arc<PeerRoutes>, u64)>,
+    /// The next `route` is a spout's tracked emit rooting a tree: a sole copy takes the root
+    /// as its edge (`squall_topology::ack`).
+    sole_root: bool,
 }
 
 impl Router {
@@ -286,6 +289,7 @@ impl Router {
             captured: Vec::new(),
             in_flight: None,
             peers: None,
+            sole_root: false,
         }
     }
 
@@ -409,44 +413,6 @@ impl Router {
         if dest.send(batch).await.is_err() {
             tracing::debug!(task, "destination executor stopped; dropping its tuples");
         }
-    }
-
-    /// Routes one emit; `sole_root` when it is a spout's tracked emit of tree `roots[0]`.
-    fn route_tracked(
-        &mut self,
-        src: TaskId,
-        stream: StreamIdx,
-        values: Values,
-        direct: Option<TaskId>,
-        roots: &[u64],
-        sole_root: bool,
-    ) -> Result<Routed, EmitError> {
-        let mut targets = Targets::new();
-        let meta = self.targets(src, stream, &values, direct, &mut targets)?;
-        if self.debug {
-            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
-        }
-        self.emitted += 1;
-        if self.capture.is_some() {
-            self.captured.push((meta, values.clone()));
-        }
-        let mut edges_xor = 0;
-        let mut values = Some(values);
-        let last = targets.len().saturating_sub(1);
-        for (i, &task) in targets.iter().enumerate() {
-            let copy = if i == last { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
-            let id = if roots.is_empty() {
-                MessageId::default()
-            } else {
-                // A spout's sole copy takes its root as edge (see `squall_topology::ack`).
-                let edge = if sole_root && targets.len() == 1 { roots[0] } else { fastrand::u64(1..) };
-                edges_xor ^= edge;
-                MessageId::from_anchors(roots.iter().map(|root| (*root, edge)))
-            };
-            self.push(task, Tuple::new(meta, src, copy, id));
-        }
-        self.transferred += targets.len() as u64;
-        Ok(Routed { tasks: targets.len(), edges: edges_xor })
     }
 
     fn push(&mut self, task: TaskId, tuple: Tuple) {
@@ -575,7 +541,35 @@ impl Transfer for Router {
         direct: Option<TaskId>,
         roots: &[u64],
     ) -> Result<Routed, EmitError> {
-        self.route_tracked(src, stream, values, direct, roots, false)
+        // Set by `route_root` for this one call: a field rather than a parameter keeps this the
+        // single, hot routing function.
+        let sole_root = std::mem::take(&mut self.sole_root);
+        let mut targets = Targets::new();
+        let meta = self.targets(src, stream, &values, direct, &mut targets)?;
+        if self.debug {
+            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
+        }
+        self.emitted += 1;
+        if self.capture.is_some() {
+            self.captured.push((meta, values.clone()));
+        }
+        let mut edges_xor = 0;
+        let mut values = Some(values);
+        let last = targets.len().saturating_sub(1);
+        for (i, &task) in targets.iter().enumerate() {
+            let copy = if i == last { values.take().unwrap_or_default() } else { values.clone().unwrap_or_default() };
+            let id = if roots.is_empty() {
+                MessageId::default()
+            } else {
+                // A spout's sole copy takes its root as edge (see `squall_topology::ack`).
+                let edge = if sole_root && targets.len() == 1 { roots[0] } else { fastrand::u64(1..) };
+                edges_xor ^= edge;
+                MessageId::from_anchors(roots.iter().map(|root| (*root, edge)))
+            };
+            self.push(task, Tuple::new(meta, src, copy, id));
+        }
+        self.transferred += targets.len() as u64;
+        Ok(Routed { tasks: targets.len(), edges: edges_xor })
     }
 
     fn route_root(
@@ -588,7 +582,8 @@ impl Transfer for Router {
     ) -> Result<Routed, EmitError> {
         // Every bolt subscribed to a spout reaches its tasks (`destinations_of`), so the sole
         // copy's bolt can tell the spout itself.
-        self.route_tracked(src, stream, values, direct, &[root], true)
+        self.sole_root = true;
+        self.route(src, stream, values, direct, &[root])
     }
 
     fn acking(&self) -> bool {
