@@ -98,7 +98,14 @@ impl KafkaRecord {
             key: record.key.map(Arc::from),
             value: record.value.map(Arc::from),
             timestamp: record.timestamp,
-            headers: record.headers().into_iter().filter_map(|(k, v)| Some((Str::new(k), Arc::from(v?)))).collect(),
+            headers: {
+                let headers = record.headers();
+                if headers.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    headers.into_iter().filter_map(|(k, v)| Some((Str::new(k), Arc::from(v?)))).collect()
+                }
+            },
         }
     }
 }

@@ -79,7 +79,13 @@ impl Value {
     /// A map of the given entries: `Value::map([("red", 1u64), ("blue", 2)])`. A key given twice
     /// keeps its last value.
     pub fn map<K: IntoValue, V: IntoValue>(entries: impl IntoIterator<Item = (K, V)>) -> Value {
-        let map: ValueMap = entries.into_iter().map(|(k, v)| (k.into_value(), v.into_value())).collect();
+        let entries = entries.into_iter();
+        // Known empty (a map's own iterator says so): no collecting at all.
+        let map: ValueMap = if entries.size_hint().1 == Some(0) {
+            ValueMap::new()
+        } else {
+            entries.map(|(k, v)| (k.into_value(), v.into_value())).collect()
+        };
         if map.is_empty() {
             // Shared: an empty map (a Kafka record without headers, say) allocates nothing.
             thread_local! {
