@@ -273,6 +273,7 @@ fn launch(
         remote: tasks.iter().filter(|(_, at)| **at != w).map(|(t, at)| (*t, addrs[*at])).collect(),
         listener,
         advertised_addr: Some(addrs[w]),
+        store: None,
     };
     RunningTopology::launch_worker("word-count", topology, TopologyStatus::Active, plan).expect("valid plan")
 }

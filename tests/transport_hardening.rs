@@ -89,6 +89,7 @@ fn launch(topology: &Topology, addrs: &[SocketAddr], w: usize, listener: TcpList
         remote: tasks.iter().filter(|(_, at)| **at != w).map(|(t, at)| (*t, addrs[*at])).collect(),
         listener,
         advertised_addr: Some(addrs[w]),
+        store: None,
     };
     RunningTopology::launch_worker("hardening", topology, TopologyStatus::Active, plan).expect("valid plan")
 }

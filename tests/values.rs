@@ -189,6 +189,7 @@ async fn orders_cross_the_wire_between_two_workers_intact_and_grouped_alike() {
                 remote: (1..=count).filter(|t| worker_of(*t) != w).map(|t| (t, addrs[worker_of(t)])).collect(),
                 listener,
                 advertised_addr: Some(addrs[w]),
+                store: None,
             };
             // Each worker builds its own copy of the topology, as a worker process would.
             let topology = order_topology(&routes, &log, 2);

@@ -19,6 +19,7 @@ mod session;
 mod state;
 mod store;
 pub mod testing;
+mod topology_store;
 mod watches;
 
 pub use election::LeaderElection;
@@ -29,5 +30,6 @@ pub use records::{
     WorkerHeartbeat,
 };
 pub use state::{ClusterState, DEFAULT_CONNECT_DEADLINE};
+pub use topology_store::ZooKeeperStore;
 /// The ZooKeeper client this crate is built on, for [`ClusterState::client`].
 pub use zookeeper_client;

@@ -64,14 +64,19 @@ impl ClusterState {
         value: &T,
     ) -> Result<(), ClusterError> {
         let data = self.encode(path, what, value)?;
+        self.write_raw(path, &data).await
+    }
+
+    /// Writes `data` at `path`, creating the node and its parents if needed.
+    pub(crate) async fn write_raw(&self, path: &str, data: &[u8]) -> Result<(), ClusterError> {
         let (client, _) = self.live("write a node").await?;
         for _ in 0..CAS_ATTEMPTS {
-            match client.set_data(path, &data, None).await {
+            match client.set_data(path, data, None).await {
                 Ok(_) => return Ok(()),
                 Err(Zk::NoNode) => {}
                 Err(e) => return Err(self.shared().zk("write", path, e)),
             }
-            match self.create_with_parents(&client, path, &data, &PERSISTENT).await {
+            match self.create_with_parents(&client, path, data, &PERSISTENT).await {
                 Ok(()) => return Ok(()),
                 Err(Zk::NodeExists) => continue,
                 Err(e) => return Err(self.shared().zk("create", path, e)),

@@ -38,6 +38,9 @@ pub const ARTIFACTS: &str = "/artifacts";
 pub const COUNTERS: &str = "/counters";
 /// The node whose version counts topology ids.
 pub const TOPOLOGY_COUNTER: &str = "/counters/topology-id";
+/// Durable values of each topology name (Storm's `/transactional`): kept when the topology is
+/// killed, so a resubmission under the same name resumes from them.
+pub const TRANSACTIONAL: &str = "/transactional";
 /// The prefix of election member nodes, followed by a per-member tag, `-` and the sequence.
 pub const ELECTION_PREFIX: &str = "m-";
 
@@ -54,6 +57,7 @@ pub const BASE_PATHS: &[&str] = &[
     ARTIFACTS,
     COUNTERS,
     TOPOLOGY_COUNTER,
+    TRANSACTIONAL,
 ];
 
 /// `/topologies/<name>`.
@@ -101,6 +105,11 @@ pub fn topology_errors(name: &str) -> Result<String, ClusterError> {
 /// `/errors/<name>/<component>`.
 pub fn component_errors(name: &str, component: &str) -> Result<String, ClusterError> {
     child(&topology_errors(name)?, "component id", component)
+}
+
+/// `/transactional/<name>/<key>`: one value of a topology's durable store.
+pub fn transactional(name: &str, key: &str) -> Result<String, ClusterError> {
+    child(&child(TRANSACTIONAL, "topology name", name)?, "store key", key)
 }
 
 /// `/nimbus/members/<host:port>`.

@@ -4,12 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use squall_cluster::records::unix_millis;
 use squall_cluster::{
     Assignment, ClusterState, TopologyRecord, TopologyStatus as ClusterStatus, WorkerAssignment, WorkerHeartbeat,
+    ZooKeeperStore,
 };
 use squall_topology::{ConfigValue, Topology};
 use squall_worker::runtime::{LaunchError, WorkerPlan};
@@ -108,6 +110,7 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
         remote: remote_tasks(&assignment, &args)?,
         listener,
         advertised_addr: Some(resolve(&mine.host, mine.port)?),
+        store: Some(Arc::new(ZooKeeperStore::new(state.clone(), name))),
     };
     let mut running = RunningTopology::launch_worker(name, topology, status_of(record.status), plan)?;
     tracing::info!(topology = name, port = args.port, tasks = ?mine.tasks, version = assignment.version, "worker running");

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::store::{MemoryStore, TopologyStore};
 use crate::tuple::TaskId;
 
 /// The task layout of a built topology: which tasks each component has. Task ids are numbered
@@ -97,6 +98,7 @@ pub struct TopologyContext {
     task: TaskId,
     component: Arc<str>,
     status: TaskStatus,
+    store: Arc<dyn TopologyStore>,
 }
 
 /// What a task says about itself beyond the runtime's counters (a Kafka spout: its partitions,
@@ -144,7 +146,21 @@ impl TopologyContext {
             task,
             component,
             status: TaskStatus::default(),
+            store: Arc::new(MemoryStore::new()),
         }
+    }
+
+    /// The same context with the topology's durable store (the runtime sets it: ZooKeeper on a
+    /// cluster, the `LocalCluster`'s memory locally); by default a store of this context alone.
+    pub fn with_store(mut self, store: Arc<dyn TopologyStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The topology's [`TopologyStore`]: small values that outlive this task, its worker and the
+    /// submission (a resubmission under the same name sees them).
+    pub fn store(&self) -> &Arc<dyn TopologyStore> {
+        &self.store
     }
 
     /// The same context for a submission with its own id (a cluster gives each submission of a

@@ -8,8 +8,11 @@
 //! batch or commit tree completed or failed; every node tells each downstream task how many
 //! tuples of an epoch it sent it, so a task commits only a batch it has whole.
 //!
-//! Not built yet: coordinator metadata in ZooKeeper (a restarted coordinator task starts over
-//! from epoch 1), opaque and Kafka batch spouts, the rest of Trident's operations, queries, the
+//! The coordinator keeps its [`CoordinatorMeta`] in the topology's store (ZooKeeper on a
+//! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
+//! it resumes after the last committed epoch.
+//!
+//! Not built yet: opaque and Kafka batch spouts, the rest of Trident's operations, queries, the
 //! transactional Kafka sink.
 
 pub mod aggregate;
@@ -23,6 +26,6 @@ mod stream;
 pub use aggregate::Aggregate;
 pub use batch::{BatchSpout, FixedBatchSpout};
 pub use coordinator::{Coordinator, CoordinatorMeta, Epoch};
-pub use master::COORDINATOR_COMPONENT;
+pub use master::{COORDINATOR_COMPONENT, COORDINATOR_KEY};
 pub use nodes::StateSpec;
 pub use stream::{GroupedStream, Stream, TridentError, TridentTopology};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use squall::{LocalCluster, Str, Value, Values, values};
 use squall_state::{Backend, MemoryBackend, Semantics, StateError};
-use squall_trident::{Aggregate, FixedBatchSpout, StateSpec, TridentTopology};
+use squall_trident::{Aggregate, CoordinatorMeta, FixedBatchSpout, StateSpec, TridentTopology};
 
 /// Memory that refuses one write in `one_in`.
 struct FlakyBackend {
@@ -118,4 +118,58 @@ async fn word_count_with_random_batch_and_commit_failures_is_exact() {
     cluster.kill("trident-wc", Duration::ZERO).await.expect("kills");
     assert!(failed_batches.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
     assert!(backend.refused.load(Ordering::Relaxed) > 0, "no commit failed: the test proves nothing");
+}
+
+/// The coordinator's last committed epoch, as stored for topology `name`.
+async fn last_committed(cluster: &LocalCluster, name: &str) -> u64 {
+    match cluster.store(name).get(squall_trident::COORDINATOR_KEY).await.expect("memory store reads") {
+        Some(bytes) => serde_json::from_slice::<CoordinatorMeta>(&bytes).expect("stored meta decodes").last_committed,
+        None => 0,
+    }
+}
+
+/// Killed mid-run and submitted again under the same name, the coordinator resumes after the
+/// last epoch it committed: epochs already in the (transactional) state are not counted again,
+/// the rest are counted once. Starting over from epoch 1 would count the first batches twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmitted_topology_resumes_after_the_last_committed_epoch() {
+    let batches = batches();
+    let want = expected(&batches);
+    let state = StateSpec::new("word-counts", Semantics::Transactional, Arc::new(MemoryBackend::new()));
+    let build = || {
+        let mut trident = TridentTopology::new();
+        trident.max_open_epochs(2);
+        trident
+            .new_stream("sentences", FixedBatchSpout::new(["sentence"], batches.clone()))
+            .flat_map(["word"], |values| {
+                let sentence = values[0].as_str().unwrap_or_default();
+                Ok(sentence.split(' ').map(|w| values![w.to_owned()]).collect())
+            })
+            .group_by(["word"])
+            .persistent_aggregate("count", state.clone(), Aggregate::count(), 2);
+        // Slow enough to be killed halfway.
+        trident.batch_interval(Duration::from_millis(20));
+        trident.build().expect("the topology builds")
+    };
+
+    let cluster = LocalCluster::new();
+    cluster.submit("resumed", &build()).expect("submits");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while last_committed(&cluster, "resumed").await < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "ten epochs never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill("resumed", Duration::ZERO).await.expect("kills");
+    let before = last_committed(&cluster, "resumed").await;
+    assert!(before < 40, "every batch was counted before the kill: the test proves nothing");
+    assert_ne!(counts(&state).await, want);
+
+    cluster.submit("resumed", &build()).expect("submits again");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while last_committed(&cluster, "resumed").await < 45 {
+        assert!(tokio::time::Instant::now() < deadline, "epochs never got past the batches");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.kill("resumed", Duration::ZERO).await.expect("kills");
+    assert_eq!(counts(&state).await, want);
 }

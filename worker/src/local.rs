@@ -1,10 +1,10 @@
 //! `LocalCluster`: runs topologies in-process on tokio, for development, tests and examples.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use squall_topology::Topology;
+use squall_topology::{MemoryStore, Topology, TopologyStore};
 
 use crate::executor::{TaskFailure, TopologyStatus};
 use crate::instruments::Instruments;
@@ -61,6 +61,9 @@ impl RunReport {
 #[derive(Default)]
 pub struct LocalCluster {
     topologies: Mutex<HashMap<String, RunningTopology>>,
+    /// Each topology name's durable store, kept across kills and resubmissions for as long as
+    /// the cluster lives (ZooKeeper's part on a cluster).
+    stores: Mutex<HashMap<String, MemoryStore>>,
 }
 
 /// How long killed bolts get to stop by themselves once told to stop now.
@@ -115,8 +118,15 @@ impl LocalCluster {
             return Err(LocalClusterError::NameInUse(name.to_owned()));
         }
         tracing::info!(topology = name, "starting topology in local mode");
-        topologies.insert(name.to_owned(), RunningTopology::launch_instrumented(name, topology, status, instruments));
+        let running = RunningTopology::launch_instrumented(name, topology, status, instruments, self.store(name));
+        topologies.insert(name.to_owned(), running);
         Ok(())
+    }
+
+    /// The durable store of topology name `name` (what its tasks see as
+    /// `TopologyContext::store`): kept across kills and resubmissions while the cluster lives.
+    pub fn store(&self, name: &str) -> Arc<dyn TopologyStore> {
+        Arc::new(self.stores.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_owned()).or_default().clone())
     }
 
     /// Lets the spouts of a topology emit.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use squall_topology::{ACKER_COMPONENT, Factory, TaskId, Topology, TopologyContext};
+use squall_topology::{ACKER_COMPONENT, Factory, MemoryStore, TaskId, Topology, TopologyContext, TopologyStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,6 +54,9 @@ pub struct WorkerPlan {
     /// This worker's address as the other workers' `remote` maps name it; by default the
     /// listener's address (set it when listening on a wildcard address).
     pub advertised_addr: Option<SocketAddr>,
+    /// The topology's durable store (ZooKeeper on a cluster); `None`: one in this process's
+    /// memory, lost with it.
+    pub store: Option<Arc<dyn TopologyStore>>,
 }
 
 /// A [`WorkerPlan`] that cannot be run.
@@ -137,19 +140,27 @@ impl RunningTopology {
     /// `status` (active or inactive). With `topology.acker.executors` above zero (by default
     /// one per worker), acker tasks are added after the user's tasks.
     pub fn launch(name: &str, topology: &Topology, status: TopologyStatus) -> RunningTopology {
-        RunningTopology::launch_instrumented(name, topology, status, Instruments::default())
+        RunningTopology::launch_instrumented(
+            name,
+            topology,
+            status,
+            Instruments::default(),
+            Arc::new(MemoryStore::new()),
+        )
     }
 
-    /// [`RunningTopology::launch`] with a test's instruments attached.
+    /// [`RunningTopology::launch`] with a test's instruments attached and the topology's
+    /// durable `store` (a `LocalCluster` keeps one per topology name).
     pub fn launch_instrumented(
         name: &str,
         topology: &Topology,
         status: TopologyStatus,
         instruments: Instruments,
+        store: Arc<dyn TopologyStore>,
     ) -> RunningTopology {
         let layout = topology.layout().with_system(&[(ACKER_COMPONENT, acker_count(topology))]);
         let placement = vec![Placement::Local; layout.task_count() + 1];
-        start(name, topology, status, placement, None, instruments)
+        start(name, topology, status, placement, None, instruments, store)
     }
 
     /// Starts this worker's share of `topology`: the executors of `plan.local_tasks`, a lane to
@@ -196,7 +207,8 @@ impl RunningTopology {
             None => plan.listener.local_addr().map_err(LaunchError::Listener)?,
         };
         let network = Network { topology_id: plan.topology_id, listener: plan.listener, advertised };
-        Ok(start(name, topology, status, placement, Some(network), Instruments::default()))
+        let store = plan.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        Ok(start(name, topology, status, placement, Some(network), Instruments::default(), store))
     }
 
     /// Moves the other workers' tasks to `remote` while this worker runs (a repair or a
@@ -353,6 +365,7 @@ fn start(
     placement: Vec<Placement>,
     network: Option<Network>,
     instruments: Instruments,
+    store: Arc<dyn TopologyStore>,
 ) -> RunningTopology {
     let (status_tx, _) = watch::channel(status);
     let config = topology.config();
@@ -605,7 +618,8 @@ fn start(
                 .iter()
                 .map(|t| {
                     let context = TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t)
-                        .with_topology_id(topology_id.clone());
+                        .with_topology_id(topology_id.clone())
+                        .with_store(store.clone());
                     metrics.register_status(&component_id, *t, context.status().clone());
                     context
                 })
