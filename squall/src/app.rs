@@ -6,15 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use squall_topology::{BuildError, ConfigError, Topology};
+use squall_topology::{ConfigError, Topology};
 use squall_worker::{LocalCluster, LocalClusterError, RunReport};
 
 /// Why a topology program could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// The topology does not build.
+    /// The topology does not build (a `BuildError`, a Trident error, the build function's own).
     #[error("the topology does not build: {0}")]
-    Build(#[from] BuildError),
+    Build(String),
     /// A `-c key=value` override was rejected.
     #[error("bad config override: {0}")]
     Config(#[from] ConfigError),
@@ -83,9 +83,10 @@ struct LocalArgs {
 /// to stop earlier); `--describe` prints its spec as JSON (which `squall submit` reads);
 /// `worker …` runs one worker of a cluster assignment (a supervisor starts it). The exit code is
 /// 1 when the topology does not build or a task fails.
-pub fn main<F>(build: F) -> ExitCode
+pub fn main<F, E>(build: F) -> ExitCode
 where
-    F: Fn() -> Result<Topology, BuildError>,
+    F: Fn() -> Result<Topology, E>,
+    E: std::fmt::Display,
 {
     let cli = Cli::parse();
     init_tracing(matches!(cli.mode, Some(Mode::Worker(_))));
@@ -98,11 +99,12 @@ where
     }
 }
 
-fn run<F>(cli: Cli, build: F) -> Result<(), AppError>
+fn run<F, E>(cli: Cli, build: F) -> Result<(), AppError>
 where
-    F: Fn() -> Result<Topology, BuildError>,
+    F: Fn() -> Result<Topology, E>,
+    E: std::fmt::Display,
 {
-    let mut topology = build()?;
+    let mut topology = build().map_err(|e| AppError::Build(e.to_string()))?;
     if cli.describe {
         let spec = topology.spec();
         // Serialising plain data to a string cannot fail. A reader that went away (`--describe |

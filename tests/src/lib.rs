@@ -3,6 +3,7 @@
 
 pub mod netns;
 pub mod sandbox;
+pub mod trident;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
