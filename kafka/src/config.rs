@@ -88,7 +88,8 @@ pub struct KafkaSpoutConfig {
     /// A partition is paused while this many offsets past its commit were emitted and not all
     /// acked (Storm: 10,000,000); failed records are still retried.
     pub max_uncommitted_offsets: u64,
-    /// Most records emitted per `next_tuple` call.
+    /// Most records emitted per `next_tuple` call (by a `KafkaBatchSpout`: per partition and
+    /// epoch).
     pub max_poll_records: usize,
     /// Other librdkafka consumer settings, passed through. The spout sets
     /// `fetch.queue.backoff.ms=10` unless this says otherwise: librdkafka's 1 s default starves
@@ -161,6 +162,13 @@ impl KafkaSpoutConfig {
     /// Pauses a partition at `max` uncommitted offsets.
     pub fn with_max_uncommitted_offsets(mut self, max: u64) -> Self {
         self.max_uncommitted_offsets = max.max(1);
+        self
+    }
+
+    /// Emits at most `max` records per `next_tuple` call (per partition and epoch in a batch
+    /// spout).
+    pub fn with_max_poll_records(mut self, max: usize) -> Self {
+        self.max_poll_records = max.max(1);
         self
     }
 

@@ -11,8 +11,10 @@ pub mod offsets;
 pub mod retry;
 pub mod spout;
 pub mod testing;
+pub mod trident;
 
 pub use bolt::{KafkaBolt, KafkaBoltConfig, Mapper, ProducerRecord, value_bytes};
 pub use config::{Exhausted, FirstPoll, Guarantee, KafkaSpoutConfig, Topics};
 pub use retry::RetryPolicy;
 pub use spout::{DeadLetter, KafkaMsgId, KafkaRecord, KafkaSpout, PartitionStatus, Record, Translator};
+pub use trident::{BatchTranslator, KafkaBatchSpout};

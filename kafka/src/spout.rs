@@ -41,13 +41,13 @@ pub struct Record<'a> {
     /// Its timestamp, in unix milliseconds.
     pub timestamp: Option<i64>,
     /// The topic as a shared string, made once per partition.
-    topic_name: &'a Str,
-    source: Source<'a>,
+    pub(crate) topic_name: &'a Str,
+    pub(crate) source: Source<'a>,
 }
 
 /// Where a record's headers are read from, only when the translator asks.
 #[derive(Debug, Clone, Copy)]
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Polled(&'a BorrowedMessage<'a>),
     Fetched(&'a Fetched),
 }
@@ -964,7 +964,7 @@ fn futures_now<T>(handle: JoinHandle<T>) -> Option<Result<T, tokio::task::JoinEr
 
 /// Where each new partition starts: this topology's own commit if there is one, else as
 /// `first_poll` says.
-fn first_positions(
+pub(crate) fn first_positions(
     consumer: &BaseConsumer,
     new: &[(String, i32)],
     first_poll: FirstPoll,

@@ -7,6 +7,19 @@ use squall_topology::{ComponentError, TopologyContext, Values};
 
 use crate::coordinator::Epoch;
 
+/// What a batch spout promises about replays, and so which map states keep its counts exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoutKind {
+    /// No promise: a replay may emit other tuples and counts may be off after failures.
+    NonTransactional,
+    /// An epoch holds the same tuples on every attempt: exact with a transactional or an opaque
+    /// map state.
+    Transactional,
+    /// Each tuple lands in exactly one committed epoch, though a replay may emit other tuples:
+    /// exact with an opaque map state only.
+    Opaque,
+}
+
 /// A source of batches (Trident's `ITridentSpout`). One instance runs per task, cloned from the
 /// one given to [`crate::TridentTopology::new_stream`]; each task emits its share of every
 /// epoch.
@@ -17,6 +30,12 @@ use crate::coordinator::Epoch;
 pub trait BatchSpout: Clone + Send + Sync + 'static {
     /// The fields of the tuples it emits.
     fn fields(&self) -> Vec<String>;
+
+    /// What it promises about replays (by default [`SpoutKind::Transactional`]); a persistent
+    /// aggregate whose map state cannot keep that exact is a build error.
+    fn kind(&self) -> SpoutKind {
+        SpoutKind::Transactional
+    }
 
     /// Called once per task before the first batch.
     fn open(&mut self, ctx: &TopologyContext) -> impl Future<Output = Result<(), ComponentError>> + Send {
@@ -31,6 +50,14 @@ pub trait BatchSpout: Clone + Send + Sync + 'static {
         epoch: Epoch,
         out: &mut Vec<Values>,
     ) -> impl Future<Output = Result<(), ComponentError>> + Send;
+
+    /// `epoch` committed everywhere before this call: forget what a replay of it or an earlier
+    /// epoch would need, and report progress (a Kafka spout commits its offsets). Nothing
+    /// depends on it succeeding; a failure is the spout's to log.
+    fn commit(&mut self, epoch: Epoch) -> impl Future<Output = ()> + Send {
+        let _ = epoch;
+        async {}
+    }
 }
 
 /// Emits fixed batches: epoch *n* holds the *n*-th batch, on every attempt (transactional), and

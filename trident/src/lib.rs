@@ -12,7 +12,7 @@
 //! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
 //! it resumes after the last committed epoch.
 //!
-//! Not built yet: opaque and Kafka batch spouts, the rest of Trident's operations, queries, the
+//! Not built yet: the rest of Trident's operations, queries, the
 //! transactional Kafka sink.
 
 pub mod aggregate;
@@ -24,7 +24,7 @@ mod ops;
 mod stream;
 
 pub use aggregate::Aggregate;
-pub use batch::{BatchSpout, FixedBatchSpout};
+pub use batch::{BatchSpout, FixedBatchSpout, SpoutKind};
 pub use coordinator::{Coordinator, CoordinatorMeta, Epoch};
 pub use master::{COORDINATOR_COMPONENT, COORDINATOR_KEY};
 pub use nodes::StateSpec;

@@ -90,10 +90,18 @@ impl<S: BatchSpout> Bolt for SpoutNode<S> {
     }
 
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-        if input.source_component() != COORDINATOR_COMPONENT || input.source_stream() != BATCH_STREAM {
+        if input.source_component() != COORDINATOR_COMPONENT {
             return Err(format!("trident: unexpected tuple from {}", input.source_component()).into());
         }
         let epoch = epoch_of(&input)?;
+        match input.source_stream() {
+            COMMIT_STREAM => {
+                self.spout.commit(epoch).await;
+                return Ok(());
+            }
+            BATCH_STREAM => {}
+            other => return Err(format!("trident: unexpected stream `{other}` from the coordinator").into()),
+        }
         self.batch.clear();
         self.out.clear();
         self.spout.emit_batch(epoch, &mut self.batch).await?;

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use squall_state::Semantics;
 use squall_topology::{BuildError, ComponentError, Config, Topology, TopologyBuilder, Value, Values};
 
 use crate::aggregate::{Aggregate, Combiner};
-use crate::batch::BatchSpout;
+use crate::batch::{BatchSpout, SpoutKind};
 use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT, MasterSpout};
 use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, PersistNode, SpoutNode, StateSpec, declare_node};
 use crate::ops::Op;
@@ -31,6 +32,20 @@ pub enum TridentError {
     /// A stream was declared but never ends in a persistent aggregate.
     #[error("stream `{0}` ends nowhere: finish it with group_by(…).persistent_aggregate(…)")]
     Unfinished(String),
+    /// An opaque spout's stream is aggregated into a map state that would count a replayed
+    /// epoch's other tuples twice.
+    #[error(
+        "stream `{stream}` comes from an opaque spout, so its state `{state}` must be Semantics::Opaque, \
+         not {semantics:?}: a replay may hold other tuples, which only an opaque state replaces exactly"
+    )]
+    NotExact {
+        /// The stream (its spout's id).
+        stream: String,
+        /// The state.
+        state: String,
+        /// The state's semantics.
+        semantics: Semantics,
+    },
     /// The compiled topology is invalid (a duplicate id, for one).
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -92,15 +107,17 @@ impl TridentTopology {
     pub fn new_stream<S: BatchSpout>(&mut self, id: &str, spout: S) -> Stream<'_> {
         self.streams += 1;
         let fields = spout.fields();
+        let kind = spout.kind();
         let id = id.to_owned();
         let add_id = id.clone();
         let add: AddSpoutNode = Box::new(move |builder, parallelism, ops, partition, downstream, fields| {
             let node = SpoutNode::new(spout, ops, partition, downstream);
             builder
                 .bolt_with_outputs(add_id, node, parallelism, move |d| declare_node(d, &fields))
-                .all_grouping((COORDINATOR_COMPONENT, BATCH_STREAM));
+                .all_grouping((COORDINATOR_COMPONENT, BATCH_STREAM))
+                .all_grouping((COORDINATOR_COMPONENT, COMMIT_STREAM));
         });
-        Stream { topology: self, id, fields, parallelism: 1, ops: Vec::new(), add: Some(add) }
+        Stream { topology: self, id, fields, kind, parallelism: 1, ops: Vec::new(), add: Some(add) }
     }
 
     /// The topology of spouts and bolts this compiles to.
@@ -128,6 +145,7 @@ pub struct Stream<'t> {
     topology: &'t mut TridentTopology,
     id: String,
     fields: Vec<String>,
+    kind: SpoutKind,
     parallelism: u32,
     ops: Vec<Op>,
     add: Option<AddSpoutNode>,
@@ -223,6 +241,14 @@ impl GroupedStream<'_> {
     /// epoch, by `parallelism` tasks (each owning a share of the keys). `id` names the bolt.
     pub fn persistent_aggregate(mut self, id: &str, state: StateSpec, aggregate: Aggregate, parallelism: u32) {
         let Some(add) = self.stream.add.take() else { return };
+        if self.stream.kind == SpoutKind::Opaque && state.semantics != Semantics::Opaque {
+            self.stream.topology.errors.push(TridentError::NotExact {
+                stream: self.stream.id.clone(),
+                state: state.name.clone(),
+                semantics: state.semantics,
+            });
+            return;
+        }
         let combiner = match aggregate.field() {
             None => Some(Combiner::Count),
             Some(field) => self.stream.position(field).map(|i| match aggregate {

@@ -1,0 +1,122 @@
+//! Kafka as a Trident batch spout against a real broker: opaque and transactional spouts with
+//! random batch failures count every record exactly once, and commit their progress to Kafka.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{committed, end_offsets, fill, wait_until};
+use squall::{LocalCluster, Str, Value, values};
+use squall_kafka::testing::KafkaBroker;
+use squall_kafka::{KafkaBatchSpout, KafkaSpoutConfig};
+use squall_state::{MemoryBackend, Semantics};
+use squall_trident::{Aggregate, StateSpec, TridentError, TridentTopology};
+
+const PARTITIONS: i32 = 4;
+const PER_PARTITION: usize = 3_000;
+
+fn broker() -> KafkaBroker {
+    KafkaBroker::start().unwrap_or_else(|e| panic!("cannot start kafka: {e}"))
+}
+
+/// Records per partition, as counted in `state` (the partition is the value's prefix).
+async fn counts(state: &StateSpec) -> HashMap<String, u64> {
+    let keys: Vec<Vec<Value>> = (0..PARTITIONS).map(|p| vec![Value::Str(Str::from(p.to_string()))]).collect();
+    let values = state.open().multi_get(&keys).await.expect("memory state reads");
+    (0..PARTITIONS)
+        .zip(values)
+        .filter_map(|(p, v)| match v {
+            Some(Value::U64(n)) => Some((p.to_string(), n)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Counts the records of each partition through `spout` with about one epoch in ten
+/// failing, and checks the counts and the group's commits.
+async fn counts_every_record_once(spout: KafkaBatchSpout, semantics: Semantics, broker: &KafkaBroker, topic: &str) {
+    let want: HashMap<String, u64> = (0..PARTITIONS).map(|p| (p.to_string(), PER_PARTITION as u64)).collect();
+    let state = StateSpec::new("per-partition", semantics, Arc::new(MemoryBackend::new()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let failures = failed.clone();
+    let mut trident = TridentTopology::new();
+    trident.max_open_epochs(3);
+    trident
+        .new_stream("events", spout)
+        .parallelism(2)
+        .flat_map(["p"], move |v| {
+            if fastrand::u32(..3_000) == 0 {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return Err("a random batch failure".into());
+            }
+            let text = match &v[4] {
+                Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                other => return Err(format!("a value that is not bytes: {other:?}").into()),
+            };
+            Ok(vec![values![text.split(':').next().unwrap_or_default().to_owned()]])
+        })
+        .group_by(["p"])
+        .persistent_aggregate("count", state.clone(), Aggregate::count(), 2);
+    let topology = trident.build().expect("builds");
+    let cluster = LocalCluster::new();
+    cluster.submit("kafka-trident", &topology).expect("submits");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while counts(&state).await != want {
+        assert!(tokio::time::Instant::now() < deadline, "counts never matched: {:?}", counts(&state).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bootstrap = broker.bootstrap_servers();
+    let ends = end_offsets(&bootstrap, topic, PARTITIONS);
+    wait_until("commits at the end offsets", Duration::from_secs(30), || {
+        committed(&bootstrap, "trident", topic, PARTITIONS).iter().map(|(o, _)| *o).collect::<Vec<_>>() == ends
+    })
+    .await;
+    assert!(committed(&bootstrap, "trident", topic, PARTITIONS).iter().all(|(_, m)| m == "kafka-trident"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counts(&state).await, want, "later (empty) epochs count nothing again");
+    cluster.kill("kafka-trident", Duration::ZERO).await.expect("kills");
+    assert!(failed.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
+}
+
+fn config(broker: &KafkaBroker, topic: &str) -> KafkaSpoutConfig {
+    // Small batches: many epochs, each failure replays a few of them.
+    KafkaSpoutConfig::new(broker.bootstrap_servers(), &[topic]).with_group_id("trident").with_max_poll_records(200)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_kafka_spout_counts_every_record_once_through_failures() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    let broker = broker();
+    broker.create_topic("opaque", PARTITIONS as usize).expect("topic");
+    fill(&broker.bootstrap_servers(), "opaque", PARTITIONS, PER_PARTITION).await;
+    let spout = KafkaBatchSpout::opaque(config(&broker, "opaque"));
+    counts_every_record_once(spout, Semantics::Opaque, &broker, "opaque").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_kafka_spout_counts_every_record_once_through_failures() {
+    let broker = broker();
+    broker.create_topic("transactional", PARTITIONS as usize).expect("topic");
+    fill(&broker.bootstrap_servers(), "transactional", PARTITIONS, PER_PARTITION).await;
+    let spout = KafkaBatchSpout::transactional(config(&broker, "transactional"));
+    counts_every_record_once(spout, Semantics::Transactional, &broker, "transactional").await;
+}
+
+#[test]
+fn an_opaque_spout_into_a_transactional_state_is_a_build_error() {
+    let spout = KafkaBatchSpout::opaque(KafkaSpoutConfig::new("127.0.0.1:9", &["t"]));
+    let state = StateSpec::new("s", Semantics::Transactional, Arc::new(MemoryBackend::new()));
+    let mut trident = TridentTopology::new();
+    trident.new_stream("events", spout).group_by(["partition"]).persistent_aggregate(
+        "count",
+        state,
+        Aggregate::count(),
+        1,
+    );
+    let error = trident.build().expect_err("an opaque spout needs an opaque state");
+    assert!(matches!(error, TridentError::NotExact { .. }), "{error}");
+    assert!(error.to_string().contains("must be Semantics::Opaque"), "{error}");
+}
