@@ -120,6 +120,22 @@ struct Range {
     end: i64,
 }
 
+/// What one partition gives one epoch: offsets from `start`, at least up to `at_least` and
+/// at most up to `at_most`; `last` is the end of what it got.
+struct Share {
+    start: i64,
+    at_least: i64,
+    at_most: i64,
+    last: i64,
+}
+
+impl Share {
+    /// A first read: anything from `start`, up to `limit` records.
+    fn fresh(start: i64, limit: i64) -> Self {
+        Share { start, at_least: start, at_most: start.saturating_add(limit), last: start }
+    }
+}
+
 /// One owned partition.
 struct Owned {
     topic: String,
@@ -304,44 +320,61 @@ impl Task {
         self.assign().await?;
         let Some(partitions) = self.partitions.as_mut() else { return Ok(()) };
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        // Per partition: where the epoch starts, and where it must end (a transactional replay).
         let mut plan = Vec::with_capacity(partitions.len());
         for p in partitions.iter_mut() {
-            let before = p.ranges.range(..epoch.txid).next_back().map_or(p.first, |(_, r)| r.end);
-            let fixed = match kind {
-                SpoutKind::Transactional => p.ranges.get(&epoch.txid).copied().or_else(|| {
+            // Where the epoch before ended; with none recorded (the partition's first epoch), where
+            // this epoch's first attempt or the next recorded epoch started.
+            let before = match p.ranges.range(..epoch.txid).next_back() {
+                Some((_, previous)) => previous.end,
+                None => p.ranges.range(epoch.txid..).next().map_or(p.first, |(_, r)| r.start),
+            };
+            let recorded = p.ranges.get(&epoch.txid).copied();
+            let share = match kind {
+                SpoutKind::Transactional => {
                     // Recorded later epochs and none for this one: it held nothing.
-                    p.ranges.range(epoch.txid..).next().map(|_| Range { start: before, end: before })
-                }),
+                    let fixed = recorded
+                        .or_else(|| p.ranges.range(epoch.txid..).next().map(|_| Range { start: before, end: before }));
+                    match fixed {
+                        Some(r) => Share { start: r.start, at_least: r.end, at_most: r.end, last: r.start },
+                        None => Share::fresh(before, limit),
+                    }
+                }
                 _ => {
                     // Later epochs are replayed after this one: their ranges start over.
                     p.ranges.retain(|txid, _| *txid < epoch.txid);
-                    None
+                    let mut share = Share::fresh(before, limit);
+                    // A replay from the same start holds at least what the first attempt held:
+                    // a key that attempt updated in some tasks' state must be updated again, or
+                    // its records would count there and again in the next epoch.
+                    if let Some(r) = recorded.filter(|r| r.start == before) {
+                        share.at_least = r.end;
+                        share.at_most = share.at_most.max(r.end);
+                    }
+                    share
                 }
             };
-            let start = fixed.map_or(before, |r| r.start);
-            if p.position != start {
+            if p.position != share.start {
+                let start = share.start;
                 self.consumer
                     .seek(&p.topic, p.partition, Offset::Offset(start), CALL_TIMEOUT)
                     .map_err(|e| error(format_args!("cannot seek {}/{} to {start}: {e}", p.topic, p.partition)))?;
                 p.position = start;
             }
-            plan.push((start, fixed.map_or(start.saturating_add(limit), |r| r.end), fixed.is_some(), start));
+            plan.push(share);
         }
-        // Read until every partition has its share or no record came for `wait` (a replay
-        // waits until it has every recorded record).
-        let must_finish = plan.iter().any(|(start, end, fixed, _)| *fixed && end > start);
-        let deadline = Instant::now() + if must_finish { REPLAY_TIMEOUT } else { wait };
+        // Read until every partition has its share, or has what it must and no record came for
+        // `wait` (a replay waits up to REPLAY_TIMEOUT for the records it must hold again).
+        let deadline = Instant::now() + REPLAY_TIMEOUT;
         let mut quiet_since = Instant::now();
         let mut taken: Vec<Vec<Values>> = vec![Vec::new(); partitions.len()];
         loop {
-            let done = partitions.iter().zip(&plan).all(|(p, (_, end, _, _))| p.position >= *end);
-            if done {
+            if partitions.iter().zip(&plan).all(|(p, share)| p.position >= share.at_most) {
                 break;
             }
             let Some(message) = self.consumer.poll(Duration::ZERO) else {
                 let now = Instant::now();
-                if now >= deadline || (!must_finish && now.duration_since(quiet_since) >= wait) {
+                let owed = partitions.iter().zip(&plan).any(|(p, share)| p.position < share.at_least);
+                if now >= deadline || (!owed && now.duration_since(quiet_since) >= wait) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -354,15 +387,15 @@ impl Task {
             else {
                 continue;
             };
-            let (p, (_, end, _, last)) = (&mut partitions[i], &mut plan[i]);
+            let (p, share) = (&mut partitions[i], &mut plan[i]);
             let offset = message.offset();
             // Before the epoch's start (fetched before a seek) or past its end: not this epoch's.
-            if offset < p.position || offset >= *end {
+            if offset < p.position || offset >= share.at_most {
                 p.position = p.position.max(offset.saturating_add(1));
                 continue;
             }
             p.position = offset.saturating_add(1);
-            *last = p.position;
+            share.last = p.position;
             let record = Record {
                 topic: &p.topic,
                 partition: p.partition,
@@ -377,16 +410,15 @@ impl Task {
                 taken[i].push(values);
             }
         }
-        for (p, (start, end, fixed, last)) in partitions.iter_mut().zip(&plan) {
-            let range = if *fixed { Range { start: *start, end: *end } } else { Range { start: *start, end: *last } };
-            if *fixed && p.position < range.end {
+        for (p, share) in partitions.iter_mut().zip(&plan) {
+            if share.last < share.at_least {
                 return Err(error(format_args!(
                     "epoch {} must hold {}/{} offsets {}..{} again, but only got to {} within {REPLAY_TIMEOUT:?}; \
                      were the records deleted?",
-                    epoch.txid, p.topic, p.partition, range.start, range.end, p.position
+                    epoch.txid, p.topic, p.partition, share.start, share.at_least, share.last
                 )));
             }
-            p.ranges.insert(epoch.txid, range);
+            p.ranges.insert(epoch.txid, Range { start: share.start, end: share.last });
         }
         // Recorded before the batch goes out: a replay after any crash finds the ranges.
         self.save().await?;
@@ -406,11 +438,12 @@ impl Task {
     }
 
     /// `epoch` committed: older ranges are history (kept out of the next save), and Kafka gets
-    /// the ends.
+    /// the ends. The range before it stays: a coordinator that dies before it records the
+    /// commit replays the epoch, which then starts where that range ended.
     fn commit(&mut self, epoch: Epoch) {
         let mut list = TopicPartitionList::new();
         for p in self.partitions.iter_mut().flatten() {
-            p.ranges.retain(|txid, _| *txid >= epoch.txid);
+            p.ranges.retain(|txid, _| txid.saturating_add(1) >= epoch.txid);
             let Some(range) = p.ranges.get(&epoch.txid) else { continue };
             if list.add_partition_offset(&p.topic, p.partition, Offset::Offset(range.end)).is_err() {
                 continue;

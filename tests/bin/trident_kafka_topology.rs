@@ -1,0 +1,38 @@
+//! Kafka → Trident → Redis for cluster tests: an opaque Kafka batch spout over topic `events` at
+//! `$SQUALL_TEST_KAFKA` (group `trident`), counting records per partition (the value's prefix
+//! before `:`) in an opaque map state `per-partition` in Redis at `$SQUALL_TEST_REDIS`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use squall::{Value, values};
+use squall_kafka::{KafkaBatchSpout, KafkaSpoutConfig};
+use squall_state::{RedisBackend, Semantics};
+use squall_trident::{Aggregate, StateSpec, TridentTopology};
+
+fn build() -> Result<squall::Topology, Box<dyn std::error::Error>> {
+    let kafka = std::env::var("SQUALL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let redis = std::env::var("SQUALL_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let state = StateSpec::new("per-partition", Semantics::Opaque, Arc::new(RedisBackend::new(&redis)?));
+    let spout = KafkaBatchSpout::opaque(
+        KafkaSpoutConfig::new(kafka, &["events"]).with_group_id("trident").with_max_poll_records(500),
+    );
+    let mut trident = TridentTopology::new();
+    trident.config_mut().message_timeout_secs = 5;
+    trident.max_open_epochs(3);
+    trident
+        .new_stream("events", spout)
+        .parallelism(2)
+        .flat_map(["p"], |v| {
+            let Value::Bytes(bytes) = &v[4] else { return Err("a record without a value".into()) };
+            let text = String::from_utf8_lossy(bytes);
+            Ok(vec![values![text.split(':').next().unwrap_or_default().to_owned()]])
+        })
+        .group_by(["p"])
+        .persistent_aggregate("count", state, Aggregate::count(), 2);
+    Ok(trident.build()?)
+}
+
+fn main() -> ExitCode {
+    squall::main(build)
+}
