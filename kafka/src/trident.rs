@@ -6,8 +6,10 @@
 //! (ZooKeeper on a cluster) before the batch goes out:
 //!
 //! - **opaque**: an epoch reads from where the epoch before it ended, up to `max_poll_records`
-//!   records per partition; a replay reads again from there and may hold more or fewer records,
-//!   and the ranges of the epochs after it are dropped (they are replayed too). Each record
+//!   records per partition; a replay from the same start holds the same records again (it may
+//!   have committed in some tasks), one from another start (the epoch before it was replayed
+//!   with other records) reads afresh, and the ranges of the epochs after it are dropped (they
+//!   are replayed too). Each record
 //!   lands in exactly one committed epoch; aggregate into an opaque map state.
 //! - **transactional**: a replay holds exactly the range recorded for the epoch (an epoch that
 //!   held nothing of a partition holds nothing again), so it is exact with a transactional
@@ -343,12 +345,13 @@ impl Task {
                     // Later epochs are replayed after this one: their ranges start over.
                     p.ranges.retain(|txid, _| *txid < epoch.txid);
                     let mut share = Share::fresh(before, limit);
-                    // A replay from the same start holds at least what the first attempt held:
-                    // a key that attempt updated in some tasks' state must be updated again, or
-                    // its records would count there and again in the next epoch.
+                    // A replay from the same start holds exactly what the first attempt held:
+                    // that attempt may have committed in some tasks (a state key it updated must
+                    // be updated again, or its records would count there and again next epoch;
+                    // a sink task that wrote it skips it, so it must not hold more).
                     if let Some(r) = recorded.filter(|r| r.start == before) {
                         share.at_least = r.end;
-                        share.at_most = share.at_most.max(r.end);
+                        share.at_most = r.end;
                     }
                     share
                 }
@@ -437,9 +440,10 @@ impl Task {
         self.store.put(&self.key, &bytes).await.map_err(error)
     }
 
-    /// `epoch` committed: older ranges are history (kept out of the next save), and Kafka gets
-    /// the ends. The range before it stays: a coordinator that dies before it records the
-    /// commit replays the epoch, which then starts where that range ended.
+    /// `epoch`'s commit started, so the epochs before it committed: older ranges are history
+    /// (kept out of the next save), and Kafka gets the ends. The range before it stays: should
+    /// the commit fail, or the coordinator die before it records it, the epoch replays from
+    /// where that range ended.
     fn commit(&mut self, epoch: Epoch) {
         let mut list = TopicPartitionList::new();
         for p in self.partitions.iter_mut().flatten() {

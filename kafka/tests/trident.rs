@@ -120,3 +120,99 @@ fn an_opaque_spout_into_a_transactional_state_is_a_build_error() {
     assert!(matches!(error, TridentError::NotExact { .. }), "{error}");
     assert!(error.to_string().contains("must be Semantics::Opaque"), "{error}");
 }
+
+/// Every record of `topic` a `read_committed` consumer sees, as text.
+fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "checker")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("a consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&list).expect("assigned");
+    let (mut seen, mut ended) = (Vec::new(), std::collections::BTreeSet::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ended.len() < partitions as usize && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Kafka → opaque spout → transactional Kafka sink, with about one epoch in ten failing: a
+/// `read_committed` consumer of the output sees every input record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_kafka_sink_writes_every_record_once_through_failures() {
+    use squall_kafka::{KafkaTransactionalSink, ProducerRecord};
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    for (topic, partitions) in [("sink-in", PARTITIONS as usize), ("sink-out", 2), ("sink-progress", 1)] {
+        broker.create_topic(topic, partitions).expect("topic");
+    }
+    fill(&bootstrap, "sink-in", PARTITIONS, PER_PARTITION).await;
+    let failed = Arc::new(AtomicU64::new(0));
+    let failures = failed.clone();
+    let sink = KafkaTransactionalSink::new(bootstrap.clone(), "sink-progress", |v: &[Value]| {
+        let value = match &v[0] {
+            Value::Bytes(bytes) => bytes.to_vec(),
+            other => return Err(format!("not bytes: {other:?}").into()),
+        };
+        Ok(ProducerRecord {
+            topic: "sink-out".into(),
+            partition: None,
+            key: None,
+            value: Some(value),
+            headers: Vec::new(),
+        })
+    });
+    let mut trident = TridentTopology::new();
+    trident.max_open_epochs(3);
+    trident
+        .new_stream("events", KafkaBatchSpout::opaque(config(&broker, "sink-in")))
+        .parallelism(2)
+        .filter(move |_| {
+            if fastrand::u32(..3_000) == 0 {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return Err("a random batch failure".into());
+            }
+            Ok(true)
+        })
+        .project(["value"])
+        .sink("out", sink, 2);
+    let topology = trident.build().expect("builds");
+    let cluster = LocalCluster::new();
+    cluster.submit("kafka-sink", &topology).expect("submits");
+    let total = PARTITIONS as usize * PER_PARTITION;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {total} records written", seen.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let bootstrap = bootstrap.clone();
+        seen = tokio::task::spawn_blocking(move || read_committed(&bootstrap, "sink-out", 2)).await.expect("read");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill("kafka-sink", Duration::ZERO).await.expect("kills");
+    let seen = tokio::task::spawn_blocking(move || read_committed(&bootstrap, "sink-out", 2)).await.expect("read");
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), total, "duplicates or losses");
+    assert_eq!(distinct.len(), total);
+    for p in 0..PARTITIONS {
+        for i in 0..PER_PARTITION {
+            assert!(distinct.contains(&format!("{p}:{i}")), "{p}:{i} missing");
+        }
+    }
+    assert!(failed.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
+}

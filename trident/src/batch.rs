@@ -51,9 +51,10 @@ pub trait BatchSpout: Clone + Send + Sync + 'static {
         out: &mut Vec<Values>,
     ) -> impl Future<Output = Result<(), ComponentError>> + Send;
 
-    /// `epoch` committed everywhere before this call: forget what a replay of it or an earlier
-    /// epoch would need, and report progress (a Kafka spout commits its offsets). Nothing
-    /// depends on it succeeding; a failure is the spout's to log.
+    /// `epoch`'s commit has started: every task processed its batch, and the epochs before it
+    /// committed. The commit itself may still fail (then the epoch is replayed), so keep what a
+    /// replay of `epoch` needs; what only earlier epochs' replays need can go. A Kafka spout
+    /// reports its progress to Kafka here. Nothing depends on it succeeding.
     fn commit(&mut self, epoch: Epoch) -> impl Future<Output = ()> + Send {
         let _ = epoch;
         async {}

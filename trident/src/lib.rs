@@ -12,8 +12,7 @@
 //! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
 //! it resumes after the last committed epoch.
 //!
-//! Not built yet: the rest of Trident's operations, queries, the
-//! transactional Kafka sink.
+//! Not built yet: the rest of Trident's operations and queries.
 
 pub mod aggregate;
 pub mod batch;
@@ -21,6 +20,7 @@ pub mod coordinator;
 mod master;
 mod nodes;
 mod ops;
+pub mod sink;
 mod stream;
 
 pub use aggregate::Aggregate;
@@ -28,4 +28,5 @@ pub use batch::{BatchSpout, FixedBatchSpout, SpoutKind};
 pub use coordinator::{Coordinator, CoordinatorMeta, Epoch};
 pub use master::{COORDINATOR_COMPONENT, COORDINATOR_KEY};
 pub use nodes::StateSpec;
+pub use sink::EpochSink;
 pub use stream::{GroupedStream, Stream, TridentError, TridentTopology};

@@ -41,7 +41,7 @@ pub(crate) fn declare_node(declarer: &mut OutputDeclarer, fields: &[String]) {
     declarer.declare_fields(COUNT_STREAM, &["$txid", "$attempt", "$count"], true);
 }
 
-fn epoch_of(tuple: &Tuple) -> Result<Epoch, ComponentError> {
+pub(crate) fn epoch_of(tuple: &Tuple) -> Result<Epoch, ComponentError> {
     let txid: u64 = tuple.get_as(0)?;
     let attempt: u64 = tuple.get_as(1)?;
     Ok(Epoch { txid, attempt: u32::try_from(attempt)? })

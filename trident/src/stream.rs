@@ -12,6 +12,7 @@ use crate::batch::{BatchSpout, SpoutKind};
 use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT, MasterSpout};
 use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, PersistNode, SpoutNode, StateSpec, declare_node};
 use crate::ops::Op;
+use crate::sink::{EpochSink, SinkNode};
 
 /// A Trident topology that cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +31,7 @@ pub enum TridentError {
     #[error("trident needs acking: topology.acker.executors must not be 0")]
     NoAckers,
     /// A stream was declared but never ends in a persistent aggregate.
-    #[error("stream `{0}` ends nowhere: finish it with group_by(…).persistent_aggregate(…)")]
+    #[error("stream `{0}` ends nowhere: finish it with group_by(…).persistent_aggregate(…) or sink(…)")]
     Unfinished(String),
     /// An opaque spout's stream is aggregated into a map state that would count a replayed
     /// epoch's other tuples twice.
@@ -221,6 +222,28 @@ impl<'t> Stream<'t> {
             Ok(positions.iter().map(|p| values.get(*p).cloned().unwrap_or(Value::Null)).collect())
         })));
         self
+    }
+
+    /// Writes the stream to `sink` exactly once per epoch, from `parallelism` tasks (each tuple
+    /// goes to the task a hash of all its fields picks, so a replay holding the same tuples
+    /// gives every task the same share), each task writing its share when the epoch commits.
+    /// Exact with a transactional spout, or an opaque one that replays an epoch's tuples
+    /// unchanged while it may have committed anywhere (the Kafka batch spouts do). `id` names
+    /// the bolt.
+    pub fn sink<S: EpochSink>(mut self, id: &str, sink: S, parallelism: u32) {
+        let Some(add) = self.add.take() else { return };
+        let topology = &mut *self.topology;
+        let spout = self.id.clone();
+        let ops = std::mem::take(&mut self.ops);
+        let all = (0..self.fields.len()).collect();
+        add(&mut topology.builder, self.parallelism, ops, Partition::Fields(all), id.to_owned(), self.fields.clone());
+        topology
+            .builder
+            .bolt_with_outputs(id, SinkNode::new(sink, spout.clone()), parallelism, |_| {})
+            .direct_grouping((spout.as_str(), DATA_STREAM))
+            .direct_grouping((spout.as_str(), COUNT_STREAM))
+            .all_grouping((COORDINATOR_COMPONENT, COMMIT_STREAM));
+        topology.finished += 1;
     }
 
     /// Groups the stream by `fields`: tuples with equal keys meet in one task.
