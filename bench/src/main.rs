@@ -9,6 +9,11 @@
 //! - `word-count`: sentences round-robin from ten 8-word sentences → split → fields grouping on
 //!   the word → count in a map; reports words/s.
 //!
+//! `trident-word-count [--seconds N] [--rate R]` counts the same sentences through the Trident
+//! stream API (batches of sentences → split → group by word → a persistent count in a memory map
+//! state) and reports committed words/s, the batch latency (emit → state commit) and, measured
+//! in the same run, the plain word count's words/s (see [`trident`]).
+//!
 //! `cluster <workload> [--seconds N] [--acking]` runs the workload across processes instead: a
 //! real ZooKeeper, and in this process a Nimbus and a supervisor with two slots, which start
 //! this binary twice in `worker` mode (see [`cluster`]). Given `worker …` or `--describe`, this
@@ -39,6 +44,7 @@ pub(crate) const ALLOCATOR: &str = if cfg!(feature = "mimalloc-override") {
 
 mod cluster;
 mod kafka;
+mod trident;
 mod workloads;
 
 use std::process::ExitCode;
@@ -47,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use squall::LocalCluster;
+use squall::{ComponentMetrics, LocalCluster, Topology};
 
 use crate::workloads::{PROCESSED, Params, Workload, build};
 
@@ -107,6 +113,7 @@ fn main() -> ExitCode {
     let result = match first {
         Some("cluster") => cluster::main(&argv),
         Some("kafka") => kafka::main(&argv),
+        Some("trident-word-count") => trident::main(&argv),
         _ => local_main(),
     };
     match result {
@@ -116,6 +123,51 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `topology` as `name` in `cluster`: `warmup`, then `seconds` measured, printing the rate
+/// at the sink ([`PROCESSED`]) every second. Returns the sink's tuples per second over the
+/// measured seconds and the metrics of component `spout`, and kills the topology.
+async fn measure(
+    cluster: &LocalCluster,
+    name: &str,
+    topology: &Topology,
+    warmup: Duration,
+    seconds: u64,
+    spout: &str,
+) -> anyhow::Result<(f64, ComponentMetrics)> {
+    cluster.submit(name, topology)?;
+    tokio::time::sleep(warmup).await;
+    let (start, start_count) = (Instant::now(), PROCESSED.load(Ordering::Relaxed));
+    let mut last = (start, start_count);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = (Instant::now(), PROCESSED.load(Ordering::Relaxed));
+        let rate = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64();
+        eprintln!("{:>6.1} M tuples/s", rate / 1e6);
+        last = now;
+    }
+    let rate = (last.1 - start_count) as f64 / (last.0 - start).as_secs_f64();
+    let metrics = cluster.metrics(name)?.component(spout)?;
+    cluster.kill(name, Duration::ZERO).await?;
+    Ok((rate, metrics))
+}
+
+/// The plain word count (`word-count`, one task per component, no acking, unpaced) in `cluster`:
+/// its words per second over `seconds` after `warmup`, as the `word-count` workload measures it.
+pub(crate) async fn plain_word_count(cluster: &LocalCluster, warmup: Duration, seconds: u64) -> anyhow::Result<f64> {
+    let params = Params {
+        workload: Workload::WordCount,
+        acking: false,
+        max_pending: 5_000,
+        alloc_strings: false,
+        parallelism: 1,
+        rate: None,
+        first_tuple_dir: None,
+    };
+    let topology = build(&params)?;
+    let (rate, _) = measure(cluster, "plain-word-count", &topology, warmup, seconds, params.workload.spout()).await?;
+    Ok(rate)
 }
 
 fn local_main() -> anyhow::Result<ExitCode> {
@@ -141,21 +193,8 @@ fn local_main() -> anyhow::Result<ExitCode> {
     let name = format!("{:?}", args.workload).to_lowercase();
     let (tuples_per_sec, spout_metrics) = runtime.block_on(async {
         let cluster = LocalCluster::new();
-        cluster.submit(&name, &topology)?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (start, start_count) = (Instant::now(), PROCESSED.load(Ordering::Relaxed));
-        let mut last = (start, start_count);
-        for _ in 1..args.seconds {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = (Instant::now(), PROCESSED.load(Ordering::Relaxed));
-            let rate = (now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64();
-            eprintln!("{:>6.1} M tuples/s", rate / 1e6);
-            last = now;
-        }
-        let rate = (last.1 - start_count) as f64 / (last.0 - start).as_secs_f64();
-        let metrics = cluster.metrics(&name)?.component(args.workload.spout())?;
-        cluster.kill(&name, Duration::ZERO).await?;
-        anyhow::Ok((rate, metrics))
+        let seconds = args.seconds - 1;
+        measure(&cluster, &name, &topology, Duration::from_secs(1), seconds, args.workload.spout()).await
     })?;
     let mut result = serde_json::json!({
         "workload": args.workload.name(),
