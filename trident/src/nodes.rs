@@ -2,11 +2,12 @@
 //! the stream's operations, partition, announce per-task counts) and the persistent aggregate
 //! (fold each epoch per key, check the counts, update the map state at the epoch's commit).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use rustc_hash::FxHasher;
+use rustc_hash::{FxHashMap, FxHasher};
 use squall_state::{Backend, MapState, Semantics};
 use squall_topology::component::NoOutput;
 use squall_topology::{
@@ -184,7 +185,7 @@ impl StateSpec {
 struct Pending {
     attempt: u32,
     /// Partial result per key.
-    partials: HashMap<Vec<Value>, Value>,
+    partials: FxHashMap<Vec<Value>, Value>,
     /// Data tuples received, per upstream task.
     received: BTreeMap<TaskId, u64>,
     /// Data tuples announced, per upstream task.
@@ -317,11 +318,15 @@ impl Bolt for PersistNode {
                     self.keys.iter().map(|k| fields.get(*k).cloned().unwrap_or(Value::Null)).collect();
                 let value = combiner.init(fields);
                 if let Some(share) = self.share(epoch) {
-                    let partial = match share.partials.remove(&key) {
-                        Some(old) => combiner.combine(&old, &value),
-                        None => value,
-                    };
-                    share.partials.insert(key, partial);
+                    match share.partials.entry(key) {
+                        Entry::Occupied(mut partial) => {
+                            let combined = combiner.combine(partial.get(), &value);
+                            *partial.get_mut() = combined;
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(value);
+                        }
+                    }
                     *share.received.entry(source).or_default() += 1;
                 }
             }
