@@ -548,6 +548,23 @@ fn trident_counts_stay_exact_through_worker_kills_and_a_nimbus_failover() {
     // Empty epochs go on committing: nothing is counted twice later either.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(trident_counts(&url), want);
+
+    // `squall query` reads the state while the topology runs, through the topology's binary.
+    let output = sandbox.cli_env(
+        &["query", "trident", "word-counts", "storm", "wind", "no-such-word"],
+        &[("SQUALL_TEST_REDIS", url.as_str())],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["key"], serde_json::json!(["storm"]));
+    assert_eq!(lines[0]["value"], serde_json::json!(want["storm"]));
+    assert_eq!(lines[1]["value"], serde_json::json!(want["wind"]));
+    assert_eq!(lines[2]["value"], Value::Null);
+    let unknown = sandbox.cli_env(&["query", "trident", "nope", "storm"], &[("SQUALL_TEST_REDIS", url.as_str())]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no queryable state `nope`; it has: word-counts"));
 }
 
 /// Records counted per partition by the Kafka Trident test topology, from Redis.

@@ -95,6 +95,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a running topology's state by key: runs the topology's own binary (fetched from
+    /// Nimbus) in query mode, which opens the state's store as the topology does (give it the
+    /// same environment). Prints one JSON line per key.
+    Query {
+        /// The topology.
+        name: String,
+        /// The state (for Trident, the name given to its `StateSpec`).
+        state: String,
+        /// Keys: JSON (`5`, `"5"`, `["a", 1]` for several key fields) or a plain string.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
     /// Run a Nimbus (the master).
     Nimbus {
         /// The host to advertise.
@@ -226,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print_details(&details)
             }
         }
+        Command::Query { name, state, keys } => query(&client, &name, &state, &keys),
         Command::Nimbus { host, port, local_dir } => {
             if let Some(host) = host {
                 settings.nimbus.host = host;
@@ -445,6 +458,39 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
 /// Colour codes in logs only on a terminal, and not when `NO_COLOR` is set (no-color.org).
 fn colour_logs() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `squall query`: fetches the topology's binary from the leading Nimbus and runs it as
+/// `<binary> query <state> <keys>…`, passing its output and exit status through.
+fn query(client: &NimbusClient, name: &str, state: &str, keys: &[String]) -> anyhow::Result<()> {
+    let details = client.describe(name)?;
+    if details.artifact.is_empty() {
+        bail!("Nimbus does not say which binary runs `{name}` (an older Nimbus?); upgrade it to query states");
+    }
+    let leader = client.leader()?;
+    let binary = client
+        .download(&leader, &details.artifact)
+        .with_context(|| format!("cannot fetch the binary of `{name}` from {leader}"))?;
+    let dir = tempfile::tempdir().context("cannot create a temp dir for the topology's binary")?;
+    let path = dir.path().join(name);
+    std::fs::write(&path, &binary).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {} executable", path.display()))?;
+    }
+    let output = std::process::Command::new(&path)
+        .arg("query")
+        .arg(state)
+        .args(keys)
+        .output()
+        .with_context(|| format!("cannot run the binary of `{name}`"))?;
+    std::io::stdout().write_all(&output.stdout)?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -165,6 +165,9 @@ pub struct TopologyDetails {
     pub workers: Vec<WorkerDetails>,
     /// Its components.
     pub components: Vec<ComponentDetails>,
+    /// The hex SHA-256 of its binary (`squall query` runs it).
+    #[serde(default)]
+    pub artifact: String,
 }
 
 /// One live supervisor, as `squall supervisors` shows it.

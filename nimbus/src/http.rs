@@ -332,6 +332,7 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
         summary: summary(&record, assignment.as_ref(), &beats, shared.config.task_timeout),
         workers: worker_details(&record, assignment.as_ref(), &beats),
         components,
+        artifact: record.artifact_hash.clone(),
     }))
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use squall_topology::{ConfigError, Topology};
+use squall_topology::{ConfigError, Topology, Value};
 use squall_worker::{LocalCluster, LocalClusterError, RunReport};
 
 /// Why a topology program could not do what it was asked.
@@ -27,6 +27,9 @@ pub enum AppError {
     /// Tasks failed.
     #[error("{} task(s) failed; first: {}", .0.failures.len(), .0.failures.first().map(|f| f.to_string()).unwrap_or_default())]
     Failed(Box<RunReport>),
+    /// A query could not be answered.
+    #[error("query: {0}")]
+    Query(String),
     /// Worker mode failed.
     #[error("worker: {0}")]
     Worker(Box<dyn std::error::Error + Send + Sync>),
@@ -50,6 +53,16 @@ enum Mode {
     Local(LocalArgs),
     /// Run one worker of the topology on a cluster (started by a supervisor).
     Worker(crate::worker_mode::WorkerArgs),
+    /// Read a state's current values by key while the topology runs (what `squall query` runs).
+    Query(QueryArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct QueryArgs {
+    /// The state's name.
+    state: String,
+    /// Keys: JSON (`5`, `"5"`, `["a", 1]` for a key of several fields) or else a plain string.
+    keys: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -119,6 +132,7 @@ where
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AppError::Runtime)?;
             return runtime.block_on(crate::worker_mode::run(args, topology));
         }
+        Some(Mode::Query(args)) => return query(&topology, &args),
         None => cli.local,
     };
     for assignment in &args.config {
@@ -129,6 +143,39 @@ where
     let report = runtime.block_on(run_local(&name, &topology, args.seconds))?;
     print_summary(&report);
     if report.is_success() { Ok(()) } else { Err(AppError::Failed(Box::new(report))) }
+}
+
+/// Prints one JSON line `{"key": …, "value": …}` per key (`value` null when the state lacks it).
+fn query(topology: &Topology, args: &QueryArgs) -> Result<(), AppError> {
+    let Some(state) = topology.queryable_state(&args.state) else {
+        let known: Vec<&str> = topology.queryable_states().collect();
+        return Err(AppError::Query(format!(
+            "the topology has no queryable state `{}`; it has: {}",
+            args.state,
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        )));
+    };
+    let keys: Vec<Vec<Value>> = args.keys.iter().map(|k| parse_key(k)).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AppError::Runtime)?;
+    let values = runtime
+        .block_on(state.query(&keys))
+        .map_err(|e| AppError::Query(format!("cannot read state `{}`: {e}", args.state)))?;
+    let mut out = std::io::stdout().lock();
+    for (key, value) in keys.iter().zip(values) {
+        let line = serde_json::json!({ "key": key, "value": value });
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(())
+}
+
+/// A key from the command line: JSON when it parses as JSON (an array for several fields),
+/// else the text as a string.
+fn parse_key(text: &str) -> Vec<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::List(fields)) => fields.to_vec(),
+        Ok(value) => vec![value],
+        Err(_) => vec![Value::Str(text.into())],
+    }
 }
 
 async fn run_local(name: &str, topology: &Topology, seconds: Option<u64>) -> Result<RunReport, AppError> {

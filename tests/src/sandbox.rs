@@ -316,11 +316,18 @@ impl ClusterSandbox {
 
     /// Runs the `squall` CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    /// Runs the CLI with extra environment variables (what `squall query` passes to the
+    /// topology's binary).
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(&self.squall)
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.squall.display()))
     }

@@ -11,6 +11,7 @@ use crate::config::{ComponentConfig, Config, ConfigError, ConfigValue};
 use crate::context::TaskLayout;
 use crate::driver::{BoltFactory, Prototype, SpoutFactory};
 use crate::grouping::{CustomGrouping, Grouping, GroupingSpec};
+use crate::query::QueryableState;
 use crate::tuple::{DEFAULT_STREAM, FieldKey, TypedTuple};
 
 /// A topology that does not hold together. Each variant names the offender.
@@ -220,9 +221,17 @@ pub struct TopologyBuilder {
     components: Vec<ComponentDef>,
     errors: Vec<BuildError>,
     config: Config,
+    states: BTreeMap<String, Arc<dyn QueryableState>>,
 }
 
 impl TopologyBuilder {
+    /// Lets `squall query <topology> {name} <key>…` (and [`Topology::queryable_state`]) read
+    /// `state` while the topology runs. A name registered twice keeps the last state.
+    pub fn queryable_state(&mut self, name: &str, state: Arc<dyn QueryableState>) -> &mut Self {
+        self.states.insert(name.to_owned(), state);
+        self
+    }
+
     /// An empty builder with the default config.
     pub fn new() -> Self {
         TopologyBuilder::default()
@@ -385,7 +394,7 @@ impl TopologyBuilder {
             }
         }
         let layout = TaskLayout::new(components.iter().map(|c| (c.id.clone(), c.tasks)).collect());
-        Ok(Topology { components, config: self.config, layout: Arc::new(layout) })
+        Ok(Topology { components, config: self.config, layout: Arc::new(layout), states: self.states })
     }
 }
 
@@ -643,6 +652,7 @@ pub struct Topology {
     components: Vec<ComponentDef>,
     config: Config,
     layout: Arc<TaskLayout>,
+    states: BTreeMap<String, Arc<dyn QueryableState>>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -653,6 +663,16 @@ impl std::fmt::Debug for Topology {
 }
 
 impl Topology {
+    /// The state named `name` that the topology registered for queries.
+    pub fn queryable_state(&self, name: &str) -> Option<&Arc<dyn QueryableState>> {
+        self.states.get(name)
+    }
+
+    /// The names of the states it registered for queries.
+    pub fn queryable_states(&self) -> impl Iterator<Item = &str> {
+        self.states.keys().map(String::as_str)
+    }
+
     /// The factory of a spout, to replace its implementation while keeping its id, tasks and
     /// streams (`squall::testing` mocks sources this way). `None` if `id` is not a spout.
     pub fn spout_factory_mut(&mut self, id: &str) -> Option<&mut Arc<dyn SpoutFactory>> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod driver;
 pub mod grouping;
+pub mod query;
 pub mod store;
 pub mod tuple;
 pub mod value;
@@ -27,6 +28,7 @@ pub use component::{
 pub use config::{ComponentConfig, Config, ConfigError, ConfigValue};
 pub use context::{TaskLayout, TaskStatus, TopologyContext, executor_ranges};
 pub use grouping::{CustomGrouping, Grouping, GroupingSpec};
+pub use query::QueryableState;
 pub use store::{MemoryStore, StoreError, TopologyStore};
 pub use tuple::{
     DEFAULT_STREAM, FieldKey, MessageId, SYSTEM_COMPONENT, StreamMeta, TICK_STREAM, TaskId, Tuple, TupleError,

@@ -12,7 +12,7 @@
 //! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
 //! it resumes after the last committed epoch.
 //!
-//! Not built yet: the rest of Trident's operations and queries.
+//! Not built yet: the rest of Trident's operations.
 
 pub mod aggregate;
 pub mod batch;

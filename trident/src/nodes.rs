@@ -180,6 +180,16 @@ impl StateSpec {
     }
 }
 
+/// `squall query` reads it through this.
+#[async_trait::async_trait]
+impl squall_topology::QueryableState for StateSpec {
+    async fn query(&self, keys: &[Vec<Value>]) -> Result<Vec<Option<Value>>, String> {
+        // A fresh map: no cache to go stale while the topology's tasks write.
+        let mut map = MapState::new(&self.name, self.semantics, self.backend.clone(), 0);
+        map.multi_get(keys).await.map_err(|e| e.to_string())
+    }
+}
+
 /// One epoch's share at one task of a persistent aggregate.
 #[derive(Default)]
 struct Pending {

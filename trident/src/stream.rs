@@ -293,6 +293,7 @@ impl GroupedStream<'_> {
             id.to_owned(),
             self.stream.fields.clone(),
         );
+        topology.builder.queryable_state(&state.name, Arc::new(state.clone()));
         topology
             .builder
             .bolt_with_outputs(id, PersistNode::new(state, keys, combiner, spout.clone()), parallelism, |_| {})
