@@ -8,6 +8,7 @@ use squall_topology::{ComponentError, Value, Values};
 type MapFn = dyn Fn(&[Value]) -> Result<Values, ComponentError> + Send + Sync;
 type FlatMapFn = dyn Fn(&[Value]) -> Result<Vec<Values>, ComponentError> + Send + Sync;
 type FilterFn = dyn Fn(&[Value]) -> Result<bool, ComponentError> + Send + Sync;
+type PeekFn = dyn Fn(&[Value]) + Send + Sync;
 
 /// One operation.
 #[derive(Clone)]
@@ -18,6 +19,11 @@ pub(crate) enum Op {
     FlatMap(Arc<FlatMapFn>),
     /// Keeps the tuples for which it is true.
     Filter(Arc<FilterFn>),
+    /// One tuple in, any number of tuples out, each the input followed by the function's values
+    /// (Trident's `each` with a function).
+    Each(Arc<FlatMapFn>),
+    /// Sees each tuple and passes it on.
+    Peek(Arc<PeekFn>),
 }
 
 /// Runs `ops` on `input` and appends what comes out to `out`.
@@ -39,6 +45,19 @@ pub(crate) fn apply(ops: &[Op], input: Values, out: &mut Vec<Values>) -> Result<
                 apply(rest, input, out)?;
             }
             Ok(())
+        }
+        Op::Each(f) => {
+            for added in f(&input)? {
+                let mut values = Values::with_capacity(input.len() + added.len());
+                values.extend(input.iter().cloned());
+                values.extend(added);
+                apply(rest, values, out)?;
+            }
+            Ok(())
+        }
+        Op::Peek(f) => {
+            f(&input);
+            apply(rest, input, out)
         }
     }
 }

@@ -207,6 +207,24 @@ impl<'t> Stream<'t> {
         self
     }
 
+    /// Trident's `each` with a function: for each tuple, `f` gives any number of value lists,
+    /// each emitted as the tuple's values followed by them; `added` names the new fields.
+    pub fn each<F: AsRef<str>>(
+        mut self,
+        added: impl IntoIterator<Item = F>,
+        f: impl Fn(&[Value]) -> Result<Vec<Values>, ComponentError> + Send + Sync + 'static,
+    ) -> Self {
+        self.fields.extend(added.into_iter().map(|f| f.as_ref().to_owned()));
+        self.ops.push(Op::Each(Arc::new(f)));
+        self
+    }
+
+    /// Calls `f` on each tuple and passes it on unchanged (logging, metrics).
+    pub fn peek(mut self, f: impl Fn(&[Value]) + Send + Sync + 'static) -> Self {
+        self.ops.push(Op::Peek(Arc::new(f)));
+        self
+    }
+
     /// Keeps the tuples for which `f` is true.
     pub fn filter(mut self, f: impl Fn(&[Value]) -> Result<bool, ComponentError> + Send + Sync + 'static) -> Self {
         self.ops.push(Op::Filter(Arc::new(f)));
