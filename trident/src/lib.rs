@@ -12,7 +12,8 @@
 //! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
 //! it resumes after the last committed epoch.
 //!
-//! Not built yet: the rest of Trident's operations.
+//! Not built yet: aggregate / partition_aggregate (reducers, general aggregators),
+//! state_query, partition_persist, merge and join.
 
 pub mod aggregate;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod coordinator;
 mod master;
 mod nodes;
 mod ops;
+mod processor;
 pub mod sink;
 mod stream;
 

@@ -30,8 +30,13 @@ pub(crate) const COUNT_STREAM: &str = "$count";
 /// How a node's output is spread over the downstream tasks.
 #[derive(Debug, Clone)]
 pub(crate) enum Partition {
-    /// By a hash of these fields (`group_by`, `partition_by`): equal keys meet in one task.
+    /// By a hash of these fields (`group_by`, `partition_by`; all fields for `shuffle`): equal
+    /// keys meet in one task.
     Fields(Vec<usize>),
+    /// All to the first task (`global`).
+    Global,
+    /// A copy to every task (`broadcast`).
+    All,
 }
 
 /// Declares a node's data stream (with `fields`) and count stream.
@@ -111,24 +116,47 @@ impl<S: BatchSpout> Bolt for SpoutNode<S> {
         }
         // Everything is anchored to the batch tuple, which is acked when this returns: the
         // epoch's tree stays open until every downstream task has acked what it got.
-        let mut counts = vec![0u64; self.targets.len()];
-        for values in self.out.drain(..) {
-            let Partition::Fields(keys) = &self.partition;
-            let index = bucket(key_hash(&values, keys), self.targets.len());
-            let mut data = Values::with_capacity(values.len() + 2);
-            data.push(Value::U64(epoch.txid));
-            data.push(Value::U64(u64::from(epoch.attempt)));
-            data.extend(values);
-            out.emit_values(DATA_STREAM, data, Some(self.targets[index]))?;
-            counts[index] += 1;
-        }
-        for (task, count) in self.targets.iter().zip(counts) {
-            let values: Values =
-                [Value::U64(epoch.txid), Value::U64(u64::from(epoch.attempt)), Value::U64(count)].into_iter().collect();
-            out.emit_values(COUNT_STREAM, values, Some(*task))?;
-        }
-        Ok(())
+        emit_partitioned(out, epoch, self.out.drain(..), &self.partition, &self.targets)
     }
+}
+
+/// Sends `tuples` of `epoch` to `targets` as `partition` says, then one count to every target.
+pub(crate) fn emit_partitioned<C: Bolt>(
+    out: &mut BoltCollector<'_, C>,
+    epoch: Epoch,
+    tuples: impl Iterator<Item = Values>,
+    partition: &Partition,
+    targets: &[TaskId],
+) -> Result<(), ComponentError> {
+    let tagged = |values: &Values| {
+        let mut data = Values::with_capacity(values.len() + 2);
+        data.push(Value::U64(epoch.txid));
+        data.push(Value::U64(u64::from(epoch.attempt)));
+        data.extend(values.iter().cloned());
+        data
+    };
+    let mut counts = vec![0u64; targets.len()];
+    for values in tuples {
+        let index = match partition {
+            Partition::Fields(keys) => bucket(key_hash(&values, keys), targets.len()),
+            Partition::Global => 0,
+            Partition::All => {
+                for (task, count) in targets.iter().zip(counts.iter_mut()) {
+                    out.emit_values(DATA_STREAM, tagged(&values), Some(*task))?;
+                    *count += 1;
+                }
+                continue;
+            }
+        };
+        out.emit_values(DATA_STREAM, tagged(&values), Some(targets[index]))?;
+        counts[index] += 1;
+    }
+    for (task, count) in targets.iter().zip(counts) {
+        let values: Values =
+            [Value::U64(epoch.txid), Value::U64(u64::from(epoch.attempt)), Value::U64(count)].into_iter().collect();
+        out.emit_values(COUNT_STREAM, values, Some(*task))?;
+    }
+    Ok(())
 }
 
 fn key_hash(values: &[Value], keys: &[usize]) -> u64 {

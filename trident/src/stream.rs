@@ -12,6 +12,7 @@ use crate::batch::{BatchSpout, SpoutKind};
 use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT, MasterSpout};
 use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, PersistNode, SpoutNode, StateSpec, declare_node};
 use crate::ops::Op;
+use crate::processor::ProcessorNode;
 use crate::sink::{EpochSink, SinkNode};
 
 /// A Trident topology that cannot be built.
@@ -61,6 +62,8 @@ pub struct TridentTopology {
     max_open: Option<usize>,
     interval: Duration,
     errors: Vec<TridentError>,
+    /// Repartition nodes added so far (they are named after them).
+    nodes: usize,
     streams: usize,
     finished: usize,
 }
@@ -80,6 +83,7 @@ impl TridentTopology {
             max_open: None,
             interval: Duration::ZERO,
             errors: Vec::new(),
+            nodes: 0,
             streams: 0,
             finished: 0,
         }
@@ -262,6 +266,49 @@ impl<'t> Stream<'t> {
             .direct_grouping((spout.as_str(), COUNT_STREAM))
             .all_grouping((COORDINATOR_COMPONENT, COMMIT_STREAM));
         topology.finished += 1;
+    }
+
+    /// Repartitions by `fields`: tuples with equal values meet in one task of the operations
+    /// that follow, run by `parallelism(…)` tasks of a new node.
+    pub fn partition_by<F: AsRef<str>>(self, fields: impl IntoIterator<Item = F>) -> Self {
+        let mut this = self;
+        let keys: Vec<usize> = fields.into_iter().filter_map(|f| this.position(f.as_ref())).collect();
+        this.repartition(Partition::Fields(keys))
+    }
+
+    /// Repartitions evenly (by a hash of all fields, so a replayed epoch goes the same way).
+    pub fn shuffle(self) -> Self {
+        let all = (0..self.fields.len()).collect();
+        self.repartition(Partition::Fields(all))
+    }
+
+    /// Sends every tuple to one task (the operations that follow run once per epoch's batch).
+    pub fn global(self) -> Self {
+        self.repartition(Partition::Global).parallelism(1)
+    }
+
+    /// Sends every tuple to every task of the operations that follow.
+    pub fn broadcast(self) -> Self {
+        self.repartition(Partition::All)
+    }
+
+    /// Ends the current node, its output partitioned as `partition` says for a new node that runs
+    /// the operations that follow (with the same parallelism unless told otherwise).
+    fn repartition(mut self, partition: Partition) -> Self {
+        let Some(add) = self.add.take() else { return self };
+        self.topology.nodes += 1;
+        let node = format!("{}-part{}", self.id, self.topology.nodes);
+        let ops = std::mem::take(&mut self.ops);
+        add(&mut self.topology.builder, self.parallelism, ops, partition, node.clone(), self.fields.clone());
+        let upstream = std::mem::replace(&mut self.id, node.clone());
+        self.add = Some(Box::new(move |builder, parallelism, ops, partition, downstream, fields| {
+            let processor = ProcessorNode::new(ops, partition, upstream.clone(), downstream);
+            builder
+                .bolt_with_outputs(node, processor, parallelism, move |d| declare_node(d, &fields))
+                .direct_grouping((upstream.as_str(), DATA_STREAM))
+                .direct_grouping((upstream.as_str(), COUNT_STREAM));
+        }));
+        self
     }
 
     /// Groups the stream by `fields`: tuples with equal keys meet in one task.

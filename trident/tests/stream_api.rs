@@ -81,3 +81,102 @@ fn an_unknown_field_and_an_unfinished_stream_are_build_errors() {
     let error = trident.build().expect_err("the stream ends nowhere");
     assert!(matches!(&error, TridentError::Unfinished(s) if s == "lines"), "{error}");
 }
+
+fn sentences() -> Vec<Vec<squall::Values>> {
+    let mut rng = fastrand::Rng::with_seed(3);
+    let words = ["red", "green", "blue", "cyan", "pink"];
+    (0..30)
+        .map(|_| {
+            (0..rng.usize(0..6))
+                .map(|_| {
+                    let s: Vec<&str> = (0..rng.usize(1..6)).map(|_| words[rng.usize(..words.len())]).collect();
+                    values![s.join(" ")]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn wait_for_counts(state: &StateSpec, keys: &[&str], want: &HashMap<String, u64>) {
+    let query: Vec<Vec<Value>> = keys.iter().map(|w| vec![Value::Str(Str::from(*w))]).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: HashMap<String, u64> = keys
+            .iter()
+            .zip(state.open().multi_get(&query).await.expect("reads"))
+            .filter_map(|(k, v)| if let Some(Value::U64(n)) = v { Some(((*k).to_owned(), n)) } else { None })
+            .collect();
+        if &got == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "counts never matched: {got:?} vs {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Repartitions in the middle of a stream (shuffle, then partition_by), with about one batch in
+/// ten failing in the second node: the counts come out exact; global() sums a whole batch in
+/// one task; broadcast() gives every task every tuple.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repartitions_keep_counts_exact_through_failures() {
+    let batches = sentences();
+    let mut want: HashMap<String, u64> = HashMap::new();
+    let mut total = 0u64;
+    for v in batches.iter().flatten() {
+        for w in v[0].as_str().unwrap_or_default().split(' ') {
+            *want.entry(w.to_owned()).or_default() += 1;
+            total += 1;
+        }
+    }
+    let words = ["red", "green", "blue", "cyan", "pink"];
+    let counts = StateSpec::new("counts", Semantics::Transactional, Arc::new(MemoryBackend::new()));
+    let totals = StateSpec::new("totals", Semantics::Transactional, Arc::new(MemoryBackend::new()));
+    let doubled = StateSpec::new("doubled", Semantics::Transactional, Arc::new(MemoryBackend::new()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let failures = failed.clone();
+    let mut trident = TridentTopology::new();
+    trident.max_open_epochs(3);
+    let split = |v: &[Value]| Ok(v[0].as_str().unwrap_or_default().split(' ').map(|w| values![w.to_owned()]).collect());
+    trident
+        .new_stream("sentences", FixedBatchSpout::new(["sentence"], batches.clone()))
+        .parallelism(2)
+        .shuffle()
+        .parallelism(3)
+        .flat_map(["word"], move |v| {
+            if fastrand::u8(..40) == 0 {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return Err("a random batch failure".into());
+            }
+            split(v)
+        })
+        .partition_by(["word"])
+        .parallelism(2)
+        .group_by(["word"])
+        .persistent_aggregate("count", counts.clone(), Aggregate::count(), 2);
+    trident
+        .new_stream("sentences-2", FixedBatchSpout::new(["sentence"], batches.clone()))
+        .parallelism(2)
+        .flat_map(["word"], split)
+        .global()
+        .map(["all"], |_| Ok(values!["all"]))
+        .group_by(["all"])
+        .persistent_aggregate("total", totals.clone(), Aggregate::count(), 1);
+    trident
+        .new_stream("sentences-3", FixedBatchSpout::new(["sentence"], batches))
+        .flat_map(["word"], split)
+        .broadcast()
+        .parallelism(2)
+        .group_by(["word"])
+        .persistent_aggregate("twice", doubled.clone(), Aggregate::count(), 1);
+    let topology = trident.build().expect("builds");
+    let cluster = LocalCluster::new();
+    cluster.submit("repartitions", &topology).expect("submits");
+    wait_for_counts(&counts, &words, &want).await;
+    wait_for_counts(&totals, &["all"], &HashMap::from([("all".to_owned(), total)])).await;
+    let twice: HashMap<String, u64> = want.iter().map(|(w, n)| (w.clone(), 2 * n)).collect();
+    wait_for_counts(&doubled, &words, &twice).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_counts(&counts, &words, &want).await;
+    cluster.kill("repartitions", Duration::ZERO).await.expect("kills");
+    assert!(failed.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
+}

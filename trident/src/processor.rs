@@ -1,0 +1,130 @@
+//! The node a repartition starts (`partition_by`, `shuffle`, `global`, `broadcast`): it gathers
+//! each epoch's tuples from the node before it, and once it has them all (every upstream task's
+//! count arrived and matched) runs its operations and sends the results on, partitioned for the
+//! node after it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use squall_topology::component::NoOutput;
+use squall_topology::{
+    Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TaskId, TopologyContext, Tuple, Values,
+};
+
+use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, emit_partitioned, epoch_of};
+use crate::ops::{Op, apply};
+
+/// One epoch's share gathered at one task.
+#[derive(Default)]
+struct Gathered {
+    attempt: u32,
+    tuples: Vec<Values>,
+    received: BTreeMap<TaskId, u64>,
+    announced: BTreeMap<TaskId, u64>,
+    /// Inputs not yet acked: the epoch's tree must stay open until the results are sent on.
+    held: Vec<Tuple>,
+}
+
+/// Gathers, runs operations, repartitions.
+pub(crate) struct ProcessorNode {
+    ops: Arc<[Op]>,
+    partition: Partition,
+    upstream: String,
+    upstream_tasks: usize,
+    downstream: String,
+    targets: Vec<TaskId>,
+    pending: BTreeMap<u64, Gathered>,
+}
+
+impl Clone for ProcessorNode {
+    fn clone(&self) -> Self {
+        ProcessorNode::new(self.ops.to_vec(), self.partition.clone(), self.upstream.clone(), self.downstream.clone())
+    }
+}
+
+impl ProcessorNode {
+    pub(crate) fn new(ops: Vec<Op>, partition: Partition, upstream: String, downstream: String) -> Self {
+        ProcessorNode {
+            ops: ops.into(),
+            partition,
+            upstream,
+            upstream_tasks: 0,
+            downstream,
+            targets: Vec::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl Outputs for ProcessorNode {
+    type Default = NoOutput;
+
+    fn declare_outputs(_declarer: &mut OutputDeclarer) {}
+}
+
+impl Bolt for ProcessorNode {
+    // Inputs are held until the epoch's results are sent on.
+    const AUTO_ACK: bool = false;
+
+    async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
+        self.upstream_tasks = ctx.component_tasks(&self.upstream).len();
+        self.targets = ctx.component_tasks(&self.downstream).to_vec();
+        if self.targets.is_empty() {
+            return Err(format!("trident: component `{}` has no tasks", self.downstream).into());
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        let epoch = match epoch_of(&input) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                out.fail(&input);
+                return Err(e);
+            }
+        };
+        let share = self.pending.entry(epoch.txid).or_default();
+        if epoch.attempt < share.attempt {
+            // A stale attempt's tuple: its tree failed already.
+            out.ack(&input);
+            return Ok(());
+        }
+        if epoch.attempt > share.attempt {
+            for stale in std::mem::take(&mut share.held) {
+                out.ack(&stale);
+            }
+            *share = Gathered { attempt: epoch.attempt, ..Gathered::default() };
+        }
+        let source = input.source_task();
+        match input.source_stream() {
+            COUNT_STREAM => {
+                let count: u64 = input.get_as(2)?;
+                share.announced.insert(source, count);
+            }
+            DATA_STREAM => {
+                share.tuples.push(input.values()[2..].iter().cloned().collect());
+                *share.received.entry(source).or_default() += 1;
+            }
+            other => {
+                out.fail(&input);
+                return Err(format!("trident: unexpected stream `{other}`").into());
+            }
+        }
+        let complete = share.announced.len() == self.upstream_tasks
+            && share.announced.iter().all(|(task, n)| share.received.get(task).copied().unwrap_or(0) == *n);
+        if !complete {
+            share.held.push(input);
+            return Ok(());
+        }
+        let Some(share) = self.pending.remove(&epoch.txid) else { return Ok(()) };
+        let mut results = Vec::new();
+        let outcome = share.tuples.into_iter().try_for_each(|values| apply(&self.ops, values, &mut results));
+        // Anchored to this input, acked last: the tree stays open until they are acked downstream.
+        let outcome =
+            outcome.and_then(|()| emit_partitioned(out, epoch, results.into_iter(), &self.partition, &self.targets));
+        for held in share.held.iter().chain([&input]) {
+            if outcome.is_ok() { out.ack(held) } else { out.fail(held) }
+        }
+        outcome
+    }
+}
