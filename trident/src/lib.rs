@@ -12,7 +12,7 @@
 //! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
 //! it resumes after the last committed epoch.
 //!
-//! Not built yet: aggregate / partition_aggregate (reducers, general aggregators),
+//! Not built yet: reducer and general aggregators, a grouped stream's per-batch aggregate,
 //! state_query, partition_persist, merge and join.
 
 pub mod aggregate;

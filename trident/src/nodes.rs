@@ -18,7 +18,7 @@ use crate::aggregate::Combiner;
 use crate::batch::BatchSpout;
 use crate::coordinator::Epoch;
 use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT};
-use crate::ops::{Op, apply};
+use crate::ops::{Op, apply_batch};
 
 /// A node's stream of tuples `[$txid, $attempt, fields…]`, sent direct to the task its
 /// partitioning picks.
@@ -111,9 +111,7 @@ impl<S: BatchSpout> Bolt for SpoutNode<S> {
         self.batch.clear();
         self.out.clear();
         self.spout.emit_batch(epoch, &mut self.batch).await?;
-        for values in self.batch.drain(..) {
-            apply(&self.ops, values, &mut self.out)?;
-        }
+        apply_batch(&self.ops, std::mem::take(&mut self.batch), &mut self.out)?;
         // Everything is anchored to the batch tuple, which is acked when this returns: the
         // epoch's tree stays open until every downstream task has acked what it got.
         emit_partitioned(out, epoch, self.out.drain(..), &self.partition, &self.targets)

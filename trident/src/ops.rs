@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use squall_topology::{ComponentError, Value, Values};
 
+use crate::aggregate::Combiner;
+
 type MapFn = dyn Fn(&[Value]) -> Result<Values, ComponentError> + Send + Sync;
 type FlatMapFn = dyn Fn(&[Value]) -> Result<Vec<Values>, ComponentError> + Send + Sync;
 type FilterFn = dyn Fn(&[Value]) -> Result<bool, ComponentError> + Send + Sync;
@@ -24,10 +26,36 @@ pub(crate) enum Op {
     Each(Arc<FlatMapFn>),
     /// Sees each tuple and passes it on.
     Peek(Arc<PeekFn>),
+    /// Folds all the tuples of the batch here into one (`partition_aggregate`); nothing for an
+    /// empty batch, except a count of 0.
+    Aggregate(Combiner),
 }
 
-/// Runs `ops` on `input` and appends what comes out to `out`.
-pub(crate) fn apply(ops: &[Op], input: Values, out: &mut Vec<Values>) -> Result<(), ComponentError> {
+/// Runs `ops` on a whole batch, `tuples`, and appends what comes out to `out`.
+pub(crate) fn apply_batch(ops: &[Op], tuples: Vec<Values>, out: &mut Vec<Values>) -> Result<(), ComponentError> {
+    let (mut current, mut rest) = (tuples, ops);
+    loop {
+        let end = rest.iter().position(|op| matches!(op, Op::Aggregate(_))).unwrap_or(rest.len());
+        let mut next = Vec::with_capacity(current.len());
+        for values in current {
+            apply(&rest[..end], values, &mut next)?;
+        }
+        let Some((Op::Aggregate(combiner), tail)) = rest[end..].split_first() else {
+            out.extend(next);
+            return Ok(());
+        };
+        let folded = next.iter().map(|t| combiner.init(t)).reduce(|a, b| combiner.combine(&a, &b));
+        current = match (folded, combiner) {
+            (Some(value), _) => vec![std::iter::once(value).collect()],
+            (None, Combiner::Count) => vec![std::iter::once(Value::U64(0)).collect()],
+            (None, _) => Vec::new(),
+        };
+        rest = tail;
+    }
+}
+
+/// Runs the per-tuple `ops` on `input` and appends what comes out to `out`.
+fn apply(ops: &[Op], input: Values, out: &mut Vec<Values>) -> Result<(), ComponentError> {
     let Some((op, rest)) = ops.split_first() else {
         out.push(input);
         return Ok(());
@@ -59,5 +87,7 @@ pub(crate) fn apply(ops: &[Op], input: Values, out: &mut Vec<Values>) -> Result<
             f(&input);
             apply(rest, input, out)
         }
+        // `apply_batch` folds at aggregates: none reaches here.
+        Op::Aggregate(_) => apply(rest, input, out),
     }
 }

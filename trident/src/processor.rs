@@ -12,7 +12,7 @@ use squall_topology::{
 };
 
 use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, emit_partitioned, epoch_of};
-use crate::ops::{Op, apply};
+use crate::ops::{Op, apply_batch};
 
 /// One epoch's share gathered at one task.
 #[derive(Default)]
@@ -118,7 +118,7 @@ impl Bolt for ProcessorNode {
         }
         let Some(share) = self.pending.remove(&epoch.txid) else { return Ok(()) };
         let mut results = Vec::new();
-        let outcome = share.tuples.into_iter().try_for_each(|values| apply(&self.ops, values, &mut results));
+        let outcome = apply_batch(&self.ops, share.tuples, &mut results);
         // Anchored to this input, acked last: the tree stays open until they are acked downstream.
         let outcome =
             outcome.and_then(|()| emit_partitioned(out, epoch, results.into_iter(), &self.partition, &self.targets));

@@ -268,6 +268,33 @@ impl<'t> Stream<'t> {
         topology.finished += 1;
     }
 
+    /// Folds each batch's tuples in each task of this node into one tuple with the one field
+    /// `field` (Trident's `partitionAggregate` with a combiner): count, sum, min or max.
+    pub fn partition_aggregate(mut self, field: &str, aggregate: Aggregate) -> Self {
+        if let Some(combiner) = self.combiner(&aggregate) {
+            self.ops.push(Op::Aggregate(combiner));
+        }
+        self.fields = vec![field.to_owned()];
+        self
+    }
+
+    /// Folds each whole batch into one tuple with the one field `field` (Trident's `aggregate`):
+    /// the stream goes to one task, which folds it.
+    pub fn aggregate(self, field: &str, aggregate: Aggregate) -> Self {
+        self.global().partition_aggregate(field, aggregate)
+    }
+
+    fn combiner(&mut self, aggregate: &Aggregate) -> Option<Combiner> {
+        match aggregate.field() {
+            None => Some(Combiner::Count),
+            Some(field) => self.position(field).map(|i| match aggregate {
+                Aggregate::Sum(_) => Combiner::Sum(i),
+                Aggregate::Min(_) => Combiner::Min(i),
+                _ => Combiner::Max(i),
+            }),
+        }
+    }
+
     /// Repartitions by `fields`: tuples with equal values meet in one task of the operations
     /// that follow, run by `parallelism(…)` tasks of a new node.
     pub fn partition_by<F: AsRef<str>>(self, fields: impl IntoIterator<Item = F>) -> Self {
@@ -337,15 +364,7 @@ impl GroupedStream<'_> {
             });
             return;
         }
-        let combiner = match aggregate.field() {
-            None => Some(Combiner::Count),
-            Some(field) => self.stream.position(field).map(|i| match aggregate {
-                Aggregate::Sum(_) => Combiner::Sum(i),
-                Aggregate::Min(_) => Combiner::Min(i),
-                _ => Combiner::Max(i),
-            }),
-        };
-        let Some(combiner) = combiner else { return };
+        let Some(combiner) = self.stream.combiner(&aggregate) else { return };
         let topology = &mut *self.stream.topology;
         let spout = self.stream.id.clone();
         let keys = self.keys.clone();

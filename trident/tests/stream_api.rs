@@ -168,9 +168,20 @@ async fn repartitions_keep_counts_exact_through_failures() {
         .parallelism(2)
         .group_by(["word"])
         .persistent_aggregate("twice", doubled.clone(), Aggregate::count(), 1);
+    // aggregate: one count per batch, summed per epoch into one key.
+    let summed = StateSpec::new("summed", Semantics::Transactional, Arc::new(MemoryBackend::new()));
+    trident
+        .new_stream("sentences-4", FixedBatchSpout::new(["sentence"], sentences()))
+        .parallelism(2)
+        .flat_map(["word"], split)
+        .aggregate("n", Aggregate::count())
+        .map(["k", "n"], |v| Ok(values!["all", v[0].clone()]))
+        .group_by(["k"])
+        .persistent_aggregate("sum", summed.clone(), Aggregate::sum("n"), 1);
     let topology = trident.build().expect("builds");
     let cluster = LocalCluster::new();
     cluster.submit("repartitions", &topology).expect("submits");
+    wait_for_counts(&summed, &["all"], &HashMap::from([("all".to_owned(), total)])).await;
     wait_for_counts(&counts, &words, &want).await;
     wait_for_counts(&totals, &["all"], &HashMap::from([("all".to_owned(), total)])).await;
     let twice: HashMap<String, u64> = want.iter().map(|(w, n)| (w.clone(), 2 * n)).collect();
