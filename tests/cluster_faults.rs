@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
+use squall_kafka::testing::read_committed;
 use squall_tests::netns::NetNamespace;
 use squall_tests::sandbox::{ClusterSandbox, kill9};
 
@@ -623,36 +624,6 @@ fn kafka_through_an_opaque_spout_into_redis_counts_exactly_through_worker_kills(
     assert_eq!(per_partition_counts(&url, PARTITIONS), want);
 }
 
-/// Every record of `topic` a `read_committed` consumer sees, as text.
-fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "checker")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("a consumer");
-    let mut list = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("partition");
-    }
-    consumer.assign(&list).expect("assigned");
-    let (mut seen, mut ended) = (Vec::new(), BTreeSet::new());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while ended.len() < partitions as usize && std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            _ => {}
-        }
-    }
-    seen
-}
-
 /// Kafka → opaque spout → transactional Kafka sink on a cluster, a worker killed with -9 every
 /// 5 s: a `read_committed` consumer of the output sees every input record exactly once.
 #[test]
@@ -670,17 +641,22 @@ fn kafka_through_trident_into_a_transactional_sink_is_exactly_once_through_worke
     let topology = env!("CARGO_BIN_EXE_trident_kafka_topology");
     sandbox.cli_ok(&["submit", topology, "--name", "kafka-sink", "-c", "topology.workers=3"]);
     let total = (PARTITIONS as i64 * PER_PARTITION) as usize;
-    sandbox.wait_for("the first output", Duration::from_secs(60), |_| !read_committed(&bootstrap, "out", 2).is_empty());
+    sandbox.wait_for("the first output", Duration::from_secs(60), |_| {
+        !read_committed(&bootstrap, "out", 2).expect("reads").is_empty()
+    });
     let mut rng = fastrand::Rng::with_seed(3);
     for round in 0..3 {
-        assert!(read_committed(&bootstrap, "out", 2).len() < total, "everything was written before kill {round}");
+        assert!(
+            read_committed(&bootstrap, "out", 2).expect("reads").len() < total,
+            "everything was written before kill {round}"
+        );
         let pids: Vec<u32> = (0..2).flat_map(|s| sandbox.worker_pids(s).into_values()).collect();
         kill9(*rng.choice(&pids).expect("a worker to kill"));
         std::thread::sleep(Duration::from_secs(5));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let seen = read_committed(&bootstrap, "out", 2);
+        let seen = read_committed(&bootstrap, "out", 2).expect("reads");
         if seen.len() >= total {
             break;
         }
@@ -688,7 +664,7 @@ fn kafka_through_trident_into_a_transactional_sink_is_exactly_once_through_worke
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let seen = read_committed(&bootstrap, "out", 2);
+    let seen = read_committed(&bootstrap, "out", 2).expect("reads");
     let distinct: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(distinct.len(), total, "records lost");
     assert_eq!(seen.len(), total, "records written twice");

@@ -41,24 +41,11 @@ use squall::{ComponentError, LocalCluster, Str, Value, Values, values};
 use squall_state::{Backend, MemoryBackend, Semantics, StateError, TransactionalValue};
 use squall_trident::{Aggregate, BatchSpout, COORDINATOR_COMPONENT, Epoch, StateSpec, TridentTopology};
 
+use crate::workloads::SENTENCES;
 use crate::{ALLOCATOR, peak_rss_mb, plain_word_count};
 
 /// The name of the Trident topology in the local cluster.
 const NAME: &str = "trident-word-count";
-
-/// The word-count workload's sentences (`workloads::SENTENCES`, private to that module).
-const SENTENCES: [&str; 10] = [
-    "the quick brown fox jumps over the dog",
-    "an apple a day keeps the doctor away",
-    "four score and seven years ago our fathers",
-    "to be or not to be that is",
-    "all that glitters is not gold my friend",
-    "a journey of a thousand miles begins here",
-    "the cow jumped over the moon last night",
-    "snow white and the seven dwarfs went home",
-    "i am at two with nature said he",
-    "stream processing engines move many tuples very fast",
-];
 
 /// `squall-bench trident-word-count …`
 #[derive(Parser, Debug)]

@@ -16,7 +16,8 @@ use squall::{BuildError, ComponentError};
 pub const PAYLOAD: &str =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyzAB";
 
-const SENTENCES: [&str; 10] = [
+/// The word-count workloads' sentences (eight words each).
+pub(crate) const SENTENCES: [&str; 10] = [
     "the quick brown fox jumps over the dog",
     "an apple a day keeps the doctor away",
     "four score and seven years ago our fathers",

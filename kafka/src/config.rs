@@ -172,6 +172,30 @@ impl KafkaSpoutConfig {
         self
     }
 
+    /// A consumer's settings: manual commits and offsets, no end-of-partition events, `extra`,
+    /// then the user's settings (which win).
+    pub(crate) fn client_config(&self, group: &str, client_id: &str, extra: &[(&str, &str)]) -> rdkafka::ClientConfig {
+        let mut client = rdkafka::ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("client.id", client_id)
+            // Once a partition's local queue holds `queued.min.messages`, librdkafka postpones
+            // its next fetch by this much (1 s by default): a task reading faster than that many
+            // records per partition per second would wait with an empty queue.
+            .set("fetch.queue.backoff.ms", "10");
+        for (key, value) in extra {
+            client.set(*key, *value);
+        }
+        for (key, value) in &self.consumer {
+            client.set(key, value);
+        }
+        client
+    }
+
     /// Sets a librdkafka consumer setting, such as `fetch.min.bytes`.
     pub fn with_consumer_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.consumer.insert(key.into(), value.into());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use squall::prelude::*;
 use squall::{ComponentError, OutputDeclarer, Outputs, Stream, TaskStatus, TypedTuple};
@@ -302,26 +302,15 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
 
     async fn open(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
         let group = self.config.group_id.clone().unwrap_or_else(|| format!("squall-{}", ctx.topology_name()));
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("client.id", format!("squall-{}-{}", ctx.component_id(), ctx.task_id()))
-            // Once a partition's local queue holds `queued.min.messages`, librdkafka postpones its
-            // next fetch by this much (1 s by default): a task reading faster than that many
-            // records per partition per second would wait with an empty queue.
-            .set("fetch.queue.backoff.ms", "10")
-            // librdkafka prefetches up to 100k records per partition and 64 MB of payload per
-            // consumer (more than twice that in memory with its per-record overhead); a task
-            // needs far less to keep its bolts busy, and reads faster from a smaller, warmer queue.
-            .set("queued.min.messages", "20000")
-            .set("queued.max.messages.kbytes", "16384");
-        for (key, value) in &self.config.consumer {
-            client.set(key, value);
-        }
+        // librdkafka prefetches up to 100k records per partition and 64 MB of payload per
+        // consumer (more than twice that in memory with its per-record overhead); a task needs
+        // far less to keep its bolts busy, and reads faster from a smaller, warmer queue.
+        let client_id = format!("squall-{}-{}", ctx.component_id(), ctx.task_id());
+        let client = self.config.client_config(
+            &group,
+            &client_id,
+            &[("queued.min.messages", "20000"), ("queued.max.messages.kbytes", "16384")],
+        );
         let consumer: BaseConsumer = client.create().map_err(|e| {
             ComponentError::from(format!(
                 "kafka spout: cannot create a consumer for {}: {e}; check the consumer settings",

@@ -620,6 +620,40 @@ impl Reader<'_> {
     }
 }
 
+/// Every record of `topic` (partitions `0..partitions`) that a `read_committed` consumer sees,
+/// as text, in partition order; reads each partition to its end (or for at most 30 s).
+pub fn read_committed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<String>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "squall-read-committed")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    let (mut seen, mut ended) = (Vec::new(), std::collections::BTreeSet::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ended.len() < usize::try_from(partitions).unwrap_or(0) && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            _ => {}
+        }
+    }
+    Ok(seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use squall::{ComponentError, Str, TopologyContext, TopologyStore, Value, Values};
 use squall_trident::{BatchSpout, Epoch, SpoutKind};
@@ -198,18 +198,8 @@ impl BatchSpout for KafkaBatchSpout {
     async fn open(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
         let owner = ctx.topology_name().to_owned();
         let group = self.config.group_id.clone().unwrap_or_else(|| format!("squall-{owner}"));
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("client.id", format!("squall-{}-{}", ctx.component_id(), ctx.task_id()))
-            .set("fetch.queue.backoff.ms", "10");
-        for (key, value) in &self.config.consumer {
-            client.set(key, value);
-        }
+        let client_id = format!("squall-{}-{}", ctx.component_id(), ctx.task_id());
+        let client = self.config.client_config(&group, &client_id, &[]);
         let consumer: BaseConsumer = client.create().map_err(|e| {
             error(format_args!(
                 "cannot create a consumer for {}: {e}; check the consumer settings",

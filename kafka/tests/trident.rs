@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{committed, end_offsets, fill, wait_until};
 use squall::{LocalCluster, Str, Value, values};
-use squall_kafka::testing::KafkaBroker;
+use squall_kafka::testing::{KafkaBroker, read_committed};
 use squall_kafka::{KafkaBatchSpout, KafkaSpoutConfig};
 use squall_state::{MemoryBackend, Semantics};
 use squall_trident::{Aggregate, StateSpec, TridentError, TridentTopology};
@@ -121,36 +121,6 @@ fn an_opaque_spout_into_a_transactional_state_is_a_build_error() {
     assert!(error.to_string().contains("must be Semantics::Opaque"), "{error}");
 }
 
-/// Every record of `topic` a `read_committed` consumer sees, as text.
-fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "checker")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("a consumer");
-    let mut list = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("partition");
-    }
-    consumer.assign(&list).expect("assigned");
-    let (mut seen, mut ended) = (Vec::new(), std::collections::BTreeSet::new());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while ended.len() < partitions as usize && std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            _ => {}
-        }
-    }
-    seen
-}
-
 /// Kafka → opaque spout → transactional Kafka sink, with about one epoch in ten failing: a
 /// `read_committed` consumer of the output sees every input record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,11 +171,15 @@ async fn a_transactional_kafka_sink_writes_every_record_once_through_failures() 
         assert!(tokio::time::Instant::now() < deadline, "only {} of {total} records written", seen.len());
         tokio::time::sleep(Duration::from_millis(500)).await;
         let bootstrap = bootstrap.clone();
-        seen = tokio::task::spawn_blocking(move || read_committed(&bootstrap, "sink-out", 2)).await.expect("read");
+        seen = tokio::task::spawn_blocking(move || read_committed(&bootstrap, "sink-out", 2).expect("reads"))
+            .await
+            .expect("read");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.kill("kafka-sink", Duration::ZERO).await.expect("kills");
-    let seen = tokio::task::spawn_blocking(move || read_committed(&bootstrap, "sink-out", 2)).await.expect("read");
+    let seen = tokio::task::spawn_blocking(move || read_committed(&bootstrap, "sink-out", 2).expect("reads"))
+        .await
+        .expect("read");
     let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
     assert_eq!(seen.len(), total, "duplicates or losses");
     assert_eq!(distinct.len(), total);

@@ -47,6 +47,59 @@ pub(crate) fn declare_node(declarer: &mut OutputDeclarer, fields: &[String]) {
     declarer.declare_fields(COUNT_STREAM, &["$txid", "$attempt", "$count"], true);
 }
 
+/// One epoch attempt's state at a task, started over for a newer attempt.
+pub(crate) trait AttemptShare: Default {
+    /// The attempt it holds.
+    fn attempt(&self) -> u32;
+    /// An empty share of `attempt`.
+    fn of_attempt(attempt: u32) -> Self;
+}
+
+/// `epoch`'s share in `pending`, started over when a newer attempt shows up; `None` for a stale
+/// attempt.
+pub(crate) fn newest_share<P: AttemptShare>(pending: &mut BTreeMap<u64, P>, epoch: Epoch) -> Option<&mut P> {
+    let share = pending.entry(epoch.txid).or_default();
+    if epoch.attempt < share.attempt() {
+        return None;
+    }
+    if epoch.attempt > share.attempt() {
+        *share = P::of_attempt(epoch.attempt);
+    }
+    Some(share)
+}
+
+/// The epoch an input belongs to; an input without one is failed.
+pub(crate) fn epoch_or_fail<C: Bolt>(input: &Tuple, out: &mut BoltCollector<'_, C>) -> Result<Epoch, ComponentError> {
+    epoch_of(input).inspect_err(|_| out.fail(input))
+}
+
+/// What arrived of one epoch attempt from each upstream task, and what each announced: the
+/// share is whole when every task announced and sent that many (a lost tuple fails the epoch,
+/// never passes short).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    received: BTreeMap<TaskId, u64>,
+    announced: BTreeMap<TaskId, u64>,
+}
+
+impl Tally {
+    /// A data tuple from `task` arrived.
+    pub(crate) fn received(&mut self, task: TaskId) {
+        *self.received.entry(task).or_default() += 1;
+    }
+
+    /// `task` says it sent `count` data tuples.
+    pub(crate) fn announced(&mut self, task: TaskId, count: u64) {
+        self.announced.insert(task, count);
+    }
+
+    /// Whether all `upstream_tasks` announced and everything announced arrived.
+    pub(crate) fn is_complete(&self, upstream_tasks: usize) -> bool {
+        self.announced.len() == upstream_tasks
+            && self.announced.iter().all(|(task, n)| self.received.get(task).copied().unwrap_or(0) == *n)
+    }
+}
+
 pub(crate) fn epoch_of(tuple: &Tuple) -> Result<Epoch, ComponentError> {
     let txid: u64 = tuple.get_as(0)?;
     let attempt: u64 = tuple.get_as(1)?;
@@ -222,10 +275,17 @@ struct Pending {
     attempt: u32,
     /// Partial result per key.
     partials: FxHashMap<Vec<Value>, Value>,
-    /// Data tuples received, per upstream task.
-    received: BTreeMap<TaskId, u64>,
-    /// Data tuples announced, per upstream task.
-    announced: BTreeMap<TaskId, u64>,
+    tally: Tally,
+}
+
+impl AttemptShare for Pending {
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn of_attempt(attempt: u32) -> Self {
+        Pending { attempt, ..Pending::default() }
+    }
 }
 
 /// Folds each epoch per key and updates a map state when the epoch commits.
@@ -252,25 +312,15 @@ impl PersistNode {
         PersistNode { state, keys, combiner, upstream, upstream_tasks: 0, map: None, pending: BTreeMap::new() }
     }
 
-    /// The epoch's share, started over when a newer attempt shows up; `None` for a stale one.
     fn share(&mut self, epoch: Epoch) -> Option<&mut Pending> {
-        let share = self.pending.entry(epoch.txid).or_default();
-        if epoch.attempt < share.attempt {
-            return None;
-        }
-        if epoch.attempt > share.attempt {
-            *share = Pending { attempt: epoch.attempt, ..Pending::default() };
-        }
-        Some(share)
+        newest_share(&mut self.pending, epoch)
     }
 
     /// Whether every upstream task's share of `epoch` arrived here, as announced.
     fn is_complete(&self, epoch: Epoch) -> bool {
-        self.pending.get(&epoch.txid).is_some_and(|share| {
-            share.attempt == epoch.attempt
-                && share.announced.len() == self.upstream_tasks
-                && share.announced.iter().all(|(task, n)| share.received.get(task).copied().unwrap_or(0) == *n)
-        })
+        self.pending
+            .get(&epoch.txid)
+            .is_some_and(|share| share.attempt == epoch.attempt && share.tally.is_complete(self.upstream_tasks))
     }
 
     async fn commit(
@@ -332,20 +382,14 @@ impl Bolt for PersistNode {
     }
 
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-        let epoch = match epoch_of(&input) {
-            Ok(epoch) => epoch,
-            Err(e) => {
-                out.fail(&input);
-                return Err(e);
-            }
-        };
+        let epoch = epoch_or_fail(&input, out)?;
         let source = input.source_task();
         match (input.source_component() == COORDINATOR_COMPONENT, input.source_stream()) {
             (true, COMMIT_STREAM) => return self.commit(epoch, input, out).await,
             (false, COUNT_STREAM) => {
                 let count: u64 = input.get_as(2)?;
                 if let Some(share) = self.share(epoch) {
-                    share.announced.insert(source, count);
+                    share.tally.announced(source, count);
                 }
             }
             (false, DATA_STREAM) => {
@@ -363,7 +407,7 @@ impl Bolt for PersistNode {
                             slot.insert(value);
                         }
                     }
-                    *share.received.entry(source).or_default() += 1;
+                    share.tally.received(source);
                 }
             }
             _ => {}

@@ -11,7 +11,7 @@ use squall_topology::{
     Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TaskId, TopologyContext, Tuple, Values,
 };
 
-use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, emit_partitioned, epoch_of};
+use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, Tally, emit_partitioned, epoch_or_fail};
 use crate::ops::{Op, apply_batch};
 
 /// One epoch's share gathered at one task.
@@ -19,8 +19,7 @@ use crate::ops::{Op, apply_batch};
 struct Gathered {
     attempt: u32,
     tuples: Vec<Values>,
-    received: BTreeMap<TaskId, u64>,
-    announced: BTreeMap<TaskId, u64>,
+    tally: Tally,
     /// Inputs not yet acked: the epoch's tree must stay open until the results are sent on.
     held: Vec<Tuple>,
 }
@@ -76,13 +75,7 @@ impl Bolt for ProcessorNode {
     }
 
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-        let epoch = match epoch_of(&input) {
-            Ok(epoch) => epoch,
-            Err(e) => {
-                out.fail(&input);
-                return Err(e);
-            }
-        };
+        let epoch = epoch_or_fail(&input, out)?;
         let share = self.pending.entry(epoch.txid).or_default();
         if epoch.attempt < share.attempt {
             // A stale attempt's tuple: its tree failed already.
@@ -99,19 +92,18 @@ impl Bolt for ProcessorNode {
         match input.source_stream() {
             COUNT_STREAM => {
                 let count: u64 = input.get_as(2)?;
-                share.announced.insert(source, count);
+                share.tally.announced(source, count);
             }
             DATA_STREAM => {
                 share.tuples.push(input.values()[2..].iter().cloned().collect());
-                *share.received.entry(source).or_default() += 1;
+                share.tally.received(source);
             }
             other => {
                 out.fail(&input);
                 return Err(format!("trident: unexpected stream `{other}`").into());
             }
         }
-        let complete = share.announced.len() == self.upstream_tasks
-            && share.announced.iter().all(|(task, n)| share.received.get(task).copied().unwrap_or(0) == *n);
+        let complete = share.tally.is_complete(self.upstream_tasks);
         if !complete {
             share.held.push(input);
             return Ok(());

@@ -5,13 +5,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use squall_topology::component::NoOutput;
-use squall_topology::{
-    Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TaskId, TopologyContext, Tuple, Values,
-};
+use squall_topology::{Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TopologyContext, Tuple, Values};
 
 use crate::coordinator::Epoch;
 use crate::master::{COMMIT_STREAM, COORDINATOR_COMPONENT};
-use crate::nodes::{COUNT_STREAM, DATA_STREAM, epoch_of};
+use crate::nodes::{AttemptShare, COUNT_STREAM, DATA_STREAM, Tally, epoch_or_fail, newest_share};
 
 /// Writes each committed epoch's tuples somewhere, once. One instance runs per sink task,
 /// cloned from the one given to [`crate::Stream::sink`]; each task writes its share.
@@ -33,8 +31,17 @@ pub trait EpochSink: Clone + Send + Sync + 'static {
 struct Pending {
     attempt: u32,
     tuples: Vec<Values>,
-    received: BTreeMap<TaskId, u64>,
-    announced: BTreeMap<TaskId, u64>,
+    tally: Tally,
+}
+
+impl AttemptShare for Pending {
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn of_attempt(attempt: u32) -> Self {
+        Pending { attempt, ..Pending::default() }
+    }
 }
 
 /// Collects each epoch's tuples and hands them to the sink at the epoch's commit.
@@ -62,22 +69,14 @@ impl<S: EpochSink> SinkNode<S> {
     }
 
     fn share(&mut self, epoch: Epoch) -> Option<&mut Pending> {
-        let share = self.pending.entry(epoch.txid).or_default();
-        if epoch.attempt < share.attempt {
-            return None;
-        }
-        if epoch.attempt > share.attempt {
-            *share = Pending { attempt: epoch.attempt, ..Pending::default() };
-        }
-        Some(share)
+        newest_share(&mut self.pending, epoch)
     }
 
     async fn commit(&mut self, epoch: Epoch) -> Result<(), ComponentError> {
-        let complete = self.pending.get(&epoch.txid).is_some_and(|share| {
-            share.attempt == epoch.attempt
-                && share.announced.len() == self.upstream_tasks
-                && share.announced.iter().all(|(task, n)| share.received.get(task).copied().unwrap_or(0) == *n)
-        });
+        let complete = self
+            .pending
+            .get(&epoch.txid)
+            .is_some_and(|share| share.attempt == epoch.attempt && share.tally.is_complete(self.upstream_tasks));
         if !complete {
             return Err(format!("trident: epoch {} attempt {} is incomplete here", epoch.txid, epoch.attempt).into());
         }
@@ -105,13 +104,7 @@ impl<S: EpochSink> Bolt for SinkNode<S> {
     }
 
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-        let epoch = match epoch_of(&input) {
-            Ok(epoch) => epoch,
-            Err(e) => {
-                out.fail(&input);
-                return Err(e);
-            }
-        };
+        let epoch = epoch_or_fail(&input, out)?;
         let source = input.source_task();
         match (input.source_component() == COORDINATOR_COMPONENT, input.source_stream()) {
             (true, COMMIT_STREAM) => {
@@ -125,14 +118,14 @@ impl<S: EpochSink> Bolt for SinkNode<S> {
             (false, COUNT_STREAM) => {
                 let count: u64 = input.get_as(2)?;
                 if let Some(share) = self.share(epoch) {
-                    share.announced.insert(source, count);
+                    share.tally.announced(source, count);
                 }
             }
             (false, DATA_STREAM) => {
                 let values: Values = input.values()[2..].iter().cloned().collect();
                 if let Some(share) = self.share(epoch) {
                     share.tuples.push(values);
-                    *share.received.entry(source).or_default() += 1;
+                    share.tally.received(source);
                 }
             }
             _ => {}
