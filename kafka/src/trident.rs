@@ -360,12 +360,16 @@ impl Task {
         let deadline = Instant::now() + REPLAY_TIMEOUT;
         let mut quiet_since = Instant::now();
         let mut taken: Vec<Vec<Values>> = vec![Vec::new(); partitions.len()];
-        loop {
-            if partitions.iter().zip(&plan).all(|(p, share)| p.position >= share.at_most) {
-                break;
-            }
+        // Partitions short of their share; whether a record came since the last empty poll (the
+        // clock is read only when the queue is empty, not per record).
+        let mut unfilled = partitions.iter().zip(&plan).filter(|(p, share)| p.position < share.at_most).count();
+        let mut got_any = false;
+        while unfilled > 0 {
             let Some(message) = self.consumer.poll(Duration::ZERO) else {
                 let now = Instant::now();
+                if std::mem::take(&mut got_any) {
+                    quiet_since = now;
+                }
                 let owed = partitions.iter().zip(&plan).any(|(p, share)| p.position < share.at_least);
                 if now >= deadline || (!owed && now.duration_since(quiet_since) >= wait) {
                     break;
@@ -374,7 +378,7 @@ impl Task {
                 continue;
             };
             let message = message.map_err(|e| error(format_args!("cannot read: {e}")))?;
-            quiet_since = Instant::now();
+            got_any = true;
             let Some(i) =
                 partitions.iter().position(|p| p.partition == message.partition() && p.topic == message.topic())
             else {
@@ -383,11 +387,15 @@ impl Task {
             let (p, share) = (&mut partitions[i], &mut plan[i]);
             let offset = message.offset();
             // Before the epoch's start (fetched before a seek) or past its end: not this epoch's.
-            if offset < p.position || offset >= share.at_most {
-                p.position = p.position.max(offset.saturating_add(1));
+            let was_short = p.position < share.at_most;
+            let skip = offset < p.position || offset >= share.at_most;
+            p.position = if skip { p.position.max(offset.saturating_add(1)) } else { offset.saturating_add(1) };
+            if was_short && p.position >= share.at_most {
+                unfilled -= 1;
+            }
+            if skip {
                 continue;
             }
-            p.position = offset.saturating_add(1);
             share.last = p.position;
             let record = Record {
                 topic: &p.topic,

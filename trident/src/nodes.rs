@@ -47,25 +47,51 @@ pub(crate) fn declare_node(declarer: &mut OutputDeclarer, fields: &[String]) {
     declarer.declare_fields(COUNT_STREAM, &["$txid", "$attempt", "$count"], true);
 }
 
-/// One epoch attempt's state at a task, started over for a newer attempt.
-pub(crate) trait AttemptShare: Default {
-    /// The attempt it holds.
-    fn attempt(&self) -> u32;
-    /// An empty share of `attempt`.
-    fn of_attempt(attempt: u32) -> Self;
+/// One epoch attempt's share at a task: what arrived, tallied, and the node's own `data`.
+#[derive(Default)]
+pub(crate) struct Share<T> {
+    attempt: u32,
+    pub(crate) tally: Tally,
+    pub(crate) data: T,
 }
 
-/// `epoch`'s share in `pending`, started over when a newer attempt shows up; `None` for a stale
-/// attempt.
-pub(crate) fn newest_share<P: AttemptShare>(pending: &mut BTreeMap<u64, P>, epoch: Epoch) -> Option<&mut P> {
-    let share = pending.entry(epoch.txid).or_default();
-    if epoch.attempt < share.attempt() {
-        return None;
+/// Each open epoch's newest share at a task, by txid.
+pub(crate) struct Shares<T>(BTreeMap<u64, Share<T>>);
+
+impl<T> Default for Shares<T> {
+    fn default() -> Self {
+        Shares(BTreeMap::new())
     }
-    if epoch.attempt > share.attempt() {
-        *share = P::of_attempt(epoch.attempt);
+}
+
+impl<T: Default> Shares<T> {
+    /// `epoch`'s share, started over when a newer attempt shows up; `None` for a stale attempt.
+    pub(crate) fn newest(&mut self, epoch: Epoch) -> Option<&mut Share<T>> {
+        let share = self.0.entry(epoch.txid).or_default();
+        if epoch.attempt < share.attempt {
+            return None;
+        }
+        if epoch.attempt > share.attempt {
+            *share = Share { attempt: epoch.attempt, ..Share::default() };
+        }
+        Some(share)
     }
-    Some(share)
+
+    /// `epoch`'s share if every one of `upstream_tasks` announced it and sent that many tuples;
+    /// else an error (a batch that would pass short).
+    pub(crate) fn complete(&mut self, epoch: Epoch, upstream_tasks: usize) -> Result<&mut T, ComponentError> {
+        match self.0.get_mut(&epoch.txid) {
+            Some(share) if share.attempt == epoch.attempt && share.tally.is_complete(upstream_tasks) => {
+                Ok(&mut share.data)
+            }
+            _ => Err(format!("trident: epoch {} attempt {} is incomplete here", epoch.txid, epoch.attempt).into()),
+        }
+    }
+
+    /// Forgets `txid` and every epoch before it.
+    pub(crate) fn committed(&mut self, txid: u64) {
+        self.0.retain(|t, _| *t > txid);
+    }
 }
 
 /// The epoch an input belongs to; an input without one is failed.
@@ -269,24 +295,8 @@ impl squall_topology::QueryableState for StateSpec {
     }
 }
 
-/// One epoch's share at one task of a persistent aggregate.
-#[derive(Default)]
-struct Pending {
-    attempt: u32,
-    /// Partial result per key.
-    partials: FxHashMap<Vec<Value>, Value>,
-    tally: Tally,
-}
-
-impl AttemptShare for Pending {
-    fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    fn of_attempt(attempt: u32) -> Self {
-        Pending { attempt, ..Pending::default() }
-    }
-}
+/// A persistent aggregate's partial result per key, for one epoch.
+type Partials = FxHashMap<Vec<Value>, Value>;
 
 /// Folds each epoch per key and updates a map state when the epoch commits.
 pub(crate) struct PersistNode {
@@ -297,8 +307,8 @@ pub(crate) struct PersistNode {
     upstream: String,
     upstream_tasks: usize,
     map: Option<MapState<Vec<Value>, Value>>,
-    /// Open epochs' shares, by txid.
-    pending: BTreeMap<u64, Pending>,
+    /// Open epochs' shares.
+    pending: Shares<Partials>,
 }
 
 impl Clone for PersistNode {
@@ -309,18 +319,7 @@ impl Clone for PersistNode {
 
 impl PersistNode {
     pub(crate) fn new(state: StateSpec, keys: Vec<usize>, combiner: Combiner, upstream: String) -> Self {
-        PersistNode { state, keys, combiner, upstream, upstream_tasks: 0, map: None, pending: BTreeMap::new() }
-    }
-
-    fn share(&mut self, epoch: Epoch) -> Option<&mut Pending> {
-        newest_share(&mut self.pending, epoch)
-    }
-
-    /// Whether every upstream task's share of `epoch` arrived here, as announced.
-    fn is_complete(&self, epoch: Epoch) -> bool {
-        self.pending
-            .get(&epoch.txid)
-            .is_some_and(|share| share.attempt == epoch.attempt && share.tally.is_complete(self.upstream_tasks))
+        PersistNode { state, keys, combiner, upstream, upstream_tasks: 0, map: None, pending: Shares::default() }
     }
 
     async fn commit(
@@ -331,15 +330,13 @@ impl PersistNode {
     ) -> Result<(), ComponentError> {
         // The batch tree completed before the commit was sent, so every count and tuple arrived:
         // anything else is a batch that would pass short.
-        if !self.is_complete(epoch) {
-            out.fail(&input);
-            return Err(format!("trident: epoch {} attempt {} is incomplete here", epoch.txid, epoch.attempt).into());
-        }
-        let (keys, partials): (Vec<Vec<Value>>, Vec<Value>) = self
-            .pending
-            .get(&epoch.txid)
-            .map(|share| share.partials.iter().map(|(k, v)| (k.clone(), v.clone())).unzip())
-            .unwrap_or_default();
+        let (keys, partials): (Vec<Vec<Value>>, Vec<Value>) = match self.pending.complete(epoch, self.upstream_tasks) {
+            Ok(partials) => partials.iter().map(|(k, v)| (k.clone(), v.clone())).unzip(),
+            Err(e) => {
+                out.fail(&input);
+                return Err(e);
+            }
+        };
         let combiner = self.combiner;
         let Some(map) = self.map.as_mut() else {
             out.fail(&input);
@@ -353,7 +350,7 @@ impl PersistNode {
             .await;
         match result {
             Ok(_) => {
-                self.pending.retain(|txid, _| *txid > epoch.txid);
+                self.pending.committed(epoch.txid);
                 out.ack(&input);
                 Ok(())
             }
@@ -388,7 +385,7 @@ impl Bolt for PersistNode {
             (true, COMMIT_STREAM) => return self.commit(epoch, input, out).await,
             (false, COUNT_STREAM) => {
                 let count: u64 = input.get_as(2)?;
-                if let Some(share) = self.share(epoch) {
+                if let Some(share) = self.pending.newest(epoch) {
                     share.tally.announced(source, count);
                 }
             }
@@ -397,8 +394,8 @@ impl Bolt for PersistNode {
                 let key: Vec<Value> =
                     self.keys.iter().map(|k| fields.get(*k).cloned().unwrap_or(Value::Null)).collect();
                 let value = combiner.init(fields);
-                if let Some(share) = self.share(epoch) {
-                    match share.partials.entry(key) {
+                if let Some(share) = self.pending.newest(epoch) {
+                    match share.data.entry(key) {
                         Entry::Occupied(mut partial) => {
                             let combined = combiner.combine(partial.get(), &value);
                             *partial.get_mut() = combined;

@@ -1,7 +1,6 @@
 //! Sinks: where a stream's tuples leave the topology exactly once, each epoch written as a
 //! whole when it commits (Trident's `partitionPersist` into an external system).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
 use squall_topology::component::NoOutput;
@@ -9,7 +8,7 @@ use squall_topology::{Bolt, BoltCollector, ComponentError, OutputDeclarer, Outpu
 
 use crate::coordinator::Epoch;
 use crate::master::{COMMIT_STREAM, COORDINATOR_COMPONENT};
-use crate::nodes::{AttemptShare, COUNT_STREAM, DATA_STREAM, Tally, epoch_or_fail, newest_share};
+use crate::nodes::{COUNT_STREAM, DATA_STREAM, Shares, epoch_or_fail};
 
 /// Writes each committed epoch's tuples somewhere, once. One instance runs per sink task,
 /// cloned from the one given to [`crate::Stream::sink`]; each task writes its share.
@@ -26,30 +25,13 @@ pub trait EpochSink: Clone + Send + Sync + 'static {
     fn write(&mut self, epoch: Epoch, tuples: Vec<Values>) -> impl Future<Output = Result<(), ComponentError>> + Send;
 }
 
-/// One epoch's share at a sink task.
-#[derive(Default)]
-struct Pending {
-    attempt: u32,
-    tuples: Vec<Values>,
-    tally: Tally,
-}
-
-impl AttemptShare for Pending {
-    fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    fn of_attempt(attempt: u32) -> Self {
-        Pending { attempt, ..Pending::default() }
-    }
-}
-
 /// Collects each epoch's tuples and hands them to the sink at the epoch's commit.
 pub(crate) struct SinkNode<S> {
     sink: S,
     upstream: String,
     upstream_tasks: usize,
-    pending: BTreeMap<u64, Pending>,
+    /// Open epochs' tuples.
+    pending: Shares<Vec<Values>>,
 }
 
 impl<S: Clone> Clone for SinkNode<S> {
@@ -58,32 +40,20 @@ impl<S: Clone> Clone for SinkNode<S> {
             sink: self.sink.clone(),
             upstream: self.upstream.clone(),
             upstream_tasks: 0,
-            pending: BTreeMap::new(),
+            pending: Shares::default(),
         }
     }
 }
 
 impl<S: EpochSink> SinkNode<S> {
     pub(crate) fn new(sink: S, upstream: String) -> Self {
-        SinkNode { sink, upstream, upstream_tasks: 0, pending: BTreeMap::new() }
-    }
-
-    fn share(&mut self, epoch: Epoch) -> Option<&mut Pending> {
-        newest_share(&mut self.pending, epoch)
+        SinkNode { sink, upstream, upstream_tasks: 0, pending: Shares::default() }
     }
 
     async fn commit(&mut self, epoch: Epoch) -> Result<(), ComponentError> {
-        let complete = self
-            .pending
-            .get(&epoch.txid)
-            .is_some_and(|share| share.attempt == epoch.attempt && share.tally.is_complete(self.upstream_tasks));
-        if !complete {
-            return Err(format!("trident: epoch {} attempt {} is incomplete here", epoch.txid, epoch.attempt).into());
-        }
-        let tuples =
-            self.pending.get_mut(&epoch.txid).map(|share| std::mem::take(&mut share.tuples)).unwrap_or_default();
+        let tuples = std::mem::take(self.pending.complete(epoch, self.upstream_tasks)?);
         self.sink.write(epoch, tuples).await?;
-        self.pending.retain(|txid, _| *txid > epoch.txid);
+        self.pending.committed(epoch.txid);
         Ok(())
     }
 }
@@ -117,14 +87,14 @@ impl<S: EpochSink> Bolt for SinkNode<S> {
             }
             (false, COUNT_STREAM) => {
                 let count: u64 = input.get_as(2)?;
-                if let Some(share) = self.share(epoch) {
+                if let Some(share) = self.pending.newest(epoch) {
                     share.tally.announced(source, count);
                 }
             }
             (false, DATA_STREAM) => {
                 let values: Values = input.values()[2..].iter().cloned().collect();
-                if let Some(share) = self.share(epoch) {
-                    share.tuples.push(values);
+                if let Some(share) = self.pending.newest(epoch) {
+                    share.data.push(values);
                     share.tally.received(source);
                 }
             }
