@@ -12,12 +12,15 @@
 //! cluster, the `LocalCluster`'s memory locally): restarted, or resubmitted under the same name,
 //! it resumes after the last committed epoch.
 //!
-//! Not built yet: reducer and general aggregators, a grouped stream's per-batch aggregate,
-//! state_query, partition_persist, merge and join.
+//! Streams merge and join within a batch ([`TridentTopology::merge`],
+//! [`TridentTopology::join`]), repartition, aggregate per batch (whole or grouped) with
+//! combiners, reducers or general aggregators, read a map state (`state_query`) and write one
+//! (`persistent_aggregate`, `partition_persist`) or a [`EpochSink`].
 
 pub mod aggregate;
 pub mod batch;
 pub mod coordinator;
+mod join;
 mod master;
 mod nodes;
 mod ops;
@@ -25,9 +28,10 @@ mod processor;
 pub mod sink;
 mod stream;
 
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, Aggregator, CombinerAggregator, ReducerAggregator};
 pub use batch::{BatchSpout, FixedBatchSpout, SpoutKind};
 pub use coordinator::{Coordinator, CoordinatorMeta, Epoch};
+pub use join::JoinType;
 pub use master::{COORDINATOR_COMPONENT, COORDINATOR_KEY};
 pub use nodes::StateSpec;
 pub use sink::EpochSink;

@@ -14,11 +14,11 @@ use squall_topology::{
     Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TaskId, TopologyContext, Tuple, Value, Values,
 };
 
-use crate::aggregate::Combiner;
+use crate::aggregate::{CombinerAggregator, Fold, Folder, ReducerAggregator, with_inputs};
 use crate::batch::BatchSpout;
 use crate::coordinator::Epoch;
 use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT};
-use crate::ops::{Op, apply_batch};
+use crate::ops::{Op, apply_batch, key_of};
 
 /// A node's stream of tuples `[$txid, $attempt, fields…]`, sent direct to the task its
 /// partitioning picks.
@@ -190,7 +190,7 @@ impl<S: BatchSpout> Bolt for SpoutNode<S> {
         self.batch.clear();
         self.out.clear();
         self.spout.emit_batch(epoch, &mut self.batch).await?;
-        apply_batch(&self.ops, std::mem::take(&mut self.batch), &mut self.out)?;
+        apply_batch(&self.ops, epoch, std::mem::take(&mut self.batch), &mut self.out).await?;
         // Everything is anchored to the batch tuple, which is acked when this returns: the
         // epoch's tree stays open until every downstream task has acked what it got.
         emit_partitioned(out, epoch, self.out.drain(..), &self.partition, &self.targets)
@@ -283,43 +283,111 @@ impl StateSpec {
     pub fn open(&self) -> MapState<Vec<Value>, Value> {
         MapState::new(&self.name, self.semantics, self.backend.clone(), self.cache_size)
     }
+
+    /// The state without a cache, which would go stale while other tasks write.
+    pub(crate) fn open_uncached(&self) -> MapState<Vec<Value>, Value> {
+        MapState::new(&self.name, self.semantics, self.backend.clone(), 0)
+    }
 }
 
 /// `squall query` reads it through this.
 #[async_trait::async_trait]
 impl squall_topology::QueryableState for StateSpec {
     async fn query(&self, keys: &[Vec<Value>]) -> Result<Vec<Option<Value>>, String> {
-        // A fresh map: no cache to go stale while the topology's tasks write.
-        let mut map = MapState::new(&self.name, self.semantics, self.backend.clone(), 0);
-        map.multi_get(keys).await.map_err(|e| e.to_string())
+        self.open_uncached().multi_get(keys).await.map_err(|e| e.to_string())
     }
 }
 
-/// A persistent aggregate's partial result per key, for one epoch.
-type Partials = FxHashMap<Vec<Value>, Value>;
+/// How a persisting node turns an epoch's tuples of a key into the key's new value.
+#[derive(Clone)]
+pub(crate) enum Update {
+    /// The epoch's partial (its tuples' `init`s combined) combines with the stored value.
+    Combine { inputs: Vec<usize>, combiner: Arc<dyn CombinerAggregator> },
+    /// The epoch's tuples reduce onto the stored value (or `init`'s).
+    Reduce { inputs: Vec<usize>, reducer: Arc<dyn ReducerAggregator> },
+    /// The field at this position becomes the value (the last tuple's, if several share a key).
+    Put(usize),
+}
+
+impl Update {
+    /// An aggregate's update, if it is a combiner or a reducer.
+    pub(crate) fn of(folder: Folder) -> Option<Update> {
+        match folder.fold {
+            Fold::Combiner(combiner) => Some(Update::Combine { inputs: folder.inputs, combiner }),
+            Fold::Reducer(reducer) => Some(Update::Reduce { inputs: folder.inputs, reducer }),
+            Fold::General(_) => None,
+        }
+    }
+}
+
+/// What an epoch brings to one key.
+#[derive(Clone)]
+enum Partial {
+    /// A combined partial or a value to put.
+    Value(Value),
+    /// The tuples to reduce (their input fields).
+    Tuples(Vec<Vec<Value>>),
+}
 
 /// Folds each epoch per key and updates a map state when the epoch commits.
 pub(crate) struct PersistNode {
     state: StateSpec,
     /// Key field positions in a data tuple's fields (after `$txid`, `$attempt`).
     keys: Vec<usize>,
-    combiner: Combiner,
+    update: Update,
     upstream: String,
     upstream_tasks: usize,
     map: Option<MapState<Vec<Value>, Value>>,
     /// Open epochs' shares.
-    pending: Shares<Partials>,
+    pending: Shares<FxHashMap<Vec<Value>, Partial>>,
 }
 
 impl Clone for PersistNode {
     fn clone(&self) -> Self {
-        PersistNode::new(self.state.clone(), self.keys.clone(), self.combiner, self.upstream.clone())
+        PersistNode::new(self.state.clone(), self.keys.clone(), self.update.clone(), self.upstream.clone())
     }
 }
 
 impl PersistNode {
-    pub(crate) fn new(state: StateSpec, keys: Vec<usize>, combiner: Combiner, upstream: String) -> Self {
-        PersistNode { state, keys, combiner, upstream, upstream_tasks: 0, map: None, pending: Shares::default() }
+    pub(crate) fn new(state: StateSpec, keys: Vec<usize>, update: Update, upstream: String) -> Self {
+        PersistNode { state, keys, update, upstream, upstream_tasks: 0, map: None, pending: Shares::default() }
+    }
+
+    /// Adds a data tuple's `fields` to its key's partial.
+    fn add(&mut self, epoch: Epoch, source: TaskId, fields: &[Value]) {
+        let Some(share) = self.pending.newest(epoch) else { return };
+        share.tally.received(source);
+        let key = key_of(fields, &self.keys);
+        match (&self.update, share.data.entry(key)) {
+            (Update::Combine { inputs, combiner }, entry) => {
+                let value = with_inputs(inputs, fields, |t| combiner.init(t));
+                match entry {
+                    Entry::Occupied(mut slot) => {
+                        if let Partial::Value(partial) = slot.get_mut() {
+                            *partial = combiner.combine(partial, &value);
+                        }
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(Partial::Value(value));
+                    }
+                }
+            }
+            (Update::Reduce { inputs, .. }, entry) => {
+                let tuple = with_inputs(inputs, fields, <[Value]>::to_vec);
+                if let Partial::Tuples(tuples) = entry.or_insert_with(|| Partial::Tuples(Vec::new())) {
+                    tuples.push(tuple);
+                }
+            }
+            (Update::Put(field), entry) => {
+                let value = Partial::Value(fields.get(*field).cloned().unwrap_or(Value::Null));
+                match entry {
+                    Entry::Occupied(mut slot) => *slot.get_mut() = value,
+                    Entry::Vacant(slot) => {
+                        slot.insert(value);
+                    }
+                }
+            }
+        }
     }
 
     async fn commit(
@@ -330,22 +398,31 @@ impl PersistNode {
     ) -> Result<(), ComponentError> {
         // The batch tree completed before the commit was sent, so every count and tuple arrived:
         // anything else is a batch that would pass short.
-        let (keys, partials): (Vec<Vec<Value>>, Vec<Value>) = match self.pending.complete(epoch, self.upstream_tasks) {
+        let (keys, partials): (Vec<Vec<Value>>, Vec<Partial>) = match self.pending.complete(epoch, self.upstream_tasks)
+        {
             Ok(partials) => partials.iter().map(|(k, v)| (k.clone(), v.clone())).unzip(),
             Err(e) => {
                 out.fail(&input);
                 return Err(e);
             }
         };
-        let combiner = self.combiner;
+        let update = &self.update;
         let Some(map) = self.map.as_mut() else {
             out.fail(&input);
             return Err("trident: state not prepared".into());
         };
         let result = map
-            .multi_update(epoch.txid, &keys, |i, old| match old {
-                Some(old) => combiner.combine(old, &partials[i]),
-                None => partials[i].clone(),
+            .multi_update(epoch.txid, &keys, |i, old| match (update, &partials[i]) {
+                (Update::Combine { combiner, .. }, Partial::Value(partial)) => match old {
+                    Some(old) => combiner.combine(old, partial),
+                    None => partial.clone(),
+                },
+                (Update::Reduce { reducer, .. }, Partial::Tuples(tuples)) => {
+                    let start = old.cloned().unwrap_or_else(|| reducer.init());
+                    tuples.iter().fold(start, |current, tuple| reducer.reduce(current, tuple))
+                }
+                (_, Partial::Value(value)) => value.clone(),
+                (_, Partial::Tuples(_)) => old.cloned().unwrap_or(Value::Null),
             })
             .await;
         match result {
@@ -389,24 +466,7 @@ impl Bolt for PersistNode {
                     share.tally.announced(source, count);
                 }
             }
-            (false, DATA_STREAM) => {
-                let (combiner, fields) = (self.combiner, &input.values()[2..]);
-                let key: Vec<Value> =
-                    self.keys.iter().map(|k| fields.get(*k).cloned().unwrap_or(Value::Null)).collect();
-                let value = combiner.init(fields);
-                if let Some(share) = self.pending.newest(epoch) {
-                    match share.data.entry(key) {
-                        Entry::Occupied(mut partial) => {
-                            let combined = combiner.combine(partial.get(), &value);
-                            *partial.get_mut() = combined;
-                        }
-                        Entry::Vacant(slot) => {
-                            slot.insert(value);
-                        }
-                    }
-                    share.tally.received(source);
-                }
-            }
+            (false, DATA_STREAM) => self.add(epoch, source, &input.values()[2..]),
             _ => {}
         }
         out.ack(&input);

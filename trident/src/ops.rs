@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use squall_topology::{ComponentError, Value, Values};
 
-use crate::aggregate::Combiner;
+use crate::aggregate::Folder;
+use crate::coordinator::Epoch;
+use crate::nodes::StateSpec;
 
 type MapFn = dyn Fn(&[Value]) -> Result<Values, ComponentError> + Send + Sync;
 type FlatMapFn = dyn Fn(&[Value]) -> Result<Vec<Values>, ComponentError> + Send + Sync;
@@ -26,32 +29,106 @@ pub(crate) enum Op {
     Each(Arc<FlatMapFn>),
     /// Sees each tuple and passes it on.
     Peek(Arc<PeekFn>),
-    /// Folds all the tuples of the batch here into one (`partition_aggregate`); nothing for an
-    /// empty batch, except a count of 0.
-    Aggregate(Combiner),
+    /// Folds the batch here (each group of it by `group`, a key's output after its key
+    /// values; all of it when `group` is empty).
+    Aggregate { group: Vec<usize>, folder: Folder },
+    /// Appends to each tuple the value its key (the fields at `keys`) has in `state`.
+    Query { state: StateSpec, keys: Vec<usize> },
 }
 
-/// Runs `ops` on a whole batch, `tuples`, and appends what comes out to `out`.
-pub(crate) fn apply_batch(ops: &[Op], tuples: Vec<Values>, out: &mut Vec<Values>) -> Result<(), ComponentError> {
+impl Op {
+    /// Whether it works on the whole batch rather than tuple by tuple.
+    fn is_batch(&self) -> bool {
+        matches!(self, Op::Aggregate { .. } | Op::Query { .. })
+    }
+}
+
+/// Runs `ops` on a whole batch of `epoch`, `tuples`, and appends what comes out to `out`.
+pub(crate) async fn apply_batch(
+    ops: &[Op],
+    epoch: Epoch,
+    tuples: Vec<Values>,
+    out: &mut Vec<Values>,
+) -> Result<(), ComponentError> {
     let (mut current, mut rest) = (tuples, ops);
     loop {
-        let end = rest.iter().position(|op| matches!(op, Op::Aggregate(_))).unwrap_or(rest.len());
-        let mut next = Vec::with_capacity(current.len());
-        for values in current {
-            apply(&rest[..end], values, &mut next)?;
+        let end = rest.iter().position(Op::is_batch).unwrap_or(rest.len());
+        if end > 0 {
+            let mut next = Vec::with_capacity(current.len());
+            for values in current {
+                apply(&rest[..end], values, &mut next)?;
+            }
+            current = next;
         }
-        let Some((Op::Aggregate(combiner), tail)) = rest[end..].split_first() else {
-            out.extend(next);
+        let Some(op) = rest.get(end) else {
+            out.extend(current);
             return Ok(());
         };
-        let folded = next.iter().map(|t| combiner.init(t)).reduce(|a, b| combiner.combine(&a, &b));
-        current = match (folded, combiner) {
-            (Some(value), _) => vec![std::iter::once(value).collect()],
-            (None, Combiner::Count) => vec![std::iter::once(Value::U64(0)).collect()],
-            (None, _) => Vec::new(),
+        current = match op {
+            Op::Aggregate { group, folder } => aggregate(epoch, group, folder, &current)?,
+            Op::Query { state, keys } => query(state, keys, current).await?,
+            _ => current,
         };
-        rest = tail;
+        rest = &rest[end + 1..];
     }
+}
+
+/// The values of `keys` in `tuple`.
+pub(crate) fn key_of(tuple: &[Value], keys: &[usize]) -> Vec<Value> {
+    keys.iter().map(|k| tuple.get(*k).cloned().unwrap_or(Value::Null)).collect()
+}
+
+fn aggregate(epoch: Epoch, group: &[usize], folder: &Folder, tuples: &[Values]) -> Result<Vec<Values>, ComponentError> {
+    let mut out = Vec::new();
+    if group.is_empty() {
+        folder.fold(epoch, tuples.iter().map(|t| t.as_slice()), &[], &mut out)?;
+        return Ok(out);
+    }
+    // Groups in the order their first tuple came.
+    let mut groups: FxHashMap<Vec<Value>, usize> = FxHashMap::default();
+    let mut members: Vec<(Vec<Value>, Vec<usize>)> = Vec::new();
+    for (i, tuple) in tuples.iter().enumerate() {
+        let key = key_of(tuple, group);
+        match groups.get(&key) {
+            Some(&g) => members[g].1.push(i),
+            None => {
+                groups.insert(key.clone(), members.len());
+                members.push((key, vec![i]));
+            }
+        }
+    }
+    for (key, indices) in &members {
+        folder.fold(epoch, indices.iter().map(|i| tuples[*i].as_slice()), key, &mut out)?;
+    }
+    Ok(out)
+}
+
+async fn query(state: &StateSpec, keys: &[usize], tuples: Vec<Values>) -> Result<Vec<Values>, ComponentError> {
+    let mut index: FxHashMap<Vec<Value>, usize> = FxHashMap::default();
+    let mut unique = Vec::new();
+    let slots: Vec<usize> = tuples
+        .iter()
+        .map(|t| {
+            let key = key_of(t, keys);
+            *index.entry(key).or_insert_with_key(|key| {
+                unique.push(key.clone());
+                unique.len() - 1
+            })
+        })
+        .collect();
+    let found = state
+        .open_uncached()
+        .multi_get(&unique)
+        .await
+        .map_err(|e| format!("trident: state `{}` could not be queried: {e}", state.name))?;
+    Ok(tuples
+        .into_iter()
+        .zip(slots)
+        .map(|(mut values, slot)| {
+            values.push(found.get(slot).cloned().flatten().unwrap_or(Value::Null));
+            values
+        })
+        .collect())
 }
 
 /// Runs the per-tuple `ops` on `input` and appends what comes out to `out`.
@@ -87,7 +164,7 @@ fn apply(ops: &[Op], input: Values, out: &mut Vec<Values>) -> Result<(), Compone
             f(&input);
             apply(rest, input, out)
         }
-        // `apply_batch` folds at aggregates: none reaches here.
-        Op::Aggregate(_) => apply(rest, input, out),
+        // `apply_batch` runs them on the batch: none reaches here.
+        Op::Aggregate { .. } | Op::Query { .. } => apply(rest, input, out),
     }
 }

@@ -1,7 +1,7 @@
-//! The node a repartition starts (`partition_by`, `shuffle`, `global`, `broadcast`): it gathers
-//! each epoch's tuples from the node before it, and once it has them all (every upstream task's
-//! count arrived and matched) runs its operations and sends the results on, partitioned for the
-//! node after it.
+//! The node a repartition starts (`partition_by`, `shuffle`, `global`, `broadcast`, `merge`,
+//! `join`): it gathers each epoch's tuples from the nodes before it, and once it has them all
+//! (every upstream task's count arrived and matched) combines them (one after the other, or
+//! joined), runs its operations and sends the results on, partitioned for the node after it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,14 +11,25 @@ use squall_topology::{
     Bolt, BoltCollector, ComponentError, OutputDeclarer, Outputs, TaskId, TopologyContext, Tuple, Values,
 };
 
+use crate::join::JoinSpec;
 use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, Tally, emit_partitioned, epoch_or_fail};
 use crate::ops::{Op, apply_batch};
+
+/// How the inputs' tuples of a batch become one.
+#[derive(Debug, Clone)]
+pub(crate) enum Combine {
+    /// One input's after another's.
+    Concat,
+    /// The two inputs joined.
+    Join(JoinSpec),
+}
 
 /// One epoch's share gathered at one task.
 #[derive(Default)]
 struct Gathered {
     attempt: u32,
-    tuples: Vec<Values>,
+    /// Per input.
+    tuples: Vec<Vec<Values>>,
     tally: Tally,
     /// Inputs not yet acked: the epoch's tree must stay open until the results are sent on.
     held: Vec<Tuple>,
@@ -28,7 +39,8 @@ struct Gathered {
 pub(crate) struct ProcessorNode {
     ops: Arc<[Op]>,
     partition: Partition,
-    upstream: String,
+    upstreams: Vec<String>,
+    combine: Combine,
     upstream_tasks: usize,
     downstream: String,
     targets: Vec<TaskId>,
@@ -37,16 +49,32 @@ pub(crate) struct ProcessorNode {
 
 impl Clone for ProcessorNode {
     fn clone(&self) -> Self {
-        ProcessorNode::new(self.ops.to_vec(), self.partition.clone(), self.upstream.clone(), self.downstream.clone())
+        ProcessorNode {
+            ops: self.ops.clone(),
+            partition: self.partition.clone(),
+            upstreams: self.upstreams.clone(),
+            combine: self.combine.clone(),
+            upstream_tasks: 0,
+            downstream: self.downstream.clone(),
+            targets: Vec::new(),
+            pending: BTreeMap::new(),
+        }
     }
 }
 
 impl ProcessorNode {
-    pub(crate) fn new(ops: Vec<Op>, partition: Partition, upstream: String, downstream: String) -> Self {
+    pub(crate) fn new(
+        ops: Vec<Op>,
+        partition: Partition,
+        upstreams: Vec<String>,
+        combine: Combine,
+        downstream: String,
+    ) -> Self {
         ProcessorNode {
             ops: ops.into(),
             partition,
-            upstream,
+            upstreams,
+            combine,
             upstream_tasks: 0,
             downstream,
             targets: Vec::new(),
@@ -66,7 +94,7 @@ impl Bolt for ProcessorNode {
     const AUTO_ACK: bool = false;
 
     async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
-        self.upstream_tasks = ctx.component_tasks(&self.upstream).len();
+        self.upstream_tasks = self.upstreams.iter().map(|u| ctx.component_tasks(u).len()).sum();
         self.targets = ctx.component_tasks(&self.downstream).to_vec();
         if self.targets.is_empty() {
             return Err(format!("trident: component `{}` has no tasks", self.downstream).into());
@@ -88,6 +116,9 @@ impl Bolt for ProcessorNode {
             }
             *share = Gathered { attempt: epoch.attempt, ..Gathered::default() };
         }
+        if share.tuples.is_empty() {
+            share.tuples.resize_with(self.upstreams.len(), Vec::new);
+        }
         let source = input.source_task();
         match input.source_stream() {
             COUNT_STREAM => {
@@ -95,7 +126,11 @@ impl Bolt for ProcessorNode {
                 share.tally.announced(source, count);
             }
             DATA_STREAM => {
-                share.tuples.push(input.values()[2..].iter().cloned().collect());
+                let side = match self.upstreams.len() {
+                    1 => 0,
+                    _ => self.upstreams.iter().position(|u| u == input.source_component()).unwrap_or(0),
+                };
+                share.tuples[side].push(input.values()[2..].iter().cloned().collect());
                 share.tally.received(source);
             }
             other => {
@@ -109,8 +144,15 @@ impl Bolt for ProcessorNode {
             return Ok(());
         }
         let Some(share) = self.pending.remove(&epoch.txid) else { return Ok(()) };
+        let batch = match &self.combine {
+            Combine::Concat => share.tuples.into_iter().flatten().collect(),
+            Combine::Join(spec) => match share.tuples.as_slice() {
+                [left, right] => spec.join(left, right),
+                _ => Vec::new(),
+            },
+        };
         let mut results = Vec::new();
-        let outcome = apply_batch(&self.ops, share.tuples, &mut results);
+        let outcome = apply_batch(&self.ops, epoch, batch, &mut results).await;
         // Anchored to this input, acked last: the tree stays open until they are acked downstream.
         let outcome =
             outcome.and_then(|()| emit_partitioned(out, epoch, results.into_iter(), &self.partition, &self.targets));

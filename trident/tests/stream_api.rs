@@ -174,7 +174,7 @@ async fn repartitions_keep_counts_exact_through_failures() {
         .new_stream("sentences-4", FixedBatchSpout::new(["sentence"], sentences()))
         .parallelism(2)
         .flat_map(["word"], split)
-        .aggregate("n", Aggregate::count())
+        .aggregate(["n"], Aggregate::count())
         .map(["k", "n"], |v| Ok(values!["all", v[0].clone()]))
         .group_by(["k"])
         .persistent_aggregate("sum", summed.clone(), Aggregate::sum("n"), 1);
