@@ -3,7 +3,6 @@
 //! (fold each epoch per key, check the counts, update the map state at the epoch's commit).
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
 use std::hash::Hasher;
 use std::sync::Arc;
 
@@ -18,14 +17,17 @@ use crate::aggregate::{CombinerAggregator, Fold, Folder, ReducerAggregator, with
 use crate::batch::BatchSpout;
 use crate::coordinator::Epoch;
 use crate::master::{BATCH_STREAM, COMMIT_STREAM, COORDINATOR_COMPONENT};
-use crate::ops::{Op, apply_batch, key_of};
+use crate::ops::{Op, apply_batch};
 
-/// A node's stream of tuples `[$txid, $attempt, fields…]`, sent direct to the task its
-/// partitioning picks.
+/// A node's stream of rows `[$txid, $attempt, $rows, $values]`, sent direct to the task its
+/// partitioning picks: up to [`CHUNK_ROWS`] rows of the stream's fields, of one width, in one
+/// flat list (so routing, acking and transfer are paid per chunk, not per row).
 pub(crate) const DATA_STREAM: &str = "data";
 /// A node's stream of counts `[$txid, $attempt, $count]`: after its share of an epoch, one to
 /// every downstream task, saying how many data tuples of the epoch it sent that task.
 pub(crate) const COUNT_STREAM: &str = "$count";
+/// The most rows in one data tuple.
+pub(crate) const CHUNK_ROWS: usize = 1024;
 
 /// How a node's output is spread over the downstream tasks.
 #[derive(Debug, Clone)]
@@ -39,11 +41,10 @@ pub(crate) enum Partition {
     All,
 }
 
-/// Declares a node's data stream (with `fields`) and count stream.
+/// Declares a node's data stream (rows of `fields`) and count stream.
 pub(crate) fn declare_node(declarer: &mut OutputDeclarer, fields: &[String]) {
-    let mut data = vec!["$txid", "$attempt"];
-    data.extend(fields.iter().map(String::as_str));
-    declarer.declare_fields(DATA_STREAM, &data, true);
+    let rows = format!("$rows({})", fields.join(","));
+    declarer.declare_fields(DATA_STREAM, &["$txid", "$attempt", "$rows", &rows], true);
     declarer.declare_fields(COUNT_STREAM, &["$txid", "$attempt", "$count"], true);
 }
 
@@ -197,7 +198,8 @@ impl<S: BatchSpout> Bolt for SpoutNode<S> {
     }
 }
 
-/// Sends `tuples` of `epoch` to `targets` as `partition` says, then one count to every target.
+/// Sends `tuples` of `epoch` to `targets` as `partition` says, in chunks of rows, then one
+/// count to every target.
 pub(crate) fn emit_partitioned<C: Bolt>(
     out: &mut BoltCollector<'_, C>,
     epoch: Epoch,
@@ -205,33 +207,91 @@ pub(crate) fn emit_partitioned<C: Bolt>(
     partition: &Partition,
     targets: &[TaskId],
 ) -> Result<(), ComponentError> {
-    let tagged = |values: &Values| {
-        let mut data = Values::with_capacity(values.len() + 2);
-        data.push(Value::U64(epoch.txid));
-        data.push(Value::U64(u64::from(epoch.attempt)));
-        data.extend(values.iter().cloned());
-        data
-    };
-    let mut counts = vec![0u64; targets.len()];
+    let mut chunks: Vec<Chunk> = targets.iter().map(|_| Chunk::default()).collect();
     for values in tuples {
         let index = match partition {
             Partition::Fields(keys) => bucket(key_hash(&values, keys), targets.len()),
             Partition::Global => 0,
             Partition::All => {
-                for (task, count) in targets.iter().zip(counts.iter_mut()) {
-                    out.emit_values(DATA_STREAM, tagged(&values), Some(*task))?;
-                    *count += 1;
+                for (task, chunk) in targets.iter().zip(chunks.iter_mut()) {
+                    chunk.push(out, epoch, *task, values.iter().cloned(), values.len())?;
                 }
                 continue;
             }
         };
-        out.emit_values(DATA_STREAM, tagged(&values), Some(targets[index]))?;
-        counts[index] += 1;
+        let width = values.len();
+        chunks[index].push(out, epoch, targets[index], values.into_iter(), width)?;
     }
-    for (task, count) in targets.iter().zip(counts) {
-        let values: Values =
-            [Value::U64(epoch.txid), Value::U64(u64::from(epoch.attempt)), Value::U64(count)].into_iter().collect();
+    for (task, mut chunk) in targets.iter().zip(chunks) {
+        chunk.flush(out, epoch, *task)?;
+        let values: Values = [Value::U64(epoch.txid), Value::U64(u64::from(epoch.attempt)), Value::U64(chunk.sent)]
+            .into_iter()
+            .collect();
         out.emit_values(COUNT_STREAM, values, Some(*task))?;
+    }
+    Ok(())
+}
+
+/// The rows gathered for one target, and how many data tuples went to it.
+#[derive(Default)]
+struct Chunk {
+    values: Vec<Value>,
+    rows: usize,
+    width: usize,
+    sent: u64,
+}
+
+impl Chunk {
+    fn push<C: Bolt>(
+        &mut self,
+        out: &mut BoltCollector<'_, C>,
+        epoch: Epoch,
+        task: TaskId,
+        row: impl Iterator<Item = Value>,
+        width: usize,
+    ) -> Result<(), ComponentError> {
+        if self.rows == CHUNK_ROWS || (self.rows > 0 && width != self.width) {
+            self.flush(out, epoch, task)?;
+        }
+        self.width = width;
+        self.values.extend(row);
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn flush<C: Bolt>(
+        &mut self,
+        out: &mut BoltCollector<'_, C>,
+        epoch: Epoch,
+        task: TaskId,
+    ) -> Result<(), ComponentError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let rows = Value::U64(self.rows as u64);
+        let values = Value::List(std::mem::take(&mut self.values).into());
+        self.rows = 0;
+        self.sent += 1;
+        let tuple: Values =
+            [Value::U64(epoch.txid), Value::U64(u64::from(epoch.attempt)), rows, values].into_iter().collect();
+        out.emit_values(DATA_STREAM, tuple, Some(task))?;
+        Ok(())
+    }
+}
+
+/// Calls `f` with each row of a data tuple.
+pub(crate) fn for_each_row(input: &Tuple, mut f: impl FnMut(&[Value])) -> Result<(), ComponentError> {
+    let rows: u64 = input.get_as(2)?;
+    let Some(Value::List(values)) = input.values().get(3) else {
+        return Err("trident: a data tuple without its rows".into());
+    };
+    let rows = usize::try_from(rows).ok().filter(|r| (1..=CHUNK_ROWS).contains(r));
+    let Some(rows) = rows.filter(|r| values.len() % r == 0) else {
+        return Err(format!("trident: a data tuple of {} values cannot hold its row count", values.len()).into());
+    };
+    match values.len() / rows {
+        0 => (0..rows).for_each(|_| f(&[])),
+        width => values.chunks(width).for_each(f),
     }
     Ok(())
 }
@@ -353,41 +413,14 @@ impl PersistNode {
         PersistNode { state, keys, update, upstream, upstream_tasks: 0, map: None, pending: Shares::default() }
     }
 
-    /// Adds a data tuple's `fields` to its key's partial.
-    fn add(&mut self, epoch: Epoch, source: TaskId, fields: &[Value]) {
-        let Some(share) = self.pending.newest(epoch) else { return };
-        share.tally.received(source);
-        let key = key_of(fields, &self.keys);
-        match (&self.update, share.data.entry(key)) {
-            (Update::Combine { inputs, combiner }, entry) => {
-                let value = with_inputs(inputs, fields, |t| combiner.init(t));
-                match entry {
-                    Entry::Occupied(mut slot) => {
-                        if let Partial::Value(partial) = slot.get_mut() {
-                            *partial = combiner.combine(partial, &value);
-                        }
-                    }
-                    Entry::Vacant(slot) => {
-                        slot.insert(Partial::Value(value));
-                    }
-                }
-            }
-            (Update::Reduce { inputs, .. }, entry) => {
-                let tuple = with_inputs(inputs, fields, <[Value]>::to_vec);
-                if let Partial::Tuples(tuples) = entry.or_insert_with(|| Partial::Tuples(Vec::new())) {
-                    tuples.push(tuple);
-                }
-            }
-            (Update::Put(field), entry) => {
-                let value = Partial::Value(fields.get(*field).cloned().unwrap_or(Value::Null));
-                match entry {
-                    Entry::Occupied(mut slot) => *slot.get_mut() = value,
-                    Entry::Vacant(slot) => {
-                        slot.insert(value);
-                    }
-                }
-            }
-        }
+    /// Adds a data tuple's rows to their keys' partials.
+    fn add(&mut self, epoch: Epoch, input: &Tuple) -> Result<(), ComponentError> {
+        let Some(share) = self.pending.newest(epoch) else { return Ok(()) };
+        share.tally.received(input.source_task());
+        let (keys, update, data) = (&self.keys, &self.update, &mut share.data);
+        for_each_row(input, |fields| {
+            with_inputs(keys, fields, |key| add_row(data, key, update, fields));
+        })
     }
 
     async fn commit(
@@ -439,6 +472,33 @@ impl PersistNode {
     }
 }
 
+/// Adds one row, `fields`, to the partial of its `key`.
+fn add_row(data: &mut FxHashMap<Vec<Value>, Partial>, key: &[Value], update: &Update, fields: &[Value]) {
+    // Looked up by the borrowed key: the key is copied only the first time it shows up.
+    if let Some(partial) = data.get_mut(key) {
+        match (update, partial) {
+            (Update::Combine { inputs, combiner }, Partial::Value(partial)) => {
+                let value = with_inputs(inputs, fields, |t| combiner.init(t));
+                *partial = combiner.combine(partial, &value);
+            }
+            (Update::Reduce { inputs, .. }, Partial::Tuples(tuples)) => {
+                tuples.push(with_inputs(inputs, fields, <[Value]>::to_vec));
+            }
+            (Update::Put(field), partial) => {
+                *partial = Partial::Value(fields.get(*field).cloned().unwrap_or(Value::Null));
+            }
+            _ => {}
+        }
+        return;
+    }
+    let partial = match update {
+        Update::Combine { inputs, combiner } => Partial::Value(with_inputs(inputs, fields, |t| combiner.init(t))),
+        Update::Reduce { inputs, .. } => Partial::Tuples(vec![with_inputs(inputs, fields, <[Value]>::to_vec)]),
+        Update::Put(field) => Partial::Value(fields.get(*field).cloned().unwrap_or(Value::Null)),
+    };
+    data.insert(key.to_vec(), partial);
+}
+
 impl Outputs for PersistNode {
     type Default = NoOutput;
 
@@ -466,7 +526,12 @@ impl Bolt for PersistNode {
                     share.tally.announced(source, count);
                 }
             }
-            (false, DATA_STREAM) => self.add(epoch, source, &input.values()[2..]),
+            (false, DATA_STREAM) => {
+                if let Err(e) = self.add(epoch, &input) {
+                    out.fail(&input);
+                    return Err(e);
+                }
+            }
             _ => {}
         }
         out.ack(&input);

@@ -12,7 +12,7 @@ use squall_topology::{
 };
 
 use crate::join::JoinSpec;
-use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, Tally, emit_partitioned, epoch_or_fail};
+use crate::nodes::{COUNT_STREAM, DATA_STREAM, Partition, Tally, emit_partitioned, epoch_or_fail, for_each_row};
 use crate::ops::{Op, apply_batch};
 
 /// How the inputs' tuples of a batch become one.
@@ -130,7 +130,11 @@ impl Bolt for ProcessorNode {
                     1 => 0,
                     _ => self.upstreams.iter().position(|u| u == input.source_component()).unwrap_or(0),
                 };
-                share.tuples[side].push(input.values()[2..].iter().cloned().collect());
+                let tuples = &mut share.tuples[side];
+                if let Err(e) = for_each_row(&input, |row| tuples.push(row.iter().cloned().collect())) {
+                    out.fail(&input);
+                    return Err(e);
+                }
                 share.tally.received(source);
             }
             other => {

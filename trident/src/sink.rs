@@ -8,7 +8,7 @@ use squall_topology::{Bolt, BoltCollector, ComponentError, OutputDeclarer, Outpu
 
 use crate::coordinator::Epoch;
 use crate::master::{COMMIT_STREAM, COORDINATOR_COMPONENT};
-use crate::nodes::{COUNT_STREAM, DATA_STREAM, Shares, epoch_or_fail};
+use crate::nodes::{COUNT_STREAM, DATA_STREAM, Shares, epoch_or_fail, for_each_row};
 
 /// Writes each committed epoch's tuples somewhere, once. One instance runs per sink task,
 /// cloned from the one given to [`crate::Stream::sink`]; each task writes its share.
@@ -92,9 +92,12 @@ impl<S: EpochSink> Bolt for SinkNode<S> {
                 }
             }
             (false, DATA_STREAM) => {
-                let values: Values = input.values()[2..].iter().cloned().collect();
                 if let Some(share) = self.pending.newest(epoch) {
-                    share.data.push(values);
+                    let tuples = &mut share.data;
+                    if let Err(e) = for_each_row(&input, |row| tuples.push(row.iter().cloned().collect())) {
+                        out.fail(&input);
+                        return Err(e);
+                    }
                     share.tally.received(source);
                 }
             }

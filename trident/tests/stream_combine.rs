@@ -377,3 +377,46 @@ fn stream_misuse_is_a_build_error_naming_it() {
     assert!(matches!(&error, TridentError::Unfinished(s) if s == "held"), "{error}");
     drop(held);
 }
+
+/// Batches larger than a data tuple's chunk of rows, and rows whose width changes from one to
+/// the next (each change starts a new chunk), with random batch failures: exact counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_many_chunks_and_changing_widths_count_exactly() {
+    let words = ["ant", "bee", "cat", "dog", "elk"];
+    let batches: Vec<Vec<Values>> =
+        (0..4).map(|b| (0..3_000).map(|i| values![words[(i * 7 + b) % words.len()]]).collect()).collect();
+    let mut want: HashMap<String, u64> = HashMap::new();
+    for tuple in batches.iter().flatten() {
+        *want.entry(tuple[0].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    let failed = Arc::new(AtomicU64::new(0));
+    let (counts, wide) = (memory("chunked"), memory("wide"));
+    let mut trident = TridentTopology::new();
+    trident.max_open_epochs(2);
+    let fail = flaky(&failed, 6);
+    trident
+        .new_stream("words", FixedBatchSpout::new(["word"], batches.clone()))
+        .parallelism(2)
+        .filter(move |_| if fastrand::u16(..500) == 0 { fail().map(|()| true) } else { Ok(true) })
+        .group_by(["word"])
+        .persistent_aggregate("count", counts.clone(), Aggregate::count(), 2);
+    let fail = flaky(&failed, 6);
+    trident
+        .new_stream("ragged", FixedBatchSpout::new(["word"], batches))
+        // Every other row carries one more value than the stream's one field.
+        .map(["word"], |v| {
+            Ok(if v[0].as_str() < Some("c") { values![v[0].clone(), 1u64] } else { values![v[0].clone()] })
+        })
+        .shuffle()
+        .filter(move |_| if fastrand::u16(..500) == 0 { fail().map(|()| true) } else { Ok(true) })
+        .group_by(["word"])
+        .persistent_aggregate("wide", wide.clone(), Aggregate::count(), 1);
+    let topology = trident.build().expect("builds");
+    let cluster = LocalCluster::new();
+    cluster.submit("chunks", &topology).expect("submits");
+    let want: Vec<(Vec<Value>, Value)> = want.iter().map(|(w, n)| (vec![s(w)], Value::U64(*n))).collect();
+    wait_for_values(&counts, &want).await;
+    wait_for_values(&wide, &want).await;
+    cluster.kill("chunks", Duration::ZERO).await.expect("kills");
+    assert!(failed.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
+}
