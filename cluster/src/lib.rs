@@ -27,7 +27,7 @@ pub use error::ClusterError;
 pub use liveness::Liveness;
 pub use records::{
     Assignment, ErrorRecord, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus, WorkerAssignment,
-    WorkerHeartbeat,
+    WorkerHeartbeat, WorkerMetricsReport,
 };
 pub use state::{ClusterState, DEFAULT_CONNECT_DEADLINE};
 pub use topology_store::ZooKeeperStore;

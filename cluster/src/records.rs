@@ -157,8 +157,29 @@ pub struct WorkerHeartbeat {
     pub time_millis: u64,
     /// Seconds since the worker started.
     pub uptime_secs: u64,
-    /// Per-component metrics, opaque to this crate.
-    #[serde(default)]
+    /// Unused: metrics go to Nimbus over HTTP ([`WorkerMetricsReport`]). Read for records
+    /// written before that, never written.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metrics: serde_json::Value,
+}
+
+/// What a worker sends the Nimbus leader over HTTP once per heartbeat round
+/// (`POST /api/v1/metrics`): its metrics, which stay out of ZooKeeper.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerMetricsReport {
+    /// The topology's name.
+    pub topology: String,
+    /// The [`TopologyRecord::id`] it runs.
+    pub topology_id: String,
+    /// The supervisor that launched it.
+    pub supervisor_id: String,
+    /// Its slot.
+    pub port: u16,
+    /// The tasks it runs.
+    pub tasks: Vec<TaskId>,
+    /// When it was taken, in unix milliseconds.
+    pub time_millis: u64,
+    /// Per-component and per-executor metrics, opaque to this crate.
     pub metrics: serde_json::Value,
 }
 

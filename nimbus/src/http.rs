@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use squall_cluster::records::unix_secs;
-use squall_cluster::{ClusterError, TopologyRecord, TopologyStatus};
+use squall_cluster::{ClusterError, TopologyRecord, TopologyStatus, WorkerMetricsReport};
 use squall_topology::{ComponentKind, Config, ConfigValue};
 
 use crate::api::{
@@ -21,7 +21,7 @@ use crate::api::{
     TopologyDetails, TopologySummary, check_topology_name,
 };
 use crate::scheduler;
-use crate::server::{Shared, current_beat, effective_spec, free_slots, rebalanced_assignment, summary, worker_details};
+use crate::server::{Shared, effective_spec, free_slots, rebalanced_assignment, summary, worker_details};
 
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
@@ -43,6 +43,8 @@ pub(crate) fn router(shared: AppState) -> axum::Router {
         .route("/api/v1/topologies/{name}/deactivate", post(deactivate))
         .route("/api/v1/topologies/{name}/rebalance", post(rebalance))
         .route("/api/v1/supervisors", get(supervisors))
+        .route("/api/v1/metrics", post(metrics_report))
+        .route("/metrics", get(prometheus_metrics))
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .layer(middleware::from_fn_with_state(shared.clone(), zookeeper_failures))
         .with_state(shared)
@@ -272,15 +274,33 @@ async fn supervisors(State(shared): State<AppState>) -> Answer<Vec<SupervisorSum
     Ok(Json(summaries))
 }
 
+/// A worker's metrics report: kept in memory, never written to ZooKeeper.
+async fn metrics_report(State(shared): State<AppState>, Json(report): Json<WorkerMetricsReport>) -> StatusCode {
+    shared.reports.insert(report);
+    StatusCode::NO_CONTENT
+}
+
+/// The Prometheus exposition of every running topology's metrics.
+async fn prometheus_metrics(State(shared): State<AppState>) -> Result<Response, Failure> {
+    let mut topologies = Vec::new();
+    for (name, record) in shared.state.topologies().await? {
+        let assignment = shared.state.assignment(&name).await?.filter(|a| a.topology_id == record.id);
+        let reports = shared.reports.current(&record, assignment.as_ref());
+        topologies.push((record, assignment, reports));
+    }
+    let text = crate::prometheus::exposition(&topologies, squall_cluster::records::unix_millis())
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())
+}
+
 async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> Answer<TopologyDetails> {
     let record = shared.state.topology(&name).await?.ok_or_else(|| not_found(&name))?;
     let assignment = shared.state.assignment(&name).await?.filter(|a| a.topology_id == record.id);
     let beats = shared.state.worker_heartbeats(&name).await?;
-    // Sum each component's counters over the latest heartbeats of the workers assigned now.
+    // Sum each component's counters over the latest reports of the workers assigned now.
     let mut metrics: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
-    let current = assignment.iter().flat_map(|a| &a.workers).filter_map(|w| current_beat(&record, w, &beats));
-    for beat in current {
-        let Some(components) = beat.metrics.get("components").and_then(|c| c.as_object()) else { continue };
+    for report in shared.reports.current(&record, assignment.as_ref()) {
+        let Some(components) = report.metrics.get("components").and_then(|c| c.as_object()) else { continue };
         for (component, counters) in components {
             let sum = metrics.entry(component.clone()).or_default();
             for (key, value) in counters.as_object().into_iter().flatten() {

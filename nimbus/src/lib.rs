@@ -5,5 +5,7 @@ pub mod api;
 pub mod artifacts;
 pub mod client;
 mod http;
+mod prometheus;
+mod reports;
 pub mod scheduler;
 pub mod server;

@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     /// What this leader has seen: when each worker slot was first assigned, when each
     /// supervisor was last seen, when each kill started.
     pub(crate) memory: Mutex<Memory>,
+    /// Workers' newest metrics reports.
+    pub(crate) reports: crate::reports::Reports,
 }
 
 #[derive(Default)]
@@ -141,6 +143,7 @@ pub async fn run_on(
         artifacts,
         wake: Notify::new(),
         memory: Mutex::new(Memory::default()),
+        reports: crate::reports::Reports::default(),
     });
     let monitor = tokio::spawn(monitor_loop(shared.clone()));
     let app = crate::http::router(shared.clone());
@@ -434,6 +437,7 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
             if now.duration_since(started) >= wait {
                 tracing::info!(topology = %name, "removing killed topology");
                 state.remove_topology_state(name).await?;
+                shared.reports.forget(name);
                 assignments.remove(name);
                 shared.memory.lock().unwrap_or_else(|e| e.into_inner()).killed_at.remove(name);
             }

@@ -54,6 +54,7 @@
 //! ```
 
 mod app;
+mod report;
 mod worker_mode;
 
 pub use app::{AppError, main};

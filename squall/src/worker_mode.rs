@@ -1,6 +1,7 @@
 //! Worker mode: a supervisor starts the topology binary as `worker …` for one slot of one
 //! assignment. The worker rebuilds the topology from the same compiled code, runs its tasks,
-//! connects to the other workers, heartbeats to ZooKeeper, and follows the topology's status.
+//! connects to the other workers, heartbeats to ZooKeeper, sends its metrics to the Nimbus
+//! leader over HTTP, and follows the topology's status.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,13 +12,14 @@ use clap::Args;
 use squall_cluster::records::unix_millis;
 use squall_cluster::{
     Assignment, ClusterState, TopologyRecord, TopologyStatus as ClusterStatus, WorkerAssignment, WorkerHeartbeat,
-    ZooKeeperStore,
+    WorkerMetricsReport, ZooKeeperStore,
 };
 use squall_topology::{ConfigValue, Topology};
 use squall_worker::runtime::{LaunchError, WorkerPlan};
 use squall_worker::{RunningTopology, TopologyStatus};
 
 use crate::app::AppError;
+use crate::report::MetricsReporter;
 
 /// `worker` arguments, as the supervisor passes them.
 #[derive(Args, Debug, Clone)]
@@ -124,6 +126,7 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
     let mut wanted = status_of(record.status);
     // Rounds in a row whose heartbeat failed: an outage is logged at first and then now and then.
     let mut failed_rounds = 0u32;
+    let mut reporter = MetricsReporter::new();
     loop {
         let loud = failed_rounds < 3 || failed_rounds.is_multiple_of(30);
         let beat_before = last_beat;
@@ -136,8 +139,18 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                 tasks: mine.tasks.clone(),
                 time_millis: unix_millis(),
                 uptime_secs: started.elapsed().as_secs(),
+                metrics: serde_json::Value::Null,
+            };
+            let report = WorkerMetricsReport {
+                topology: name.to_owned(),
+                topology_id: record.id.clone(),
+                supervisor_id: args.supervisor.clone(),
+                port: args.port,
+                tasks: mine.tasks.clone(),
+                time_millis: beat.time_millis,
                 metrics: serde_json::to_value(running.metrics()).unwrap_or_default(),
             };
+            reporter.report(&state, &report).await;
             match state.put_worker_heartbeat(name, &beat).await {
                 Ok(()) => {
                     last_beat = Instant::now();

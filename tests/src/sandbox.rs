@@ -345,6 +345,11 @@ impl ClusterSandbox {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Nimbus `i`'s HTTP address, `127.0.0.1:<port>`.
+    pub fn nimbus_address(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nimbus_ports[i])
+    }
+
     /// `squall describe NAME --json`.
     pub fn describe(&self, name: &str) -> serde_json::Value {
         let text = self.cli_ok(&["describe", name, "--json"]);

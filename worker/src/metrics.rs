@@ -118,11 +118,26 @@ pub struct ComponentMetrics {
     pub status: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
+/// The counters of one executor (one thread of a component, running one or more tasks).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorMetrics {
+    /// Its component.
+    pub component: String,
+    /// The tasks it runs.
+    pub tasks: Vec<TaskId>,
+    /// Its counters (`status` empty: it is per component).
+    #[serde(flatten)]
+    pub metrics: ComponentMetrics,
+}
+
 /// The counters of every component of a topology.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopologyMetrics {
     /// By component id.
     pub components: BTreeMap<String, ComponentMetrics>,
+    /// Per executor, in the order they were started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executors: Vec<ExecutorMetrics>,
 }
 
 /// Metrics asked for a component the topology does not have.
@@ -148,13 +163,67 @@ impl TopologyMetrics {
 /// The live counters of a running topology's executors.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MetricsRegistry {
-    executors: Vec<(String, Arc<ExecutorStats>, Option<Arc<QueueStats>>)>,
+    executors: Vec<Registered>,
     statuses: Vec<(String, TaskId, TaskStatus)>,
 }
 
+/// One executor's live counters.
+#[derive(Debug, Clone)]
+struct Registered {
+    component: String,
+    tasks: Vec<TaskId>,
+    stats: Arc<ExecutorStats>,
+    queue: Option<Arc<QueueStats>>,
+}
+
+impl Registered {
+    /// Its counters now, and its complete latencies' histogram counts.
+    fn snapshot(&self) -> (ExecutorMetrics, Vec<u64>) {
+        let (stats, load) = (&self.stats, |a: &AtomicU64| a.load(Ordering::Relaxed));
+        let mut m = ComponentMetrics {
+            emitted: load(&stats.emitted),
+            transferred: load(&stats.transferred),
+            executed: load(&stats.executed),
+            acked: load(&stats.acked),
+            failed: load(&stats.failed),
+            timed_out: load(&stats.timed_out),
+            errors: load(&stats.errors),
+            last_error: stats.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ..ComponentMetrics::default()
+        };
+        if let Some(q) = &self.queue {
+            m.queue_depth = q.depth();
+            m.queue_peak = q.peak();
+            m.queue_capacity = q.capacity();
+        }
+        if m.executed > 0 {
+            m.execute_latency_ms = load(&stats.execute_nanos) as f64 / m.executed as f64 / 1e6;
+        }
+        let mut counts = Vec::new();
+        stats.complete_latency.add_to(&mut counts);
+        set_latencies(&mut m, &counts, stats.complete_latency.max_us());
+        (ExecutorMetrics { component: self.component.clone(), tasks: self.tasks.clone(), metrics: m }, counts)
+    }
+}
+
+/// Sets the complete latency quantiles from histogram `counts` and the largest value seen.
+fn set_latencies(m: &mut ComponentMetrics, counts: &[u64], max_us: u64) {
+    // A quantile is its bucket's upper bound, which may pass the largest value seen.
+    let ms = |us: u64| us.min(max_us) as f64 / 1000.0;
+    m.complete_latency_p50_ms = quantile_us(counts, 0.5).map(ms);
+    m.complete_latency_p99_ms = quantile_us(counts, 0.99).map(ms);
+    m.complete_latency_max_ms = m.complete_latency_p50_ms.map(|_| ms(max_us));
+}
+
 impl MetricsRegistry {
-    pub(crate) fn register(&mut self, component: &str, stats: Arc<ExecutorStats>, queue: Option<Arc<QueueStats>>) {
-        self.executors.push((component.to_owned(), stats, queue));
+    pub(crate) fn register(
+        &mut self,
+        component: &str,
+        tasks: Vec<TaskId>,
+        stats: Arc<ExecutorStats>,
+        queue: Option<Arc<QueueStats>>,
+    ) {
+        self.executors.push(Registered { component: component.to_owned(), tasks, stats, queue });
     }
 
     /// Registers what a task reports about itself.
@@ -171,37 +240,36 @@ impl MetricsRegistry {
                 m.status.insert(format!("task-{task}"), entries);
             }
         }
-        let mut latencies: BTreeMap<&str, (Vec<u64>, u64, u64)> = BTreeMap::new();
-        for (component, stats, queue) in &self.executors {
-            let m = metrics.components.entry(component.clone()).or_default();
-            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            m.emitted += load(&stats.emitted);
-            m.transferred += load(&stats.transferred);
-            m.executed += load(&stats.executed);
-            m.acked += load(&stats.acked);
-            m.failed += load(&stats.failed);
-            m.timed_out += load(&stats.timed_out);
-            m.errors += load(&stats.errors);
-            if let Some(e) = stats.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                m.last_error = Some(e);
+        // Per component: histogram counts, the largest latency, execute time.
+        let mut latencies: BTreeMap<String, (Vec<u64>, u64, u64)> = BTreeMap::new();
+        for registered in &self.executors {
+            let (executor, counts) = registered.snapshot();
+            let (e, m) = (&executor.metrics, metrics.components.entry(executor.component.clone()).or_default());
+            m.emitted += e.emitted;
+            m.transferred += e.transferred;
+            m.executed += e.executed;
+            m.acked += e.acked;
+            m.failed += e.failed;
+            m.timed_out += e.timed_out;
+            m.errors += e.errors;
+            if e.last_error.is_some() {
+                m.last_error.clone_from(&e.last_error);
             }
-            if let Some(q) = queue {
-                m.queue_depth += q.depth();
-                m.queue_peak = m.queue_peak.max(q.peak());
-                m.queue_capacity = q.capacity();
+            m.queue_depth += e.queue_depth;
+            m.queue_peak = m.queue_peak.max(e.queue_peak);
+            m.queue_capacity = e.queue_capacity.max(m.queue_capacity);
+            let entry = latencies.entry(executor.component.clone()).or_default();
+            if entry.0.len() < counts.len() {
+                entry.0.resize(counts.len(), 0);
             }
-            let entry = latencies.entry(component).or_default();
-            stats.complete_latency.add_to(&mut entry.0);
-            entry.1 = entry.1.max(stats.complete_latency.max_us());
-            entry.2 += load(&stats.execute_nanos);
+            entry.0.iter_mut().zip(&counts).for_each(|(sum, n)| *sum += n);
+            entry.1 = entry.1.max(registered.stats.complete_latency.max_us());
+            entry.2 += registered.stats.execute_nanos.load(Ordering::Relaxed);
+            metrics.executors.push(executor);
         }
         for (component, (counts, max_us, execute_nanos)) in latencies {
-            let Some(m) = metrics.components.get_mut(component) else { continue };
-            // A quantile is its bucket's upper bound, which may pass the largest value seen.
-            let ms = |us: u64| us.min(max_us) as f64 / 1000.0;
-            m.complete_latency_p50_ms = quantile_us(&counts, 0.5).map(ms);
-            m.complete_latency_p99_ms = quantile_us(&counts, 0.99).map(ms);
-            m.complete_latency_max_ms = m.complete_latency_p50_ms.map(|_| ms(max_us));
+            let Some(m) = metrics.components.get_mut(&component) else { continue };
+            set_latencies(m, &counts, max_us);
             if m.executed > 0 {
                 m.execute_latency_ms = execute_nanos as f64 / m.executed as f64 / 1e6;
             }

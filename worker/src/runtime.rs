@@ -599,7 +599,7 @@ fn start(
             Factory::Bolt(_) => inbox.as_ref().map(|q| q.stats().clone()),
             Factory::Spout(_) => None,
         };
-        metrics.register(&component_id, stats.clone(), queue_stats);
+        metrics.register(&component_id, tasks.to_vec(), stats.clone(), queue_stats);
         let mut router = Router::new(
             component_routes,
             destinations_of(&component_id),

@@ -1,0 +1,103 @@
+//! `GET /metrics`: the workers' latest reports in Prometheus's text format, one series per
+//! executor labelled by topology, component, task (an executor's tasks, `3` or `3-4`) and
+//! worker (`<host>:<port>`), plus per-worker report ages.
+
+use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use serde_json::Value;
+use squall_cluster::{Assignment, TopologyRecord, WorkerMetricsReport};
+
+/// The labels of an executor's series.
+const EXECUTOR_LABELS: &[&str] = &["topology", "component", "task", "worker"];
+
+/// An executor's counters, by the name of the report's field and of the series.
+const COUNTERS: &[(&str, &str, &str)] = &[
+    ("emitted", "squall_emitted_total", "Tuples emitted (one per emit call)."),
+    ("transferred", "squall_transferred_total", "Tuple copies sent to tasks."),
+    ("executed", "squall_executed_total", "Tuples executed by a bolt."),
+    ("acked", "squall_acked_total", "Spouts: tuple trees completed; bolts: tuples acked."),
+    ("failed", "squall_failed_total", "Spouts: tuple trees failed, timeouts included; bolts: tuples failed."),
+    ("timed_out", "squall_timed_out_total", "Spouts: tuple trees that timed out."),
+    ("errors", "squall_errors_total", "execute or next_tuple calls that returned an error."),
+];
+
+/// An executor's gauges: the report's field, the series, its help, and the factor to base units.
+const GAUGES: &[(&str, &str, &str, f64)] = &[
+    ("execute_latency_ms", "squall_execute_latency_seconds", "Mean time per execute call.", 1e-3),
+    ("complete_latency_p50_ms", "squall_complete_latency_p50_seconds", "Median emit-to-completion time.", 1e-3),
+    (
+        "complete_latency_p99_ms",
+        "squall_complete_latency_p99_seconds",
+        "99th percentile emit-to-completion time.",
+        1e-3,
+    ),
+    ("queue_depth", "squall_queue_depth", "Tuples waiting in the executor's input queue.", 1.0),
+    ("queue_capacity", "squall_queue_capacity", "The executor's input queue capacity, in tuples.", 1.0),
+];
+
+/// The exposition, in Prometheus's text format, of `topologies`' current reports.
+pub(crate) fn exposition(
+    topologies: &[(TopologyRecord, Option<Assignment>, Vec<WorkerMetricsReport>)],
+    now_millis: u64,
+) -> Result<String, prometheus::Error> {
+    let registry = Registry::new();
+    let mut counters = Vec::new();
+    for (_, name, help) in COUNTERS {
+        let family = IntCounterVec::new(Opts::new(*name, *help), EXECUTOR_LABELS)?;
+        registry.register(Box::new(family.clone()))?;
+        counters.push(family);
+    }
+    let mut gauges = Vec::new();
+    for (_, name, help, _) in GAUGES {
+        let family = GaugeVec::new(Opts::new(*name, *help), EXECUTOR_LABELS)?;
+        registry.register(Box::new(family.clone()))?;
+        gauges.push(family);
+    }
+    let report_age = GaugeVec::new(
+        Opts::new("squall_worker_report_age_seconds", "Time since the worker's latest metrics report."),
+        &["topology", "worker"],
+    )?;
+    registry.register(Box::new(report_age.clone()))?;
+    for (record, assignment, reports) in topologies {
+        for report in reports {
+            let host = assignment
+                .iter()
+                .flat_map(|a| &a.workers)
+                .find(|w| w.supervisor_id == report.supervisor_id && w.port == report.port)
+                .map_or("unknown", |w| w.host.as_str());
+            let worker = format!("{host}:{}", report.port);
+            let age = now_millis.saturating_sub(report.time_millis) as f64 / 1e3;
+            report_age.get_metric_with_label_values(&[&record.name, &worker])?.set(age);
+            let executors = report.metrics.get("executors").and_then(Value::as_array).into_iter().flatten();
+            for executor in executors {
+                let labels = executor_labels(&record.name, executor, &worker);
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                for ((field, ..), family) in COUNTERS.iter().zip(&counters) {
+                    if let Some(n) = executor.get(*field).and_then(Value::as_u64) {
+                        family.get_metric_with_label_values(&labels)?.inc_by(n);
+                    }
+                }
+                for ((field, _, _, factor), family) in GAUGES.iter().zip(&gauges) {
+                    if let Some(x) = executor.get(*field).and_then(Value::as_f64) {
+                        family.get_metric_with_label_values(&labels)?.set(x * factor);
+                    }
+                }
+            }
+        }
+    }
+    let mut text = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut text)?;
+    String::from_utf8(text).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// An executor's labels: its topology, component, tasks and worker.
+fn executor_labels(topology: &str, executor: &Value, worker: &str) -> [String; 4] {
+    let component = executor.get("component").and_then(Value::as_str).unwrap_or("unknown");
+    let tasks: Vec<u64> =
+        executor.get("tasks").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64).collect();
+    let task = match (tasks.first(), tasks.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first}-{last}"),
+        (Some(first), _) => first.to_string(),
+        _ => String::new(),
+    };
+    [topology.to_owned(), component.to_owned(), task, worker.to_owned()]
+}

@@ -1,0 +1,71 @@
+//! A worker's metrics go to the Nimbus leader over HTTP, not to ZooKeeper: one small POST per
+//! heartbeat round, sent from a blocking thread so a slow Nimbus never delays the round.
+
+use std::time::Duration;
+
+use squall_cluster::{ClusterState, LeaderElection, WorkerMetricsReport};
+use tokio::task::JoinHandle;
+
+/// How long one report may take.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Sends reports to the leader it last found, finding it again after a failed report.
+pub(crate) struct MetricsReporter {
+    agent: ureq::Agent,
+    leader: Option<String>,
+    in_flight: Option<JoinHandle<Result<(), String>>>,
+    /// Failed reports in a row: logged at first, then now and then.
+    failures: u32,
+}
+
+impl MetricsReporter {
+    pub(crate) fn new() -> Self {
+        let config = ureq::Agent::config_builder().timeout_global(Some(REPORT_TIMEOUT)).build();
+        MetricsReporter { agent: config.into(), leader: None, in_flight: None, failures: 0 }
+    }
+
+    /// Sends `report`, unless the previous one is still on its way (then this one is dropped:
+    /// the next round's counters include it).
+    pub(crate) async fn report(&mut self, state: &ClusterState, report: &WorkerMetricsReport) {
+        if self.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some(handle) = self.in_flight.take() {
+            match handle.await {
+                Ok(Ok(())) => self.failures = 0,
+                Ok(Err(error)) => self.failed(&error),
+                Err(error) => self.failed(&error.to_string()),
+            }
+        }
+        if self.leader.is_none() {
+            self.leader = LeaderElection::current_leader(state).await.ok().flatten();
+        }
+        let Some(leader) = self.leader.clone() else { return };
+        let body = match serde_json::to_vec(report) {
+            Ok(body) => body,
+            Err(e) => return tracing::warn!(error = %e, "cannot encode the metrics report"),
+        };
+        let agent = self.agent.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let url = format!("http://{leader}/api/v1/metrics");
+            let response = agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(&body[..])
+                .map_err(|e| format!("{url}: {e}"))?;
+            match response.status().is_success() {
+                true => Ok(()),
+                false => Err(format!("{url}: http {}", response.status())),
+            }
+        }));
+    }
+
+    fn failed(&mut self, error: &str) {
+        // The leader may have moved: look it up again next round.
+        self.leader = None;
+        self.failures += 1;
+        if self.failures < 3 || self.failures.is_multiple_of(60) {
+            tracing::warn!(error, failures = self.failures, "cannot send metrics to nimbus");
+        }
+    }
+}
