@@ -80,3 +80,118 @@ fn metrics_reach_nimbus_over_http_and_export_to_prometheus() {
     assert!(beats.values().all(|b| b.metrics.is_null()), "metrics left in zookeeper: {beats:?}");
     sandbox.cli_ok(&["kill", "wc", "--wait", "0"]);
 }
+
+/// Errors from `execute` are recorded per component with their task and time, newest kept:
+/// `describe` and `/metrics` show them while every sentence still gets through.
+#[test]
+fn execute_errors_are_recorded_per_component_and_shown() {
+    let sandbox = ClusterSandbox::start_with(1, 1, 2, &[("SQUALL_TEST_FAIL_EVERY", "500")]);
+    sandbox.cli_ok(&["submit", TOPOLOGY, "--name", "errs", "-c", "topology.workers=2"]);
+    let split_of = |details: &serde_json::Value| {
+        details["components"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "split")).cloned()
+    };
+    // Each split task fails every 500th call: 20,000 sentences and their replays give dozens.
+    sandbox.wait_for("split errors in describe", Duration::from_secs(90), |s| {
+        split_of(&s.describe("errs")).is_some_and(|c| c["metrics"]["errors"].as_u64() >= Some(20))
+    });
+    let split = split_of(&sandbox.describe("errs")).expect("a split component");
+    let recent = split["metrics"]["recent_errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(recent.len(), 10, "the newest ten are kept: {split}");
+    let tasks: Vec<u64> = split["tasks"].as_array().into_iter().flatten().filter_map(|t| t.as_u64()).collect();
+    let times: Vec<u64> = recent.iter().filter_map(|e| e["time_secs"].as_u64()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {recent:?}");
+    for error in &recent {
+        assert!(error["message"].as_str().is_some_and(|m| m.starts_with("split: a test failure on call ")), "{error}");
+        assert!(error["task"].as_u64().is_some_and(|t| tasks.contains(&t)), "{error}");
+    }
+    let text = sandbox.cli_ok(&["describe", "errs"]);
+    assert!(text.contains("error (task ") && text.contains("split: a test failure on call "), "{text}");
+    let metrics = get(&format!("http://{}/metrics", sandbox.nimbus_address(0)));
+    assert!(sum_of(&metrics, "squall_errors_total", &[("component", "split")]) >= 20.0, "{metrics}");
+    sandbox.cli_ok(&["kill", "errs", "--wait", "0"]);
+}
+
+/// Emits forever.
+#[derive(Clone, Default, squall::prelude::Spout)]
+#[squall(output = squall_tests::Keyed)]
+struct Endless {
+    seq: u64,
+}
+
+impl squall::prelude::Spout for Endless {
+    type MsgId = ();
+
+    async fn next_tuple(
+        &mut self,
+        out: &mut squall::prelude::SpoutCollector<'_, Self>,
+    ) -> Result<(), squall::ComponentError> {
+        self.seq += 1;
+        out.emit(squall_tests::Keyed { key: squall::Str::new_static("k"), seq: self.seq })?;
+        Ok(())
+    }
+}
+
+/// Panics on its tenth tuple.
+#[derive(Clone, Default, squall::prelude::Bolt)]
+struct Boom {
+    seen: u64,
+}
+
+impl squall::prelude::Bolt for Boom {
+    async fn execute(
+        &mut self,
+        _input: squall::Tuple,
+        _out: &mut squall::prelude::BoltCollector<'_, Self>,
+    ) -> Result<(), squall::ComponentError> {
+        self.seen += 1;
+        assert!(self.seen < 10, "boom on tuple {}", self.seen);
+        Ok(())
+    }
+}
+
+/// Cannot prepare.
+#[derive(Clone, Default, squall::prelude::Bolt)]
+struct Unprepared;
+
+impl squall::prelude::Bolt for Unprepared {
+    async fn prepare(&mut self, _ctx: &squall::TopologyContext) -> Result<(), squall::ComponentError> {
+        Err("no database at db.invalid:5432".into())
+    }
+
+    async fn execute(
+        &mut self,
+        _input: squall::Tuple,
+        _out: &mut squall::prelude::BoltCollector<'_, Self>,
+    ) -> Result<(), squall::ComponentError> {
+        Ok(())
+    }
+}
+
+/// A panic in `execute` and a failed `prepare` are recorded as their components' errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_failed_prepares_are_recorded_errors() {
+    let mut b = squall::TopologyBuilder::new();
+    b.spout("spout", Endless::default(), 1);
+    b.bolt("boom", Boom::default(), 1).shuffle_grouping("spout");
+    b.bolt("unprepared", Unprepared, 1).shuffle_grouping("spout");
+    let cluster = squall::LocalCluster::new();
+    cluster.submit("errors", &b.build().expect("builds")).expect("submits");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (boom, unprepared) = loop {
+        let metrics = cluster.metrics("errors").expect("metrics");
+        let boom = metrics.component("boom").expect("boom");
+        let unprepared = metrics.component("unprepared").expect("unprepared");
+        if !boom.recent_errors.is_empty() && !unprepared.recent_errors.is_empty() {
+            break (boom, unprepared);
+        }
+        assert!(std::time::Instant::now() < deadline, "no errors recorded: {boom:?} {unprepared:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = cluster.kill("errors", Duration::ZERO).await;
+    let panic = &boom.recent_errors[0];
+    assert!(panic.message.contains("executor panicked: boom on tuple 10"), "{panic:?}");
+    assert!(panic.time_secs > 0);
+    let failed = &unprepared.recent_errors[0];
+    assert_eq!(failed.message, "prepare failed: no database at db.invalid:5432");
+    assert_eq!(boom.errors, 1);
+}

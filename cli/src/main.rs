@@ -435,7 +435,7 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
         let m = &c.metrics;
         let get = |k: &str| m.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         out!(
-            "  {:<16} {:<6} p={:<3} tasks {:?} emitted {} executed {} acked {} failed {}",
+            "  {:<16} {:<6} p={:<3} tasks {:?} emitted {} executed {} acked {} failed {} errors {}",
             c.id,
             c.kind,
             c.parallelism,
@@ -443,8 +443,16 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
             get("emitted"),
             get("executed"),
             get("acked"),
-            get("failed")
+            get("failed"),
+            get("errors")
         );
+        // Its newest errors, with their tasks and times.
+        for error in m.get("recent_errors").and_then(|e| e.as_array()).into_iter().flatten() {
+            let task = error.get("task").and_then(|t| t.as_u64()).unwrap_or(0);
+            let at = error.get("time_secs").and_then(|t| t.as_u64()).unwrap_or(0);
+            let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            out!("    error (task {task}, unix time {at}): {message}");
+        }
         // What its tasks report about themselves, such as a Kafka spout's partitions.
         for (task, status) in m.get("status").and_then(|s| s.as_object()).into_iter().flatten() {
             for (key, value) in status.as_object().into_iter().flatten() {

@@ -23,6 +23,8 @@ use crate::api::{
 use crate::scheduler;
 use crate::server::{Shared, effective_spec, free_slots, rebalanced_assignment, summary, worker_details};
 
+/// How many of a component's newest errors `describe` shows.
+const RECENT_ERRORS: usize = 10;
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
 /// How long a request waits for a lost ZooKeeper connection to come back before it is answered
@@ -307,6 +309,14 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
                 if let Some(n) = value.as_u64() {
                     let total = sum.get(key).and_then(|v| v.as_u64()).unwrap_or(0) + n;
                     sum.insert(key.clone(), total.into());
+                } else if let Some(errors) = value.as_array().filter(|_| key == "recent_errors") {
+                    // Each worker's newest errors; the newest of all are kept below.
+                    let merged = sum.entry(key.clone()).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                    if let Some(merged) = merged.as_array_mut() {
+                        merged.extend(errors.iter().cloned());
+                    }
+                } else if key == "last_error" && value.is_string() {
+                    sum.insert(key.clone(), value.clone());
                 } else if let Some(tasks) = value.as_object().filter(|_| key == "status") {
                     // What tasks report about themselves, by task: each task runs in one worker.
                     let merged =
@@ -316,6 +326,13 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
                     }
                 }
             }
+        }
+    }
+    for sum in metrics.values_mut() {
+        if let Some(errors) = sum.get_mut("recent_errors").and_then(|e| e.as_array_mut()) {
+            errors.sort_by_key(|e| e.get("time_secs").and_then(|t| t.as_u64()).unwrap_or(0));
+            let excess = errors.len().saturating_sub(RECENT_ERRORS);
+            errors.drain(..excess);
         }
     }
     let mut components: Vec<ComponentDetails> = record

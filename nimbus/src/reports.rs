@@ -10,12 +10,16 @@ use squall_cluster::{Assignment, TopologyRecord, WorkerMetricsReport, paths};
 /// A report older than this is not shown (its worker stopped sending).
 const STALE: Duration = Duration::from_secs(30);
 
-/// The newest report of each worker, by topology name and worker key (`<supervisor>-<port>`).
+/// Each worker's newest report and when it came, by topology name and worker key
+/// (`<supervisor>-<port>`).
+type ByTopology = HashMap<String, BTreeMap<String, (Instant, WorkerMetricsReport)>>;
+
+/// The newest report of each worker.
 #[derive(Default)]
-pub(crate) struct Reports(Mutex<HashMap<String, BTreeMap<String, (Instant, WorkerMetricsReport)>>>);
+pub(crate) struct Reports(Mutex<ByTopology>);
 
 impl Reports {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, (Instant, WorkerMetricsReport)>>> {
+    fn lock(&self) -> MutexGuard<'_, ByTopology> {
         // Every critical section is one map operation: a panicking holder leaves nothing half done.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

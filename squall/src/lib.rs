@@ -61,8 +61,8 @@ pub use app::{AppError, main};
 pub use squall_macros::{Bolt, Spout, Tuple};
 pub use squall_topology::*;
 pub use squall_worker::{
-    ComponentMetrics, LocalCluster, LocalClusterError, RunReport, TaskFailure, TopologyMetrics, TopologyStatus,
-    UnknownComponent,
+    ComponentMetrics, ErrorEntry, ExecutorMetrics, LocalCluster, LocalClusterError, RunReport, TaskFailure,
+    TopologyMetrics, TopologyStatus, UnknownComponent,
 };
 
 #[cfg(feature = "testing")]

@@ -166,12 +166,21 @@ impl Spout for Sentences {
     }
 }
 
+/// Splits sentences; with `SQUALL_TEST_FAIL_EVERY=n`, every n-th call fails instead (the spout
+/// replays the sentence, which then goes through).
 #[derive(Clone, Bolt)]
 #[squall(output = Word)]
-struct Split;
+struct Split {
+    fail_every: Option<u64>,
+    calls: u64,
+}
 
 impl Bolt for Split {
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+        self.calls += 1;
+        if self.fail_every.is_some_and(|n| self.calls.is_multiple_of(n)) {
+            return Err(format!("split: a test failure on call {}", self.calls).into());
+        }
         for word in input.str(0)?.split(' ') {
             out.emit(Word { word: Str::new(word) })?;
         }
@@ -241,7 +250,8 @@ fn build() -> Result<Topology, BuildError> {
         deactivated_at: None,
     };
     builder.spout("sentences", spout, 2);
-    builder.bolt("split", Split, 2).shuffle_grouping("sentences");
+    let fail_every = std::env::var("SQUALL_TEST_FAIL_EVERY").ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0);
+    builder.bolt("split", Split { fail_every, calls: 0 }, 2).shuffle_grouping("sentences");
     builder.bolt("count", Count::default(), 2).tasks(4).fields_grouping("split", ["word"]);
     builder.bolt("sink", Sink::default(), 1).global_grouping("count").tick_tuple_freq_secs(1);
     builder.build()

@@ -75,8 +75,15 @@ pub struct ExecutorParts {
 /// How often partially filled output batches are sent even while busy.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 
-fn failure(component: &str, task: TaskId, phase: &'static str, e: ComponentError) -> TaskFailure {
+fn failure(
+    stats: &ExecutorStats,
+    component: &str,
+    task: TaskId,
+    phase: &'static str,
+    e: ComponentError,
+) -> TaskFailure {
     tracing::error!(component, task, phase, error = %e, "task failed");
+    stats.add_errors(1, task, format!("{phase} failed: {e}"));
     TaskFailure { component: component.to_owned(), task, phase, message: e.to_string() }
 }
 
@@ -94,7 +101,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
     let component = parts.component.clone();
     for (spout, ctx) in spouts.iter_mut().zip(&parts.contexts) {
         if let Err(e) = spout.open(ctx).await {
-            failures.push(failure(&component, ctx.task_id(), "open", e));
+            failures.push(failure(&parts.stats, &component, ctx.task_id(), "open", e));
         }
     }
     if !failures.is_empty() {
@@ -181,7 +188,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                     }
                     Err(e) => {
                         tracing::warn!(component, task = tasks[i], error = %e, "next_tuple failed");
-                        parts.stats.add_errors(1, e.to_string());
+                        parts.stats.add_errors(1, tasks[i], e.to_string());
                     }
                 }
             }
@@ -230,7 +237,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
     }
     for (spout, task) in spouts.iter_mut().zip(&tasks) {
         if let Err(e) = spout.close().await {
-            failures.push(failure(&component, *task, "close", e));
+            failures.push(failure(&parts.stats, &component, *task, "close", e));
         }
     }
     failures
@@ -254,7 +261,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
     let component = parts.component.clone();
     for (bolt, ctx) in bolts.iter_mut().zip(&parts.contexts) {
         if let Err(e) = bolt.prepare(ctx).await {
-            failures.push(failure(&component, ctx.task_id(), "prepare", e));
+            failures.push(failure(&parts.stats, &component, ctx.task_id(), "prepare", e));
         }
     }
     if !failures.is_empty() {
@@ -328,7 +335,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
     parts.router.flush_all().await;
     for (bolt, task) in bolts.iter_mut().zip(&tasks) {
         if let Err(e) = bolt.cleanup().await {
-            failures.push(failure(&component, *task, "cleanup", e));
+            failures.push(failure(&parts.stats, &component, *task, "cleanup", e));
         }
     }
     failures
@@ -376,7 +383,7 @@ fn record(
     parts.flush_counts();
     if let Some(e) = outcome.first_error {
         tracing::warn!(component, task, errors = outcome.errors, error = %e, "execute failed");
-        parts.stats.add_errors(outcome.errors as u64, e.to_string());
+        parts.stats.add_errors(outcome.errors as u64, task, e.to_string());
     }
 }
 

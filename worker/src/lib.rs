@@ -20,6 +20,6 @@ pub mod wire;
 pub use executor::{TaskFailure, TopologyStatus};
 pub use instruments::{Captured, InFlight, InFlightTimeout, Instruments};
 pub use local::{LocalCluster, LocalClusterError, RunReport};
-pub use metrics::{ComponentMetrics, ExecutorMetrics, TopologyMetrics, UnknownComponent};
+pub use metrics::{ComponentMetrics, ErrorEntry, ExecutorMetrics, RECENT_ERRORS, TopologyMetrics, UnknownComponent};
 pub use peers::PeerUpdate;
 pub use runtime::{LaunchError, RunningTopology, WorkerPlan};

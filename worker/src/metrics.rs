@@ -1,6 +1,6 @@
 //! Per-executor counters, aggregated per component for `LocalCluster::metrics`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +31,24 @@ pub struct ExecutorStats {
     timed_out: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The newest [`RECENT_ERRORS`] errors, oldest first.
+    recent_errors: Mutex<VecDeque<ErrorEntry>>,
     complete_latency: Histogram,
+}
+
+/// How many recent errors an executor, and a component in a report, keeps.
+pub const RECENT_ERRORS: usize = 10;
+
+/// One error a task hit: `execute` or `next_tuple` returned one, `open`/`prepare` failed, or
+/// the executor panicked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// When, in unix seconds.
+    pub time_secs: u64,
+    /// The task (the executor's first, for a panic).
+    pub task: TaskId,
+    /// What happened.
+    pub message: String,
 }
 
 impl ExecutorStats {
@@ -58,8 +75,16 @@ impl ExecutorStats {
         }
     }
 
-    pub(crate) fn add_errors(&self, errors: u64, last: String) {
+    /// `errors` errors happened in `task`, the last of them `last`.
+    pub(crate) fn add_errors(&self, errors: u64, task: TaskId, last: String) {
         bump(&self.errors, errors);
+        let time_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut recent = self.recent_errors.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(ErrorEntry { time_secs, task, message: last.clone() });
+        drop(recent);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
     }
 }
@@ -107,6 +132,10 @@ pub struct ComponentMetrics {
     pub errors: u64,
     /// The latest such error.
     pub last_error: Option<String>,
+    /// The newest errors (at most [`RECENT_ERRORS`], oldest first): those above, failed
+    /// `open`/`prepare` calls and panics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_errors: Vec<ErrorEntry>,
     /// Tuples waiting in its executors' input queues now.
     pub queue_depth: usize,
     /// The most tuples ever waiting in one of its executors' input queues.
@@ -189,6 +218,7 @@ impl Registered {
             timed_out: load(&stats.timed_out),
             errors: load(&stats.errors),
             last_error: stats.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            recent_errors: stats.recent_errors.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect(),
             ..ComponentMetrics::default()
         };
         if let Some(q) = &self.queue {
@@ -204,6 +234,14 @@ impl Registered {
         set_latencies(&mut m, &counts, stats.complete_latency.max_us());
         (ExecutorMetrics { component: self.component.clone(), tasks: self.tasks.clone(), metrics: m }, counts)
     }
+}
+
+/// Adds `more` to `into`, keeping the newest [`RECENT_ERRORS`] in time order.
+pub fn merge_recent(into: &mut Vec<ErrorEntry>, more: &[ErrorEntry]) {
+    into.extend_from_slice(more);
+    into.sort_by_key(|e| e.time_secs);
+    let excess = into.len().saturating_sub(RECENT_ERRORS);
+    into.drain(..excess);
 }
 
 /// Sets the complete latency quantiles from histogram `counts` and the largest value seen.
@@ -255,6 +293,7 @@ impl MetricsRegistry {
             if e.last_error.is_some() {
                 m.last_error.clone_from(&e.last_error);
             }
+            merge_recent(&mut m.recent_errors, &e.recent_errors);
             m.queue_depth += e.queue_depth;
             m.queue_peak = m.queue_peak.max(e.queue_peak);
             m.queue_capacity = e.queue_capacity.max(m.queue_capacity);

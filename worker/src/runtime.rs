@@ -332,6 +332,33 @@ impl RunningTopology {
     }
 }
 
+/// Awaits an executor; a panic becomes a task failure and a recorded error of its component
+/// (shown by `describe`) instead of vanishing. Dropped or aborted, it aborts the executor.
+async fn watch_panics(
+    executor: JoinHandle<Vec<TaskFailure>>,
+    stats: Arc<ExecutorStats>,
+    component: String,
+    task: TaskId,
+) -> Vec<TaskFailure> {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _abort = AbortOnDrop(executor.abort_handle());
+    match executor.await {
+        Ok(failures) => failures,
+        Err(e) if e.is_panic() => {
+            let message = format!("executor panicked: {}", panic_message(e.into_panic()));
+            tracing::error!(component, task, error = %message, "executor panicked");
+            stats.add_errors(1, task, message.clone());
+            vec![TaskFailure { component, task, phase: "execution", message }]
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every update leaves the data consistent: a poisoned lock is still usable.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -634,7 +661,9 @@ fn start(
                 .then(|| Duration::from_secs(config.message_timeout_secs.into())),
             in_flight: instruments.in_flight.clone(),
         };
-        let handle = match factory {
+        let first_task = tasks.first().copied().unwrap_or(0);
+        let stats = parts.stats.clone();
+        let inner = match factory {
             Factory::Spout(f) => {
                 let spouts = tasks.iter().map(|t| f.create(*t)).collect();
                 tokio::spawn(run_spouts(parts, spouts))
@@ -644,6 +673,7 @@ fn start(
                 tokio::spawn(run_bolts(parts, bolts))
             }
         };
+        let handle = tokio::spawn(watch_panics(inner, stats, component_id.clone(), first_task));
         executors.push((component_id, handle));
     }
     for gate in armed {
