@@ -195,3 +195,55 @@ async fn panics_and_failed_prepares_are_recorded_errors() {
     assert_eq!(failed.message, "prepare failed: no database at db.invalid:5432");
     assert_eq!(boom.errors, 1);
 }
+
+/// Sleeps three seconds in its fifth `execute` call.
+#[derive(Clone, Default, squall::prelude::Bolt)]
+struct Sleepy {
+    seen: u64,
+}
+
+impl squall::prelude::Bolt for Sleepy {
+    async fn execute(
+        &mut self,
+        _input: squall::Tuple,
+        _out: &mut squall::prelude::BoltCollector<'_, Self>,
+    ) -> Result<(), squall::ComponentError> {
+        self.seen += 1;
+        if self.seen == 5 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        Ok(())
+    }
+}
+
+/// An executor inside one call for longer than `topology.executor.stall.secs` shows as stalled
+/// while it is, and not once the call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_stuck_in_one_call_shows_as_stalled() {
+    let mut b = squall::TopologyBuilder::new();
+    b.spout("spout", Endless::default(), 1);
+    b.bolt("sleepy", Sleepy::default(), 1).shuffle_grouping("spout").set("topology.executor.stall.secs", 1);
+    let cluster = squall::LocalCluster::new();
+    cluster.submit("stall", &b.build().expect("builds")).expect("submits");
+    let sleepy = || cluster.metrics("stall").expect("metrics").component("sleepy").expect("sleepy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_busy = false;
+    let stalled = loop {
+        let m = sleepy();
+        seen_busy |= m.current_call_ms > 0;
+        if m.stalled == 1 {
+            break m;
+        }
+        assert!(m.current_call_ms < 1_500, "in a call for {} ms and not stalled", m.current_call_ms);
+        assert!(std::time::Instant::now() < deadline, "never stalled: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(seen_busy || stalled.current_call_ms >= 1_000);
+    assert!(stalled.current_call_ms >= 1_000, "{stalled:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sleepy().stalled != 0 {
+        assert!(std::time::Instant::now() < deadline, "still stalled after the call returned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = cluster.kill("stall", Duration::ZERO).await;
+}

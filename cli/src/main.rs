@@ -446,6 +446,10 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
             get("failed"),
             get("errors")
         );
+        if get("stalled") > 0 {
+            let secs = get("current_call_ms") / 1000;
+            out!("    STALLED: {} executor(s) inside one call, the longest for {secs} s", get("stalled"));
+        }
         // Its newest errors, with their tasks and times.
         for error in m.get("recent_errors").and_then(|e| e.as_array()).into_iter().flatten() {
             let task = error.get("task").and_then(|t| t.as_u64()).unwrap_or(0);

@@ -32,6 +32,13 @@ const GAUGES: &[(&str, &str, &str, f64)] = &[
     ),
     ("queue_depth", "squall_queue_depth", "Tuples waiting in the executor's input queue.", 1.0),
     ("queue_capacity", "squall_queue_capacity", "The executor's input queue capacity, in tuples.", 1.0),
+    (
+        "stalled",
+        "squall_stalled",
+        "1 while the executor is inside one call longer than topology.executor.stall.secs.",
+        1.0,
+    ),
+    ("current_call_ms", "squall_current_call_seconds", "How long the executor has been inside its current call.", 1e-3),
 ];
 
 /// The exposition, in Prometheus's text format, of `topologies`' current reports.

@@ -167,6 +167,7 @@ const KEYS: &[(&str, Kind, bool)] = &[
     (Config::PRODUCER_BATCH_SIZE, Kind::Count, true),
     (Config::DEBUG, Kind::Flag, true),
     (Config::TRANSPORT_FRAME_TIMEOUT_SECS, Kind::Count, false),
+    (Config::EXECUTOR_STALL_SECS, Kind::Count, true),
 ];
 
 /// The configuration of a topology, or of one component with its overrides applied.
@@ -195,6 +196,9 @@ pub struct Config {
     /// worker when a frame that has begun to arrive is not complete after this many seconds
     /// (default 30). A connection between frames may stay idle.
     pub transport_frame_timeout_secs: u32,
+    /// `topology.executor.stall.secs`: an executor inside one `execute` or `next_tuple` call
+    /// this long shows as stalled in metrics and `describe` (default 30).
+    pub executor_stall_secs: u32,
 }
 
 impl Default for Config {
@@ -210,6 +214,7 @@ impl Default for Config {
             producer_batch_size: 256,
             debug: false,
             transport_frame_timeout_secs: 30,
+            executor_stall_secs: 30,
         }
     }
 }
@@ -235,6 +240,8 @@ impl Config {
     pub const DEBUG: &'static str = "topology.debug";
     /// `topology.transport.frame.timeout.secs`
     pub const TRANSPORT_FRAME_TIMEOUT_SECS: &'static str = "topology.transport.frame.timeout.secs";
+    /// `topology.executor.stall.secs`
+    pub const EXECUTOR_STALL_SECS: &'static str = "topology.executor.stall.secs";
 
     /// The defaults.
     pub fn new() -> Self {
@@ -279,6 +286,7 @@ impl Config {
             Config::PRODUCER_BATCH_SIZE => self.producer_batch_size = count(&value)?,
             Config::DEBUG => self.debug = flag(&value)?,
             Config::TRANSPORT_FRAME_TIMEOUT_SECS => self.transport_frame_timeout_secs = count(&value)?,
+            Config::EXECUTOR_STALL_SECS => self.executor_stall_secs = count(&value)?,
             _ => unreachable!("kind_of accepted an unhandled key"),
         }
         Ok(self)
@@ -336,6 +344,7 @@ impl Config {
         map.insert(Config::PRODUCER_BATCH_SIZE, self.producer_batch_size.into());
         map.insert(Config::DEBUG, self.debug.into());
         map.insert(Config::TRANSPORT_FRAME_TIMEOUT_SECS, self.transport_frame_timeout_secs.into());
+        map.insert(Config::EXECUTOR_STALL_SECS, self.executor_stall_secs.into());
         map
     }
 

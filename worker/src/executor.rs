@@ -177,9 +177,12 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                     continue;
                 }
                 let polls = Polls::default();
-                match count_polls(&polls, spout.next_batch(parts.batch_size, &mut parts.router, &mut observer, &polls))
-                    .await
-                {
+                let busy = stats.busy();
+                let outcome =
+                    count_polls(&polls, spout.next_batch(parts.batch_size, &mut parts.router, &mut observer, &polls))
+                        .await;
+                drop(busy);
+                match outcome {
                     Ok(progress) => {
                         unannounced += progress.emitted;
                         slow |= progress.waited;
@@ -296,7 +299,9 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                     batch_buf.push(Tuple::tick(secs));
                     let started = Instant::now();
                     let polls = Polls::default();
+                    let busy = parts.stats.busy();
                     let outcome = count_polls(&polls, bolt.execute_batch(&mut batch_buf, &mut parts.router, &polls)).await;
+                    drop(busy);
                     record(&mut parts, &component, first_task, outcome, started.elapsed());
                 }
                 parts.router.flush_all().await;
@@ -355,7 +360,9 @@ async fn execute(
     while !batch.tuples.is_empty() {
         let started = Instant::now();
         let polls = Polls::default();
+        let busy = parts.stats.busy();
         let outcome = count_polls(&polls, bolt.execute_batch(&mut batch.tuples, &mut parts.router, &polls)).await;
+        drop(busy);
         let waited = outcome.waited;
         record(parts, component, batch.task, outcome, started.elapsed());
         if waited {

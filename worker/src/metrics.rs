@@ -34,6 +34,27 @@ pub struct ExecutorStats {
     /// The newest [`RECENT_ERRORS`] errors, oldest first.
     recent_errors: Mutex<VecDeque<ErrorEntry>>,
     complete_latency: Histogram,
+    /// When the call the executor is in (`execute`, `next_tuple`) started, in nanoseconds on
+    /// [`clock_nanos`]'s clock; 0 between calls.
+    busy_since: AtomicU64,
+    /// A call longer than this many milliseconds is a stall (0: the default, 30 s).
+    stall_after_ms: AtomicU64,
+}
+
+/// Nanoseconds since the first call, on a monotonic clock (never 0).
+fn clock_nanos() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    (start.elapsed().as_nanos() as u64).max(1)
+}
+
+/// Marks an executor busy in one user call until dropped.
+pub(crate) struct Busy<'a>(&'a ExecutorStats);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy_since.store(0, Ordering::Relaxed);
+    }
 }
 
 /// How many recent errors an executor, and a component in a report, keeps.
@@ -52,6 +73,27 @@ pub struct ErrorEntry {
 }
 
 impl ExecutorStats {
+    /// Counters for an executor that stalls after `stall_after` in one call.
+    pub(crate) fn new(stall_after: Duration) -> Self {
+        let stats = ExecutorStats::default();
+        stats.stall_after_ms.store(stall_after.as_millis() as u64, Ordering::Relaxed);
+        stats
+    }
+
+    /// The executor enters a user call (one batch of `execute` or `next_tuple`).
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.busy_since.store(clock_nanos(), Ordering::Relaxed);
+        Busy(self)
+    }
+
+    /// How long the executor has been in its current call, if it is in one.
+    fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_nanos(clock_nanos().saturating_sub(since))),
+        }
+    }
+
     pub(crate) fn add_emits(&self, emitted: u64, transferred: u64) {
         if emitted > 0 {
             bump(&self.emitted, emitted);
@@ -142,6 +184,12 @@ pub struct ComponentMetrics {
     pub queue_peak: usize,
     /// The capacity of each of its executors' input queues, in tuples.
     pub queue_capacity: usize,
+    /// Executors inside one `execute`/`next_tuple` call for longer than
+    /// `topology.executor.stall.secs` now.
+    pub stalled: u64,
+    /// The longest time any of its executors has been inside its current call, in
+    /// milliseconds (0 when none is in one).
+    pub current_call_ms: u64,
     /// What each task reported about itself (`TopologyContext::status`), by `task-<id>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub status: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -221,6 +269,14 @@ impl Registered {
             recent_errors: stats.recent_errors.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect(),
             ..ComponentMetrics::default()
         };
+        if let Some(busy) = stats.busy_for() {
+            m.current_call_ms = busy.as_millis() as u64;
+            let stall_after = match stats.stall_after_ms.load(Ordering::Relaxed) {
+                0 => 30_000,
+                ms => ms,
+            };
+            m.stalled = u64::from(m.current_call_ms >= stall_after);
+        }
         if let Some(q) = &self.queue {
             m.queue_depth = q.depth();
             m.queue_peak = q.peak();
@@ -290,6 +346,8 @@ impl MetricsRegistry {
             m.failed += e.failed;
             m.timed_out += e.timed_out;
             m.errors += e.errors;
+            m.stalled += e.stalled;
+            m.current_call_ms = m.current_call_ms.max(e.current_call_ms);
             if e.last_error.is_some() {
                 m.last_error.clone_from(&e.last_error);
             }

@@ -621,7 +621,7 @@ fn start(
             (config.with_overrides(&component.config), component.factory.clone(), r.clone())
         };
         let config = Arc::new(config);
-        let stats = Arc::new(ExecutorStats::default());
+        let stats = Arc::new(ExecutorStats::new(Duration::from_secs(config.executor_stall_secs.into())));
         let queue_stats = match factory {
             Factory::Bolt(_) => inbox.as_ref().map(|q| q.stats().clone()),
             Factory::Spout(_) => None,
