@@ -85,7 +85,9 @@ fn metrics_reach_nimbus_over_http_and_export_to_prometheus() {
 /// `describe` and `/metrics` show them while every sentence still gets through.
 #[test]
 fn execute_errors_are_recorded_per_component_and_shown() {
-    let sandbox = ClusterSandbox::start_with(1, 1, 2, &[("SQUALL_TEST_FAIL_EVERY", "500")]);
+    // Sentences enough to still run when `monitor` watches.
+    let env = [("SQUALL_TEST_FAIL_EVERY", "500"), ("SQUALL_TEST_SENTENCES", "5000000")];
+    let sandbox = ClusterSandbox::start_with(1, 1, 2, &env);
     sandbox.cli_ok(&["submit", TOPOLOGY, "--name", "errs", "-c", "topology.workers=2"]);
     let split_of = |details: &serde_json::Value| {
         details["components"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "split")).cloned()
@@ -108,6 +110,21 @@ fn execute_errors_are_recorded_per_component_and_shown() {
     assert!(text.contains("error (task ") && text.contains("split: a test failure on call "), "{text}");
     let metrics = get(&format!("http://{}/metrics", sandbox.nimbus_address(0)));
     assert!(sum_of(&metrics, "squall_errors_total", &[("component", "split")]) >= 20.0, "{metrics}");
+
+    // `monitor`: one line per component per sample, with the rates since the sample before.
+    let watched = sandbox.cli_ok(&["monitor", "errs", "--interval", "1", "--samples", "2"]);
+    let rows: Vec<Vec<&str>> = watched.lines().map(|l| l.split_whitespace().collect()).collect();
+    let rates = |component: &str| -> Vec<f64> {
+        rows.iter().filter(|r| r.first() == Some(&component)).filter_map(|r| r.get(1)?.parse().ok()).collect()
+    };
+    assert_eq!(rates("sentences").len(), 2, "{watched}");
+    assert!(rates("sentences").iter().all(|r| *r > 0.0), "the spout emits all along: {watched}");
+    assert_eq!(rates("split").len(), 2, "{watched}");
+    let only = sandbox.cli_ok(&["monitor", "errs", "-i", "1", "-n", "1", "-m", "count"]);
+    assert!(only.lines().any(|l| l.starts_with("count ")) && !only.contains("split "), "{only}");
+    let unknown = sandbox.cli(&["monitor", "errs", "-n", "1", "-m", "nope"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success() && stderr.contains("has no component `nope`"), "{stderr}");
     sandbox.cli_ok(&["kill", "errs", "--wait", "0"]);
 }
 

@@ -95,6 +95,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch a topology's throughput per component, live (Storm's `monitor`): every interval,
+    /// tuples per second emitted, executed, acked and failed since the one before.
+    Monitor {
+        /// The topology.
+        name: String,
+        /// Seconds between samples.
+        #[arg(short, long, default_value_t = 2)]
+        interval: u64,
+        /// Only this component.
+        #[arg(short = 'm', long)]
+        component: Option<String>,
+        /// Stop after this many samples (default: until interrupted).
+        #[arg(short = 'n', long)]
+        samples: Option<u64>,
+    },
     /// Read a running topology's state by key: runs the topology's own binary (fetched from
     /// Nimbus) in query mode, which opens the state's store as the topology does (give it the
     /// same environment). Prints one JSON line per key.
@@ -239,6 +254,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Query { name, state, keys } => query(&client, &name, &state, &keys),
+        Command::Monitor { name, interval, component, samples } => {
+            monitor(&client, &name, Duration::from_secs(interval.max(1)), component.as_deref(), samples)
+        }
         Command::Nimbus { host, port, local_dir } => {
             if let Some(host) = host {
                 settings.nimbus.host = host;
@@ -473,6 +491,51 @@ fn colour_logs() -> bool {
 }
 
 /// `squall query`: fetches the topology's binary from the leading Nimbus and runs it as
+/// The counters `monitor` follows.
+const MONITORED: [&str; 4] = ["emitted", "executed", "acked", "failed"];
+
+/// Prints each component's rates every `interval`, from the differences between two describes.
+fn monitor(
+    client: &NimbusClient,
+    name: &str,
+    interval: Duration,
+    only: Option<&str>,
+    samples: Option<u64>,
+) -> anyhow::Result<()> {
+    let counters = |details: &TopologyDetails| -> BTreeMap<String, [u64; 4]> {
+        details
+            .components
+            .iter()
+            .filter(|c| only.is_none_or(|o| o == c.id))
+            .map(|c| (c.id.clone(), MONITORED.map(|k| c.metrics.get(k).and_then(|v| v.as_u64()).unwrap_or(0))))
+            .collect()
+    };
+    let first = client.describe(name)?;
+    if let Some(only) = only.filter(|o| !first.components.iter().any(|c| c.id == *o)) {
+        let known: Vec<&str> = first.components.iter().map(|c| c.id.as_str()).collect();
+        bail!("topology `{name}` has no component `{only}`; its components are: {}", known.join(", "));
+    }
+    let (mut before, mut at) = (counters(&first), Instant::now());
+    out!("watching topology `{name}` every {} s (tuples per second; Ctrl-C stops)", interval.as_secs());
+    out!("{:<20} {:>12} {:>12} {:>12} {:>12}", "component", MONITORED[0], MONITORED[1], MONITORED[2], MONITORED[3]);
+    let mut taken = 0;
+    while samples.is_none_or(|n| taken < n) {
+        std::thread::sleep(interval);
+        let now = counters(&client.describe(name)?);
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        at = Instant::now();
+        for (component, values) in &now {
+            let old = before.get(component).copied().unwrap_or_default();
+            let rate = |i: usize| values[i].saturating_sub(old[i]) as f64 / secs;
+            out!("{component:<20} {:>12.0} {:>12.0} {:>12.0} {:>12.0}", rate(0), rate(1), rate(2), rate(3));
+        }
+        out!("");
+        before = now;
+        taken += 1;
+    }
+    Ok(())
+}
+
 /// `<binary> query <state> <keys>…`, passing its output and exit status through.
 fn query(client: &NimbusClient, name: &str, state: &str, keys: &[String]) -> anyhow::Result<()> {
     let details = client.describe(name)?;
