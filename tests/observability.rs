@@ -16,14 +16,19 @@ fn get(url: &str) -> String {
     response.body_mut().read_to_string().unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
-/// The sum of a metric's samples whose labels include all of `labels`.
-fn sum_of(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+/// The values of a metric's samples whose labels include all of `labels`.
+fn values_of(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> Vec<f64> {
     exposition
         .lines()
         .filter(|line| line.starts_with(&format!("{metric}{{")))
         .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .collect()
+}
+
+/// The sum of a metric's samples whose labels include all of `labels`.
+fn sum_of(exposition: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    values_of(exposition, metric, labels).into_iter().sum()
 }
 
 /// `promtool check metrics` on `exposition`: its exit status and output.
@@ -67,6 +72,29 @@ fn metrics_reach_nimbus_over_http_and_export_to_prometheus() {
     }
     assert!(sum_of(&text, "squall_emitted_total", &[("component", "sentences")]) >= SENTENCES as f64, "{text}");
     assert!(sum_of(&text, "squall_worker_report_age_seconds", &[("topology", "wc")]) < 30.0, "{text}");
+    // The count bolt's own metrics, per task: every word counted once, eight distinct words
+    // over its tasks, lengths of 3 to 6 letters.
+    let words = [("topology", "wc"), ("component", "count"), ("name", "words")];
+    assert_eq!(sum_of(&text, "squall_custom_total", &words), (3 * SENTENCES) as f64, "{text}");
+    let distinct = [("component", "count"), ("name", "distinct_words")];
+    assert_eq!(sum_of(&text, "squall_custom_value", &distinct), 8.0, "{text}");
+    let lengths = [("component", "count"), ("name", "word_length")];
+    assert_eq!(sum_of(&text, "squall_custom_distribution_count", &lengths), (3 * SENTENCES) as f64);
+    let p99 = [("component", "count"), ("name", "word_length"), ("quantile", "0.99")];
+    // Per task: the longest word ("squall") has six letters, the shortest three.
+    let p99s = values_of(&text, "squall_custom_distribution", &p99);
+    assert_eq!(p99s.len(), 4, "{text}");
+    assert!(p99s.iter().all(|p| (3.0..=6.8).contains(p)), "{p99s:?}");
+    assert!(p99s.iter().any(|p| *p >= 6.0), "{p99s:?}");
+    assert!(sum_of(&text, "squall_worker_rss_bytes", &[("topology", "wc")]) > 1e6, "{text}");
+    assert!(sum_of(&text, "squall_worker_cpu_seconds_total", &[("topology", "wc")]) > 0.0, "{text}");
+    let details = sandbox.describe("wc");
+    let count = details["components"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "count")).cloned();
+    let user = count.map(|c| c["metrics"]["user"].clone()).unwrap_or_default();
+    let described: u64 =
+        user.as_object().into_iter().flatten().filter_map(|(_, t)| t["counters"]["words"].as_u64()).sum();
+    assert_eq!(described, 3 * SENTENCES, "{user}");
+    assert!(details["workers"].as_array().is_some_and(|w| w.iter().all(|w| w["rss_bytes"].as_u64() > Some(1 << 20))));
 
     // ZooKeeper holds the workers' liveness only: no metrics in their heartbeats.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");

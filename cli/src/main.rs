@@ -446,7 +446,11 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
     out!("workers:");
     for w in &details.workers {
         let beat = w.heartbeat_age_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".into());
-        out!("  {}:{} supervisor {} tasks {:?} heartbeat {beat}", w.host, w.port, w.supervisor, w.tasks);
+        let usage = match (w.rss_bytes, w.cpu_seconds) {
+            (Some(rss), Some(cpu)) => format!(" rss {} MB cpu {cpu:.1} s", rss / (1 << 20)),
+            _ => String::new(),
+        };
+        out!("  {}:{} supervisor {} tasks {:?} heartbeat {beat}{usage}", w.host, w.port, w.supervisor, w.tasks);
     }
     out!("components:");
     for c in &details.components {

@@ -181,6 +181,12 @@ pub struct WorkerMetricsReport {
     pub time_millis: u64,
     /// Per-component and per-executor metrics, opaque to this crate.
     pub metrics: serde_json::Value,
+    /// The worker process's resident memory, in bytes.
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    /// CPU time the worker process has used, user and system, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// One entry of `/errors/<name>/<component>`, which holds the newest [`MAX_ERRORS`], oldest first.

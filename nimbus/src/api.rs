@@ -127,7 +127,7 @@ pub struct TopologySummary {
 }
 
 /// One worker of a topology.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerDetails {
     /// The supervisor running it.
     pub supervisor: String,
@@ -139,6 +139,12 @@ pub struct WorkerDetails {
     pub tasks: Vec<TaskId>,
     /// Milliseconds since its last heartbeat, if it ever sent one.
     pub heartbeat_age_ms: Option<u64>,
+    /// Its resident memory in bytes, from its latest metrics report.
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    /// The CPU time it has used, in seconds, from its latest metrics report.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// One component of a topology with its counters.

@@ -301,7 +301,8 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
     let beats = shared.state.worker_heartbeats(&name).await?;
     // Sum each component's counters over the latest reports of the workers assigned now.
     let mut metrics: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
-    for report in shared.reports.current(&record, assignment.as_ref()) {
+    let reports = shared.reports.current(&record, assignment.as_ref());
+    for report in &reports {
         let Some(components) = report.metrics.get("components").and_then(|c| c.as_object()) else { continue };
         for (component, counters) in components {
             let sum = metrics.entry(component.clone()).or_default();
@@ -317,8 +318,9 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
                     }
                 } else if key == "last_error" && value.is_string() {
                     sum.insert(key.clone(), value.clone());
-                } else if let Some(tasks) = value.as_object().filter(|_| key == "status") {
-                    // What tasks report about themselves, by task: each task runs in one worker.
+                } else if let Some(tasks) = value.as_object().filter(|_| key == "status" || key == "user") {
+                    // What tasks report about themselves and their own metrics, by task: each
+                    // task runs in one worker.
                     let merged =
                         sum.entry(key.clone()).or_insert_with(|| serde_json::Value::Object(Default::default()));
                     if let Some(merged) = merged.as_object_mut() {
@@ -367,7 +369,15 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
     }
     Ok(Json(TopologyDetails {
         summary: summary(&record, assignment.as_ref(), &beats, shared.config.task_timeout),
-        workers: worker_details(&record, assignment.as_ref(), &beats),
+        workers: worker_details(&record, assignment.as_ref(), &beats)
+            .into_iter()
+            .map(|mut w| {
+                if let Some(r) = reports.iter().find(|r| r.supervisor_id == w.supervisor && r.port == w.port) {
+                    (w.rss_bytes, w.cpu_seconds) = (r.rss_bytes, r.cpu_seconds);
+                }
+                w
+            })
+            .collect(),
         components,
         artifact: record.artifact_hash.clone(),
     }))

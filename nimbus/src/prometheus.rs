@@ -2,7 +2,7 @@
 //! executor labelled by topology, component, task (an executor's tasks, `3` or `3-4`) and
 //! worker (`<host>:<port>`), plus per-worker report ages.
 
-use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder, proto};
 use serde_json::Value;
 use squall_cluster::{Assignment, TopologyRecord, WorkerMetricsReport};
 
@@ -64,6 +64,16 @@ pub(crate) fn exposition(
         &["topology", "worker"],
     )?;
     registry.register(Box::new(report_age.clone()))?;
+    let worker_labels = ["topology", "worker"];
+    let rss =
+        GaugeVec::new(Opts::new("squall_worker_rss_bytes", "The worker process's resident memory."), &worker_labels)?;
+    registry.register(Box::new(rss.clone()))?;
+    let cpu = CounterVec::new(
+        Opts::new("squall_worker_cpu_seconds_total", "CPU time the worker process has used, user and system."),
+        &worker_labels,
+    )?;
+    registry.register(Box::new(cpu.clone()))?;
+    let mut user = UserFamilies::new(&registry)?;
     for (record, assignment, reports) in topologies {
         for report in reports {
             let host = assignment
@@ -74,6 +84,19 @@ pub(crate) fn exposition(
             let worker = format!("{host}:{}", report.port);
             let age = now_millis.saturating_sub(report.time_millis) as f64 / 1e3;
             report_age.get_metric_with_label_values(&[&record.name, &worker])?.set(age);
+            if let Some(bytes) = report.rss_bytes {
+                rss.get_metric_with_label_values(&[&record.name, &worker])?.set(bytes as f64);
+            }
+            if let Some(seconds) = report.cpu_seconds {
+                cpu.get_metric_with_label_values(&[&record.name, &worker])?.inc_by(seconds);
+            }
+            let components = report.metrics.get("components").and_then(Value::as_object).into_iter().flatten();
+            for (component, metrics) in components {
+                for (task, metrics) in metrics.get("user").and_then(Value::as_object).into_iter().flatten() {
+                    let task = task.strip_prefix("task-").unwrap_or(task);
+                    user.add(&[&record.name, component, task, &worker], metrics)?;
+                }
+            }
             let executors = report.metrics.get("executors").and_then(Value::as_array).into_iter().flatten();
             for executor in executors {
                 let labels = executor_labels(&record.name, executor, &worker);
@@ -92,7 +115,9 @@ pub(crate) fn exposition(
         }
     }
     let mut text = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut text)?;
+    let mut families = registry.gather();
+    families.extend(user.summary_family());
+    TextEncoder::new().encode(&families, &mut text)?;
     String::from_utf8(text).map_err(|e| prometheus::Error::Msg(e.to_string()))
 }
 
@@ -107,4 +132,86 @@ fn executor_labels(topology: &str, executor: &Value, worker: &str) -> [String; 4
         _ => String::new(),
     };
     [topology.to_owned(), component.to_owned(), task, worker.to_owned()]
+}
+
+/// The series of the tasks' own metrics, each named by a `name` label: counters, gauges, and
+/// histograms as summaries (median and 99th percentile, count, sum).
+struct UserFamilies {
+    counters: IntCounterVec,
+    gauges: GaugeVec,
+    summaries: Vec<proto::Metric>,
+}
+
+/// The summary family's name.
+const USER_SUMMARY: &str = "squall_custom_distribution";
+
+impl UserFamilies {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let labels = ["topology", "component", "task", "worker", "name"];
+        let families = UserFamilies {
+            counters: IntCounterVec::new(Opts::new("squall_custom_total", "A task's own counter."), &labels)?,
+            gauges: GaugeVec::new(Opts::new("squall_custom_value", "A task's own gauge."), &labels)?,
+            summaries: Vec::new(),
+        };
+        registry.register(Box::new(families.counters.clone()))?;
+        registry.register(Box::new(families.gauges.clone()))?;
+        Ok(families)
+    }
+
+    /// One task's metrics (a `UserMetrics` as JSON), under `labels` (topology, component,
+    /// task, worker).
+    fn add<'a>(&mut self, labels: &[&'a str; 4], metrics: &'a Value) -> Result<(), prometheus::Error> {
+        let named = |name: &'a str| -> [&'a str; 5] { [labels[0], labels[1], labels[2], labels[3], name] };
+        for (name, n) in metrics.get("counters").and_then(Value::as_object).into_iter().flatten() {
+            if let Some(n) = n.as_u64() {
+                self.counters.get_metric_with_label_values(&named(name))?.inc_by(n);
+            }
+        }
+        for (name, x) in metrics.get("gauges").and_then(Value::as_object).into_iter().flatten() {
+            if let Some(x) = x.as_f64() {
+                self.gauges.get_metric_with_label_values(&named(name))?.set(x);
+            }
+        }
+        for (name, h) in metrics.get("histograms").and_then(Value::as_object).into_iter().flatten() {
+            let mut summary = proto::Summary::default();
+            summary.set_sample_count(h.get("count").and_then(Value::as_u64).unwrap_or(0));
+            summary.set_sample_sum(h.get("sum").and_then(Value::as_f64).unwrap_or(0.0));
+            let quantiles = [("p50", 0.5), ("p99", 0.99)]
+                .into_iter()
+                .filter_map(|(field, q)| {
+                    let mut quantile = proto::Quantile::default();
+                    quantile.set_quantile(q);
+                    quantile.set_value(h.get(field).and_then(Value::as_f64)?);
+                    Some(quantile)
+                })
+                .collect();
+            summary.set_quantile(quantiles);
+            let mut metric = proto::Metric::default();
+            let pairs =
+                ["topology", "component", "task", "worker", "name"].into_iter().zip(named(name)).map(|(k, v)| {
+                    let mut pair = proto::LabelPair::default();
+                    pair.set_name(k.to_owned());
+                    pair.set_value(v.to_owned());
+                    pair
+                });
+            metric.set_label(pairs.collect());
+            metric.set_summary(summary);
+            self.summaries.push(metric);
+        }
+        Ok(())
+    }
+
+    /// The histograms' summary family, if any task has a histogram.
+    fn summary_family(self) -> Option<proto::MetricFamily> {
+        let metrics = self.summaries;
+        if metrics.is_empty() {
+            return None;
+        }
+        let mut family = proto::MetricFamily::default();
+        family.set_name(USER_SUMMARY.to_owned());
+        family.set_help("A task's own histogram: its median and 99th percentile, count and sum.".to_owned());
+        family.set_field_type(proto::MetricType::SUMMARY);
+        family.set_metric(metrics);
+        Some(family)
+    }
 }

@@ -615,6 +615,8 @@ pub(crate) fn worker_details(
                     port: w.port,
                     tasks: w.tasks.clone(),
                     heartbeat_age_ms: heartbeat_age(record, w, beats),
+                    rss_bytes: None,
+                    cpu_seconds: None,
                 })
                 .collect()
         })

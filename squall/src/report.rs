@@ -69,3 +69,20 @@ impl MetricsReporter {
         }
     }
 }
+
+/// This process's resident memory in bytes and CPU time in seconds, from `/proc` (`None`
+/// where there is none).
+pub(crate) fn process_usage() -> (Option<u64>, Option<f64>) {
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    });
+    let cpu = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
+        // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let (utime, stime) = (fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?);
+        // Linux reports them in clock ticks of 1/100 s (USER_HZ) on every architecture it runs.
+        Some((utime + stime) as f64 / 100.0)
+    });
+    (rss, cpu)
+}

@@ -19,7 +19,7 @@ use squall_worker::runtime::{LaunchError, WorkerPlan};
 use squall_worker::{RunningTopology, TopologyStatus};
 
 use crate::app::AppError;
-use crate::report::MetricsReporter;
+use crate::report::{MetricsReporter, process_usage};
 
 /// `worker` arguments, as the supervisor passes them.
 #[derive(Args, Debug, Clone)]
@@ -141,6 +141,7 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                 uptime_secs: started.elapsed().as_secs(),
                 metrics: serde_json::Value::Null,
             };
+            let (rss_bytes, cpu_seconds) = process_usage();
             let report = WorkerMetricsReport {
                 topology: name.to_owned(),
                 topology_id: record.id.clone(),
@@ -149,6 +150,8 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                 tasks: mine.tasks.clone(),
                 time_millis: beat.time_millis,
                 metrics: serde_json::to_value(running.metrics()).unwrap_or_default(),
+                rss_bytes,
+                cpu_seconds,
             };
             reporter.report(&state, &report).await;
             match state.put_worker_heartbeat(name, &beat).await {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use squall::prelude::*;
-use squall::{BuildError, ComponentError, ReplayQueue};
+use squall::{BuildError, ComponentError, Counter, Gauge, Histogram, ReplayQueue};
 
 const WORDS: [&str; 8] = ["storm", "squall", "wind", "rain", "cloud", "sky", "sea", "wave"];
 
@@ -188,19 +188,34 @@ impl Bolt for Split {
     }
 }
 
-/// Counts words; also records which task saw which word (fields grouping check).
+/// Counts words; also records which task saw which word (fields grouping check), and keeps
+/// its own metrics: words counted, distinct words, word lengths.
 #[derive(Clone, Default, Bolt)]
 #[squall(output = WordCount)]
 struct Count {
     counts: HashMap<Str, u64>,
+    words: Counter,
+    distinct: Gauge,
+    lengths: Histogram,
 }
 
 impl Bolt for Count {
+    async fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), ComponentError> {
+        self.words = ctx.metrics().counter("words");
+        self.distinct = ctx.metrics().gauge("distinct_words");
+        self.lengths = ctx.metrics().histogram("word_length");
+        Ok(())
+    }
+
     async fn execute(&mut self, input: Tuple, out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
         let Word { word } = input.to()?;
+        self.words.inc();
+        self.lengths.record(word.len() as f64);
         let count = self.counts.entry(word.clone()).or_default();
         *count += 1;
-        out.emit(WordCount { word, count: *count })?;
+        let count = *count;
+        self.distinct.set(self.counts.len() as f64);
+        out.emit(WordCount { word, count })?;
         Ok(())
     }
 }

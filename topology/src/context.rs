@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::metrics::TaskMetrics;
 use crate::store::{MemoryStore, TopologyStore};
 use crate::tuple::TaskId;
 
@@ -98,6 +99,7 @@ pub struct TopologyContext {
     task: TaskId,
     component: Arc<str>,
     status: TaskStatus,
+    metrics: TaskMetrics,
     store: Arc<dyn TopologyStore>,
 }
 
@@ -146,6 +148,7 @@ impl TopologyContext {
             task,
             component,
             status: TaskStatus::default(),
+            metrics: TaskMetrics::default(),
             store: Arc::new(MemoryStore::new()),
         }
     }
@@ -180,6 +183,12 @@ impl TopologyContext {
     /// Where this task reports its own status (see [`TaskStatus`]).
     pub fn status(&self) -> &TaskStatus {
         &self.status
+    }
+
+    /// This task's own counters, gauges and histograms: `ctx.metrics().counter("words")`.
+    /// Reported with the component and task (keep the handles; asking by name takes a lock).
+    pub fn metrics(&self) -> &TaskMetrics {
+        &self.metrics
     }
 
     /// The topology's name.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod driver;
 pub mod grouping;
+pub mod metrics;
 pub mod query;
 pub mod store;
 pub mod tuple;
@@ -28,6 +29,7 @@ pub use component::{
 pub use config::{ComponentConfig, Config, ConfigError, ConfigValue};
 pub use context::{TaskLayout, TaskStatus, TopologyContext, executor_ranges};
 pub use grouping::{CustomGrouping, Grouping, GroupingSpec};
+pub use metrics::{Counter, Gauge, Histogram, HistogramSnapshot, TaskMetrics, UserMetrics};
 pub use query::QueryableState;
 pub use store::{MemoryStore, StoreError, TopologyStore};
 pub use tuple::{

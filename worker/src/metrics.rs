@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use squall_topology::driver::SpoutObserver;
-use squall_topology::{TaskId, TaskStatus};
+use squall_topology::{TaskId, TaskMetrics, TaskStatus, UserMetrics};
 
 use crate::histogram::{Histogram, quantile_us};
 use crate::inbox::QueueStats;
@@ -190,6 +190,10 @@ pub struct ComponentMetrics {
     /// The longest time any of its executors has been inside its current call, in
     /// milliseconds (0 when none is in one).
     pub current_call_ms: u64,
+    /// Each task's own counters, gauges and histograms (`TopologyContext::metrics`), by
+    /// `task-<id>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, UserMetrics>,
     /// What each task reported about itself (`TopologyContext::status`), by `task-<id>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub status: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -241,7 +245,7 @@ impl TopologyMetrics {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MetricsRegistry {
     executors: Vec<Registered>,
-    statuses: Vec<(String, TaskId, TaskStatus)>,
+    statuses: Vec<(String, TaskId, TaskStatus, TaskMetrics)>,
 }
 
 /// One executor's live counters.
@@ -320,18 +324,23 @@ impl MetricsRegistry {
         self.executors.push(Registered { component: component.to_owned(), tasks, stats, queue });
     }
 
-    /// Registers what a task reports about itself.
-    pub(crate) fn register_status(&mut self, component: &str, task: TaskId, status: TaskStatus) {
-        self.statuses.push((component.to_owned(), task, status));
+    /// Registers what a task reports about itself: its status and its own metrics.
+    pub(crate) fn register_task(&mut self, component: &str, task: TaskId, status: TaskStatus, metrics: TaskMetrics) {
+        self.statuses.push((component.to_owned(), task, status, metrics));
     }
 
     pub(crate) fn snapshot(&self) -> TopologyMetrics {
         let mut metrics = TopologyMetrics::default();
-        for (component, task, status) in &self.statuses {
+        for (component, task, status, user) in &self.statuses {
             let entries = status.snapshot();
             if !entries.is_empty() {
                 let m = metrics.components.entry(component.clone()).or_default();
                 m.status.insert(format!("task-{task}"), entries);
+            }
+            let user = user.snapshot();
+            if !user.is_empty() {
+                let m = metrics.components.entry(component.clone()).or_default();
+                m.user.insert(format!("task-{task}"), user);
             }
         }
         // Per component: histogram counts, the largest latency, execute time.

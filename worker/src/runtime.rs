@@ -647,7 +647,7 @@ fn start(
                     let context = TopologyContext::new(topology_name.clone(), layout.clone(), config.clone(), *t)
                         .with_topology_id(topology_id.clone())
                         .with_store(store.clone());
-                    metrics.register_status(&component_id, *t, context.status().clone());
+                    metrics.register_task(&component_id, *t, context.status().clone(), context.metrics().clone());
                     context
                 })
                 .collect(),
