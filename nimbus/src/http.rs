@@ -25,6 +25,8 @@ use crate::server::{Shared, effective_spec, free_slots, rebalanced_assignment, s
 
 /// How many of a component's newest errors `describe` shows.
 const RECENT_ERRORS: usize = 10;
+mod storm;
+
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
 /// How long a request waits for a lost ZooKeeper connection to come back before it is answered
@@ -47,6 +49,7 @@ pub(crate) fn router(shared: AppState) -> axum::Router {
         .route("/api/v1/supervisors", get(supervisors))
         .route("/api/v1/metrics", post(metrics_report))
         .route("/metrics", get(prometheus_metrics))
+        .merge(storm::routes())
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .layer(middleware::from_fn_with_state(shared.clone(), zookeeper_failures))
         .with_state(shared)
@@ -310,6 +313,16 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
                 if let Some(n) = value.as_u64() {
                     let total = sum.get(key).and_then(|v| v.as_u64()).unwrap_or(0) + n;
                     sum.insert(key.clone(), total.into());
+                } else if let Some(x) = value.as_f64() {
+                    // Latencies and capacity: the worst worker's; the mean execute latency is
+                    // weighted by executions below.
+                    let worst = sum.get(key).and_then(|v| v.as_f64()).map_or(x, |y| y.max(x));
+                    sum.insert(key.clone(), worst.into());
+                    if key == "execute_latency_ms" {
+                        let executed = counters.get("executed").and_then(|e| e.as_u64()).unwrap_or(0) as f64;
+                        let weighted = sum.get("$execute_ms_total").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                        sum.insert("$execute_ms_total".to_owned(), (weighted + x * executed).into());
+                    }
                 } else if let Some(errors) = value.as_array().filter(|_| key == "recent_errors") {
                     // Each worker's newest errors; the newest of all are kept below.
                     let merged = sum.entry(key.clone()).or_insert_with(|| serde_json::Value::Array(Vec::new()));
@@ -331,6 +344,12 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
         }
     }
     for sum in metrics.values_mut() {
+        if let Some(total_ms) = sum.remove("$execute_ms_total").and_then(|v| v.as_f64()) {
+            let executed = sum.get("executed").and_then(|e| e.as_u64()).unwrap_or(0);
+            if executed > 0 {
+                sum.insert("execute_latency_ms".to_owned(), (total_ms / executed as f64).into());
+            }
+        }
         if let Some(errors) = sum.get_mut("recent_errors").and_then(|e| e.as_array_mut()) {
             errors.sort_by_key(|e| e.get("time_secs").and_then(|t| t.as_u64()).unwrap_or(0));
             let excess = errors.len().saturating_sub(RECENT_ERRORS);

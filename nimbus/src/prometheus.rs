@@ -30,6 +30,7 @@ const GAUGES: &[(&str, &str, &str, f64)] = &[
         "99th percentile emit-to-completion time.",
         1e-3,
     ),
+    ("capacity", "squall_capacity", "Fraction of time spent in execute since the previous report.", 1.0),
     ("queue_depth", "squall_queue_depth", "Tuples waiting in the executor's input queue.", 1.0),
     ("queue_capacity", "squall_queue_capacity", "The executor's input queue capacity, in tuples.", 1.0),
     (

@@ -158,6 +158,11 @@ pub struct ComponentMetrics {
     pub executed: u64,
     /// Mean time per `execute`, in milliseconds.
     pub execute_latency_ms: f64,
+    /// Storm's capacity: the fraction of time spent in `execute` since the previous snapshot
+    /// (about a second on a cluster); near 1, the bolt is the bottleneck. Per component, its
+    /// busiest executor's.
+    #[serde(default)]
+    pub capacity: f64,
     /// Spouts: trees completed. Bolts: tuples acked.
     pub acked: u64,
     /// Spouts: trees failed, timeouts included. Bolts: tuples failed.
@@ -255,6 +260,9 @@ struct Registered {
     tasks: Vec<TaskId>,
     stats: Arc<ExecutorStats>,
     queue: Option<Arc<QueueStats>>,
+    /// When the previous snapshot was taken and the execute time then: capacity is measured
+    /// between two snapshots.
+    previous: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
 }
 
 impl Registered {
@@ -286,9 +294,19 @@ impl Registered {
             m.queue_peak = q.peak();
             m.queue_capacity = q.capacity();
         }
+        let execute_nanos = load(&stats.execute_nanos);
         if m.executed > 0 {
-            m.execute_latency_ms = load(&stats.execute_nanos) as f64 / m.executed as f64 / 1e6;
+            m.execute_latency_ms = execute_nanos as f64 / m.executed as f64 / 1e6;
         }
+        let now = std::time::Instant::now();
+        let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, nanos)) = previous.replace((now, execute_nanos)) {
+            let window = now.saturating_duration_since(at).as_nanos() as f64;
+            if window > 0.0 {
+                m.capacity = execute_nanos.saturating_sub(nanos) as f64 / window;
+            }
+        }
+        drop(previous);
         let mut counts = Vec::new();
         stats.complete_latency.add_to(&mut counts);
         set_latencies(&mut m, &counts, stats.complete_latency.max_us());
@@ -321,7 +339,8 @@ impl MetricsRegistry {
         stats: Arc<ExecutorStats>,
         queue: Option<Arc<QueueStats>>,
     ) {
-        self.executors.push(Registered { component: component.to_owned(), tasks, stats, queue });
+        let previous = Arc::default();
+        self.executors.push(Registered { component: component.to_owned(), tasks, stats, queue, previous });
     }
 
     /// Registers what a task reports about itself: its status and its own metrics.
@@ -356,6 +375,7 @@ impl MetricsRegistry {
             m.timed_out += e.timed_out;
             m.errors += e.errors;
             m.stalled += e.stalled;
+            m.capacity = m.capacity.max(e.capacity);
             m.current_call_ms = m.current_call_ms.max(e.current_call_ms);
             if e.last_error.is_some() {
                 m.last_error.clone_from(&e.last_error);
