@@ -568,60 +568,159 @@ fn trident_counts_stay_exact_through_worker_kills_and_a_nimbus_failover() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no queryable state `nope`; it has: word-counts"));
 }
 
-/// Records counted per partition by the Kafka Trident test topology, from Redis.
-fn per_partition_counts(url: &str, partitions: i32) -> Vec<u64> {
+/// Records counted per partition by the Kafka Trident test topology, from its state in `backend`.
+fn per_partition_counts_in(backend: std::sync::Arc<dyn squall_state::Backend>, partitions: i32) -> Vec<u64> {
     use squall::{Str, Value as TupleValue};
-    use squall_state::{RedisBackend, Semantics};
+    use squall_state::Semantics;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    let backend = RedisBackend::new(url).expect("a redis url");
-    let state = squall_trident::StateSpec::new("per-partition", Semantics::Opaque, std::sync::Arc::new(backend));
+    let state = squall_trident::StateSpec::new("per-partition", Semantics::Opaque, backend);
     let keys: Vec<Vec<TupleValue>> = (0..partitions).map(|p| vec![TupleValue::Str(Str::from(p.to_string()))]).collect();
     let Ok(values) = runtime.block_on(state.open().multi_get(&keys)) else { return Vec::new() };
     values.into_iter().map(|v| if let Some(TupleValue::U64(n)) = v { n } else { 0 }).collect()
 }
 
-/// Kafka → opaque batch spout → Redis on a cluster, a worker killed with -9 every 5 s: every
-/// record is counted exactly once, and the group's commits reach the end offsets.
+/// Records counted per partition by the Kafka Trident test topology, from Redis.
+fn per_partition_counts(url: &str, partitions: i32) -> Vec<u64> {
+    let backend = squall_state::RedisBackend::new(url).expect("a redis url");
+    per_partition_counts_in(std::sync::Arc::new(backend), partitions)
+}
+
+/// Records counted per partition by the Kafka Trident test topology, from its redb file (read
+/// while the workers write it, as `squall query` would).
+fn per_partition_counts_redb(path: &std::path::Path, partitions: i32) -> Vec<u64> {
+    let Ok(backend) = squall_state::RedbBackend::open(path) else { return Vec::new() };
+    per_partition_counts_in(std::sync::Arc::new(backend), partitions)
+}
+
+/// Everything the workers of `sandbox` logged.
+fn worker_logs(sandbox: &ClusterSandbox) -> String {
+    sandbox
+        .supervisors
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d.dir.join("workers")).into_iter().flatten().flatten())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+/// Trident on a cluster with ZooKeeper, where the coordinator keeps its epochs, down for 10 s
+/// mid-run: the coordinator cannot store its epochs, says so in its worker's log and commits
+/// nothing meanwhile (the counts in Redis stand still), then goes on once ZooKeeper is back; every
+/// count ends exact.
 #[test]
-fn kafka_through_an_opaque_spout_into_redis_counts_exactly_through_worker_kills() {
+fn trident_counts_stay_exact_through_a_zookeeper_outage() {
+    use squall_tests::trident::{BATCHES, batches, expected};
+    let want = expected(&batches(BATCHES));
+    let redis = squall_state::testing::RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis: {e}"));
+    let url = redis.url();
+    let mut sandbox = ClusterSandbox::start_with(1, 2, 2, &[("SQUALL_TEST_REDIS", url.as_str())]);
+    let topology = env!("CARGO_BIN_EXE_trident_topology");
+    sandbox.cli_ok(&["submit", topology, "--name", "trident-zk", "-c", "topology.workers=3"]);
+    sandbox.wait_for("the first counts", Duration::from_secs(60), |_| !trident_counts(&url).is_empty());
+
+    sandbox.zookeeper.stop();
+    let stopped = std::time::Instant::now();
+    // Whatever commit was under way when ZooKeeper went has finished by now; then nothing moves.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = trident_counts(&url);
+    assert_ne!(during, want, "every batch was counted before the outage: the test proves nothing");
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
+    assert_eq!(trident_counts(&url), during, "epochs committed while the coordinator could not store them");
+    sandbox.zookeeper.restart().unwrap_or_else(|e| panic!("cannot restart zookeeper: {e}"));
+    let back = std::time::Instant::now();
+
+    sandbox.wait_for("exact counts after the outage", Duration::from_secs(180), |_| trident_counts(&url) == want);
+    eprintln!("zookeeper down 10 s: counts exact {:?} after it returned", back.elapsed());
+    // Empty epochs go on committing: nothing is counted twice later either.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(trident_counts(&url), want);
+    // What an operator sees: the coordinator's worker says its store failed, and that it came back.
+    let logs = worker_logs(&sandbox);
+    let failed = logs.lines().find(|l| l.contains("trident coordinator: store call failed"));
+    let failed = failed.unwrap_or_else(|| panic!("no store failure logged\n{}", sandbox.logs()));
+    assert!(failed.contains("trident-coordinator"), "the failure does not name the key: {failed}");
+    assert!(logs.contains("trident coordinator: its store answers again"), "{}", sandbox.logs());
+    eprintln!("logged: {failed}");
+}
+
+/// Kafka → opaque batch spout → the state `env` names (the counts read by `counts`) on a
+/// cluster of two supervisors and three workers, a worker killed with -9 every 5 s: every record
+/// is counted exactly once, and the group's commits reach the end offsets. Returns the cluster
+/// and the broker, still running.
+fn kafka_through_an_opaque_spout_counts_exactly_through_worker_kills(
+    name: &str,
+    env: &[(&str, &str)],
+    counts: impl Fn(i32) -> Vec<u64>,
+) -> (ClusterSandbox, squall_kafka::testing::KafkaBroker) {
     const PARTITIONS: i32 = 4;
     const PER_PARTITION: i64 = 20_000;
     let broker = squall_kafka::testing::KafkaBroker::start().unwrap_or_else(|e| panic!("cannot start kafka: {e}"));
     broker.create_topic("events", PARTITIONS as usize).expect("topic");
     let bootstrap = broker.bootstrap_servers();
     fill_topic(&bootstrap, "events", PARTITIONS, PER_PARTITION);
-    let redis = squall_state::testing::RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis: {e}"));
-    let url = redis.url();
-    let sandbox = ClusterSandbox::start_with(
-        1,
-        2,
-        2,
-        &[("SQUALL_TEST_KAFKA", bootstrap.as_str()), ("SQUALL_TEST_REDIS", url.as_str())],
-    );
+    let env: Vec<(&str, &str)> =
+        [("SQUALL_TEST_KAFKA", bootstrap.as_str())].into_iter().chain(env.iter().copied()).collect();
+    let sandbox = ClusterSandbox::start_with(1, 2, 2, &env);
     let topology = env!("CARGO_BIN_EXE_trident_kafka_topology");
-    sandbox.cli_ok(&["submit", topology, "--name", "kafka-trident", "-c", "topology.workers=3"]);
+    sandbox.cli_ok(&["submit", topology, "--name", name, "-c", "topology.workers=3"]);
     let want = vec![PER_PARTITION as u64; PARTITIONS as usize];
-    sandbox.wait_for("the first counts", Duration::from_secs(60), |_| {
-        per_partition_counts(&url, PARTITIONS).iter().sum::<u64>() > 0
-    });
+    sandbox.wait_for("the first counts", Duration::from_secs(60), |_| counts(PARTITIONS).iter().sum::<u64>() > 0);
     let mut rng = fastrand::Rng::with_seed(5);
     for round in 0..3 {
-        assert_ne!(per_partition_counts(&url, PARTITIONS), want, "everything was counted before kill {round}");
+        assert_ne!(counts(PARTITIONS), want, "everything was counted before kill {round}");
         let pids: Vec<u32> = (0..2).flat_map(|s| sandbox.worker_pids(s).into_values()).collect();
         kill9(*rng.choice(&pids).expect("a worker to kill"));
         std::thread::sleep(Duration::from_secs(5));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while per_partition_counts(&url, PARTITIONS) != want {
-        let counts = per_partition_counts(&url, PARTITIONS);
-        assert!(std::time::Instant::now() < deadline, "counts {counts:?}, expected {want:?}\n{}", sandbox.logs());
+    while counts(PARTITIONS) != want {
+        let now = counts(PARTITIONS);
+        assert!(std::time::Instant::now() < deadline, "counts {now:?}, expected {want:?}\n{}", sandbox.logs());
         std::thread::sleep(Duration::from_millis(500));
     }
     sandbox.wait_for("commits at the end offsets", Duration::from_secs(60), |_| {
         committed_offsets(&bootstrap, "trident", "events", PARTITIONS) == vec![PER_PARTITION; PARTITIONS as usize]
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(per_partition_counts(&url, PARTITIONS), want);
+    assert_eq!(counts(PARTITIONS), want, "counted again later");
+    (sandbox, broker)
+}
+
+/// Kafka → opaque batch spout → Redis on a cluster, a worker killed with -9 every 5 s: every
+/// record is counted exactly once, and the group's commits reach the end offsets.
+#[test]
+fn kafka_through_an_opaque_spout_into_redis_counts_exactly_through_worker_kills() {
+    let redis = squall_state::testing::RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis: {e}"));
+    let url = redis.url();
+    kafka_through_an_opaque_spout_counts_exactly_through_worker_kills(
+        "kafka-trident",
+        &[("SQUALL_TEST_REDIS", url.as_str())],
+        |partitions| per_partition_counts(&url, partitions),
+    );
+}
+
+/// The same into a redb file, which every worker process (and the test, and `squall query`)
+/// opens: each holds it only for a call, so the counts stay exact through the kills, and
+/// `squall query` reads them while the topology runs.
+#[test]
+fn kafka_through_an_opaque_spout_into_redb_counts_exactly_through_worker_kills() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("counts.redb");
+    let file = path.to_str().expect("a UTF-8 path").to_owned();
+    let (sandbox, _broker) = kafka_through_an_opaque_spout_counts_exactly_through_worker_kills(
+        "kafka-redb",
+        &[("SQUALL_TEST_REDB", file.as_str())],
+        |partitions| per_partition_counts_redb(&path, partitions),
+    );
+    // Keys are JSON: the partitions are counted under strings.
+    let output =
+        sandbox.cli_env(&["query", "kafka-redb", "per-partition", r#""0""#, r#""3""#], &[("SQUALL_TEST_REDB", &file)]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["key"], serde_json::json!(["0"]));
+    assert_eq!(lines[0]["value"], serde_json::json!(20_000));
+    assert_eq!(lines[1]["value"], serde_json::json!(20_000));
 }
 
 /// Kafka → opaque spout → transactional Kafka sink on a cluster, a worker killed with -9 every

@@ -30,6 +30,6 @@ pub use records::{
     WorkerHeartbeat, WorkerMetricsReport,
 };
 pub use state::{ClusterState, DEFAULT_CONNECT_DEADLINE};
-pub use topology_store::ZooKeeperStore;
+pub use topology_store::{STORE_CALL_LIMIT, ZooKeeperStore};
 /// The ZooKeeper client this crate is built on, for [`ClusterState::client`].
 pub use zookeeper_client;

@@ -671,18 +671,8 @@ impl TaskState {
         let topology_id = self.topology_id.clone();
         let known: Vec<(String, i32)> = self.slot_of.keys().map(|(t, p)| (t.to_string(), *p)).collect();
         self.refresh = Some(tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(None, CALL_TIMEOUT)?;
-            let mut partitions = BTreeMap::new();
-            for topic in metadata.topics() {
-                if topics.matches(topic.name()) && topic.error().is_none() {
-                    partitions.insert(topic.name().to_owned(), topic.partitions().len() as i32);
-                }
-            }
-            let missing: Vec<String> =
-                topics.names().into_iter().flatten().filter(|t| !partitions.contains_key(*t)).cloned().collect();
-            let owned = assign::owned(&partitions, index, tasks);
-            let new: Vec<(String, i32)> = owned.iter().filter(|p| !known.contains(p)).cloned().collect();
-            let starts = first_positions(&consumer, &new, first_poll, &topology_id)?;
+            let Listing { owned, starts, missing } =
+                list_owned(&consumer, &topics, (index, tasks), &known, first_poll, &topology_id)?;
             let mut ends = Vec::with_capacity(owned.len());
             for (topic, partition) in &owned {
                 let (_, end) = consumer.fetch_watermarks(topic, *partition, CALL_TIMEOUT)?;
@@ -949,6 +939,42 @@ fn futures_now<T>(handle: JoinHandle<T>) -> Option<Result<T, tokio::task::JoinEr
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
     }
+}
+
+/// A task's share of the partitions, as listed now.
+pub(crate) struct Listing {
+    /// The partitions it owns.
+    pub(crate) owned: Vec<(String, i32)>,
+    /// Where each owned partition it did not know of starts.
+    pub(crate) starts: Vec<(String, i32, i64)>,
+    /// Listed topics the cluster does not have.
+    pub(crate) missing: Vec<String>,
+}
+
+/// Lists `topics` (a list, or every topic a pattern matches) and the partitions task `index`
+/// of `tasks` owns ([`assign::owned`]), with where each one not in `known` starts
+/// ([`first_positions`]). Blocks on the broker: call it on a blocking thread.
+pub(crate) fn list_owned(
+    consumer: &BaseConsumer,
+    topics: &Topics,
+    (index, tasks): (usize, usize),
+    known: &[(String, i32)],
+    first_poll: FirstPoll,
+    topology_id: &str,
+) -> Result<Listing, KafkaError> {
+    let metadata = consumer.fetch_metadata(None, CALL_TIMEOUT)?;
+    let mut partitions = BTreeMap::new();
+    for topic in metadata.topics() {
+        if topics.matches(topic.name()) && topic.error().is_none() {
+            partitions.insert(topic.name().to_owned(), i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX));
+        }
+    }
+    let missing: Vec<String> =
+        topics.names().into_iter().flatten().filter(|t| !partitions.contains_key(*t)).cloned().collect();
+    let owned = assign::owned(&partitions, index, tasks);
+    let new: Vec<(String, i32)> = owned.iter().filter(|p| !known.contains(p)).cloned().collect();
+    let starts = first_positions(consumer, &new, first_poll, topology_id)?;
+    Ok(Listing { owned, starts, missing })
 }
 
 /// Where each new partition starts: this topology's own commit if there is one, else as

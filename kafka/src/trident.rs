@@ -18,22 +18,33 @@
 //! When an epoch commits, each task commits its ranges' ends to Kafka for the group (with the
 //! topology's name as metadata), so Kafka's lag tools see the progress; a partition without
 //! recorded ranges starts from that commit, or as `first_poll` says.
+//!
+//! **New partitions.** Each task lists the topics again every `partition_refresh` (2 s), on a
+//! blocking thread, and takes up the partitions it now owns (a new topic matching a pattern, or
+//! partitions added to a topic) at the next epoch; the assignment never moves a partition that
+//! exists, so no two tasks read one. Beside the ranges the task stores the newest epoch it
+//! recorded (`emitted`): a replay of an epoch up to that one holds nothing of a partition without
+//! a range in it (the partition was found after the epoch first went out), with both kinds — a
+//! replay must not hold records its first attempt did not (a transactional state skips a key
+//! that attempt committed, a sink task skips the epoch). So a new partition is read from the
+//! first epoch past `emitted`. Partitions are only added while the spout runs, never dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use squall::{ComponentError, Str, TopologyContext, TopologyStore, Value, Values};
 use squall_trident::{BatchSpout, Epoch, SpoutKind};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::assign;
-use crate::config::{KafkaSpoutConfig, Topics};
-use crate::spout::{Record, Source};
+use crate::config::KafkaSpoutConfig;
+use crate::spout::{Listing, Record, Source};
 
 /// How long a blocking librdkafka call (metadata, offsets, a seek) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +147,11 @@ impl Share {
     fn fresh(start: i64, limit: i64) -> Self {
         Share { start, at_least: start, at_most: start.saturating_add(limit), last: start }
     }
+
+    /// Exactly `range` again.
+    fn exact(range: Range) -> Self {
+        Share { start: range.start, at_least: range.end, at_most: range.end, last: range.start }
+    }
 }
 
 /// One owned partition.
@@ -159,24 +175,85 @@ struct Task {
     config: KafkaSpoutConfig,
     index: usize,
     tasks: usize,
-    /// The ranges read from the store at open.
-    stored: Stored,
+    /// The ranges read from the store at open, for partitions not taken up yet.
+    stored: BTreeMap<String, BTreeMap<u64, Range>>,
+    /// The newest epoch this task recorded ranges of (none: 0); see the module docs.
+    emitted: u64,
     /// The owned partitions, once assigned: the first epoch does it, and each one after a
     /// failure (the broker may not answer yet).
     partitions: Option<Vec<Owned>>,
+    /// A listing of the partitions under way on a blocking thread.
+    refresh: Option<JoinHandle<Result<Listing, KafkaError>>>,
+    next_refresh: Instant,
+    /// Refreshes that failed in a row.
+    refresh_failures: u32,
 }
 
-impl Drop for Task {
+impl Drop for KafkaBatchSpout {
     fn drop(&mut self) {
-        // Destroying a librdkafka consumer closes it and can wait on the broker for a long
-        // time: never on a runtime thread.
-        let consumer = self.consumer.clone();
-        let _ = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
+        // Destroying a librdkafka consumer closes it, which waits on the broker (for good while
+        // none answers): never on a runtime thread. The whole task goes, so no reference to the
+        // consumer is left behind to be dropped last here.
+        if let Some(task) = self.task.take() {
+            let _ = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(task));
+        }
     }
 }
 
-/// What the store keeps per task: each partition's recorded epochs.
-type Stored = BTreeMap<String, BTreeMap<u64, Range>>;
+/// What the store keeps per task: the newest epoch it recorded, and each partition's recorded
+/// epochs by `topic:partition`.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    emitted: u64,
+    partitions: BTreeMap<String, BTreeMap<u64, Range>>,
+}
+
+impl Stored {
+    /// Decodes what `save` wrote, or the ranges alone as written before `emitted` was kept (the
+    /// newest recorded epoch then stands for it).
+    fn decode(bytes: &[u8]) -> Result<Stored, serde_json::Error> {
+        serde_json::from_slice::<Stored>(bytes).or_else(|e| {
+            let partitions: BTreeMap<String, BTreeMap<u64, Range>> = serde_json::from_slice(bytes).map_err(|_| e)?;
+            let emitted = partitions.values().filter_map(|r| r.keys().next_back()).max().copied().unwrap_or(0);
+            Ok(Stored { emitted, partitions })
+        })
+    }
+}
+
+/// What partition `p` gives epoch `txid` (`limit` records at most when it reads afresh), given
+/// that this task recorded epochs up to `emitted`; see the module docs.
+fn plan_share(p: &Owned, txid: u64, kind: SpoutKind, emitted: u64, limit: i64) -> Share {
+    // Where the epoch before ended; with none recorded (the partition's first epoch), where this
+    // epoch's first attempt or the next recorded epoch started.
+    let before = match p.ranges.range(..txid).next_back() {
+        Some((_, previous)) => previous.end,
+        None => p.ranges.range(txid..).next().map_or(p.first, |(_, r)| r.start),
+    };
+    let recorded = p.ranges.get(&txid).copied();
+    // An epoch this task recorded (or a later one) without this partition: it held nothing of it
+    // (the partition was found later, or the task never got the epoch's first attempt), and a
+    // replay must not hold more than that attempt did.
+    let held_nothing = (txid <= emitted).then_some(Range { start: before, end: before });
+    match kind {
+        SpoutKind::Transactional => match recorded.or(held_nothing) {
+            Some(range) => Share::exact(range),
+            None => Share::fresh(before, limit),
+        },
+        _ => {
+            // A replay from the same start holds exactly what the first attempt held: that
+            // attempt may have committed in some tasks (a state key it updated must be updated
+            // again, or its records would count there and again next epoch; a sink task that
+            // wrote it skips it, so it must not hold more). From another start (the epoch before
+            // was replayed with other records) it reads afresh.
+            match recorded {
+                Some(range) if range.start == before => Share::exact(range),
+                Some(_) => Share::fresh(before, limit),
+                None => held_nothing.map_or(Share::fresh(before, limit), Share::exact),
+            }
+        }
+    }
+}
 
 fn partition_key(topic: &str, partition: i32) -> String {
     format!("{topic}:{partition}")
@@ -212,13 +289,26 @@ impl BatchSpout for KafkaBatchSpout {
         // One key per task of this parallelism: the store has no compare-and-set, so no two
         // tasks write one key.
         let key = format!("kafka-batch.{}.{index}-of-{tasks}", ctx.component_id());
-        let stored: Stored = match store.get(&key).await.map_err(error)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
+        let stored = match store.get(&key).await.map_err(error)? {
+            Some(bytes) => Stored::decode(&bytes)
                 .map_err(|e| error(format_args!("the ranges stored at `{key}` are malformed: {e}")))?,
-            None => Stored::new(),
+            None => Stored::default(),
         };
-        let task =
-            Task { consumer, store, key, owner, config: self.config.clone(), index, tasks, stored, partitions: None };
+        let task = Task {
+            consumer,
+            store,
+            key,
+            owner,
+            config: self.config.clone(),
+            index,
+            tasks,
+            stored: stored.partitions,
+            emitted: stored.emitted,
+            partitions: None,
+            refresh: None,
+            next_refresh: Instant::now() + self.config.partition_refresh,
+            refresh_failures: 0,
+        };
         self.task = Some(Arc::new(tokio::sync::Mutex::new(task)));
         Ok(())
     }
@@ -236,31 +326,6 @@ impl BatchSpout for KafkaBatchSpout {
     }
 }
 
-/// The partition count of each topic `config` names (or its pattern matches).
-fn partition_counts(
-    consumer: &BaseConsumer,
-    config: &KafkaSpoutConfig,
-) -> Result<BTreeMap<String, i32>, ComponentError> {
-    let metadata = consumer
-        .fetch_metadata(None, CALL_TIMEOUT)
-        .map_err(|e| error(format_args!("cannot read metadata from {}: {e}", config.bootstrap_servers)))?;
-    let mut counts = BTreeMap::new();
-    for topic in metadata.topics() {
-        if config.topics.matches(topic.name()) && topic.error().is_none() {
-            counts.insert(topic.name().to_owned(), i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX));
-        }
-    }
-    if let Topics::List(names) = &config.topics
-        && let Some(missing) = names.iter().find(|n| !counts.contains_key(*n))
-    {
-        return Err(error(format_args!(
-            "topic `{missing}` does not exist at {}; create it first",
-            config.bootstrap_servers
-        )));
-    }
-    Ok(counts)
-}
-
 impl Task {
     /// Lists the partitions, assigns this task's share where its ranges (or Kafka's commits, or
     /// `first_poll`) say, once.
@@ -271,33 +336,128 @@ impl Task {
         let (config, consumer, owner) = (self.config.clone(), self.consumer.clone(), self.owner.clone());
         let (index, tasks) = (self.index, self.tasks);
         let starts = tokio::task::spawn_blocking(move || {
-            let topics = partition_counts(&consumer, &config)?;
-            let mine = assign::owned(&topics, index, tasks);
-            let starts = crate::spout::first_positions(&consumer, &mine, config.first_poll, &owner)
-                .map_err(|e| error(format_args!("cannot read where its partitions start: {e}")))?;
+            let listing =
+                crate::spout::list_owned(&consumer, &config.topics, (index, tasks), &[], config.first_poll, &owner)
+                    .map_err(|e| {
+                        error(format_args!(
+                            "cannot list its partitions and where they start at {}: {e}",
+                            config.bootstrap_servers
+                        ))
+                    })?;
+            if let Some(missing) = listing.missing.first() {
+                return Err(error(format_args!(
+                    "topic `{missing}` does not exist at {}; create it first",
+                    config.bootstrap_servers
+                )));
+            }
             let mut list = TopicPartitionList::new();
-            for (topic, partition, start) in &starts {
+            for (topic, partition, start) in &listing.starts {
                 list.add_partition_offset(topic, *partition, Offset::Offset(*start))
                     .map_err(|e| error(format_args!("cannot assign {topic}/{partition}: {e}")))?;
             }
             consumer.assign(&list).map_err(|e| error(format_args!("cannot assign its partitions: {e}")))?;
-            Ok::<_, ComponentError>(starts)
+            Ok::<_, ComponentError>(listing.starts)
         })
         .await
         .map_err(|e| error(format_args!("metadata call panicked: {e}")))??;
-        let partitions = starts
-            .into_iter()
-            .map(|(topic, partition, first)| Owned {
-                topic_name: Str::from(topic.as_str()),
-                ranges: self.stored.get(&partition_key(&topic, partition)).cloned().unwrap_or_default(),
-                topic,
-                partition,
-                first,
-                position: first,
-            })
-            .collect();
+        let partitions =
+            starts.into_iter().map(|(topic, partition, first)| self.owned(topic, partition, first)).collect();
         self.partitions = Some(partitions);
+        self.next_refresh = Instant::now() + self.config.partition_refresh;
         Ok(())
+    }
+
+    /// An owned partition, with the ranges stored for it.
+    fn owned(&mut self, topic: String, partition: i32, first: i64) -> Owned {
+        Owned {
+            topic_name: Str::from(topic.as_str()),
+            ranges: self.stored.remove(&partition_key(&topic, partition)).unwrap_or_default(),
+            topic,
+            partition,
+            first,
+            position: first,
+        }
+    }
+
+    /// Lists the partitions again on a blocking thread when it is time.
+    fn start_refresh(&mut self) {
+        let now = Instant::now();
+        if self.refresh.is_some() || now < self.next_refresh {
+            return;
+        }
+        self.next_refresh = now + self.config.partition_refresh;
+        let known: Vec<(String, i32)> =
+            self.partitions.iter().flatten().map(|p| (p.topic.clone(), p.partition)).collect();
+        let (consumer, topics, first_poll) =
+            (self.consumer.clone(), self.config.topics.clone(), self.config.first_poll);
+        let (index, tasks, owner) = (self.index, self.tasks, self.owner.clone());
+        self.refresh = Some(tokio::task::spawn_blocking(move || {
+            crate::spout::list_owned(&consumer, &topics, (index, tasks), &known, first_poll, &owner)
+        }));
+    }
+
+    /// Takes up a finished refresh: assigns the partitions this task now owns and did not, at
+    /// their first positions. Between epochs, so no poll sees a record of one before it is
+    /// known.
+    async fn take_up_refresh(&mut self) {
+        if !self.refresh.as_ref().is_some_and(JoinHandle::is_finished) {
+            return;
+        }
+        let Some(handle) = self.refresh.take() else { return };
+        let listing = match handle.await {
+            Ok(Ok(listing)) => listing,
+            Ok(Err(e)) => {
+                self.refresh_failed(format!("cannot list the partitions at {}: {e}", self.config.bootstrap_servers));
+                return;
+            }
+            Err(e) => {
+                self.refresh_failed(format!("the partition listing panicked: {e}"));
+                return;
+            }
+        };
+        if let Some(missing) = listing.missing.first() {
+            // Its partitions stay assigned: only added partitions are taken up while running.
+            self.refresh_failed(format!(
+                "topic `{missing}` does not exist at {} any more",
+                self.config.bootstrap_servers
+            ));
+        } else {
+            self.refresh_failures = 0;
+        }
+        if listing.starts.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, start) in &listing.starts {
+            if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(*start)) {
+                self.refresh_failed(format!("cannot assign {topic}/{partition}: {e}"));
+                return;
+            }
+        }
+        let consumer = self.consumer.clone();
+        match tokio::task::spawn_blocking(move || consumer.incremental_assign(&list)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.refresh_failed(format!("cannot assign its new partitions: {e}")),
+            Err(e) => return self.refresh_failed(format!("assigning its new partitions panicked: {e}")),
+        }
+        for (topic, partition, first) in listing.starts {
+            tracing::info!(
+                topic = %topic, partition, first, task = self.index, from_epoch = self.emitted + 1,
+                "kafka batch spout: partition taken up"
+            );
+            let owned = self.owned(topic, partition, first);
+            self.partitions.get_or_insert_with(Vec::new).push(owned);
+        }
+    }
+
+    /// A refresh did not work: the partitions stay as they are and the next refresh tries again.
+    /// Logged at the first failure of a run and about every minute after.
+    fn refresh_failed(&mut self, what: String) {
+        self.refresh_failures = self.refresh_failures.saturating_add(1);
+        let every = (Duration::from_secs(60).as_millis() / self.config.partition_refresh.as_millis().max(1)).max(1);
+        if self.refresh_failures == 1 || u128::from(self.refresh_failures).is_multiple_of(every) {
+            tracing::warn!(task = self.index, failures = self.refresh_failures, error = %what, "kafka batch spout: partition refresh failed");
+        }
     }
 
     async fn emit(
@@ -310,42 +470,13 @@ impl Task {
         out: &mut Vec<Values>,
     ) -> Result<(), ComponentError> {
         self.assign().await?;
+        self.take_up_refresh().await;
+        self.start_refresh();
         let Some(partitions) = self.partitions.as_mut() else { return Ok(()) };
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         let mut plan = Vec::with_capacity(partitions.len());
         for p in partitions.iter_mut() {
-            // Where the epoch before ended; with none recorded (the partition's first epoch), where
-            // this epoch's first attempt or the next recorded epoch started.
-            let before = match p.ranges.range(..epoch.txid).next_back() {
-                Some((_, previous)) => previous.end,
-                None => p.ranges.range(epoch.txid..).next().map_or(p.first, |(_, r)| r.start),
-            };
-            let recorded = p.ranges.get(&epoch.txid).copied();
-            let share = match kind {
-                SpoutKind::Transactional => {
-                    // Recorded later epochs and none for this one: it held nothing.
-                    let fixed = recorded
-                        .or_else(|| p.ranges.range(epoch.txid..).next().map(|_| Range { start: before, end: before }));
-                    match fixed {
-                        Some(r) => Share { start: r.start, at_least: r.end, at_most: r.end, last: r.start },
-                        None => Share::fresh(before, limit),
-                    }
-                }
-                _ => {
-                    // Later epochs are replayed after this one: their ranges start over.
-                    p.ranges.retain(|txid, _| *txid < epoch.txid);
-                    let mut share = Share::fresh(before, limit);
-                    // A replay from the same start holds exactly what the first attempt held:
-                    // that attempt may have committed in some tasks (a state key it updated must
-                    // be updated again, or its records would count there and again next epoch;
-                    // a sink task that wrote it skips it, so it must not hold more).
-                    if let Some(r) = recorded.filter(|r| r.start == before) {
-                        share.at_least = r.end;
-                        share.at_most = r.end;
-                    }
-                    share
-                }
-            };
+            let share = plan_share(p, epoch.txid, kind, self.emitted, limit);
             if p.position != share.start {
                 let start = share.start;
                 self.consumer
@@ -419,8 +550,18 @@ impl Task {
                     epoch.txid, p.topic, p.partition, share.start, share.at_least, share.last
                 )));
             }
+            if kind != SpoutKind::Transactional {
+                // Later epochs are replayed after this one: their ranges start over (only now
+                // that it worked: a failed attempt leaves the record of the first one).
+                p.ranges.retain(|txid, _| *txid < epoch.txid);
+            }
             p.ranges.insert(epoch.txid, Range { start: share.start, end: share.last });
         }
+        self.emitted = match kind {
+            SpoutKind::Transactional => self.emitted.max(epoch.txid),
+            // The later epochs' ranges were dropped: they read afresh, so may new partitions.
+            _ => epoch.txid,
+        };
         // Recorded before the batch goes out: a replay after any crash finds the ranges.
         self.save().await?;
         out.extend(taken.into_iter().flatten());
@@ -428,12 +569,13 @@ impl Task {
     }
 
     async fn save(&self) -> Result<(), ComponentError> {
-        let stored: Stored = self
+        let partitions = self
             .partitions
             .iter()
             .flatten()
             .map(|p| (partition_key(&p.topic, p.partition), p.ranges.clone()))
             .collect();
+        let stored = Stored { emitted: self.emitted, partitions };
         let bytes = serde_json::to_vec(&stored).map_err(|e| error(format_args!("cannot encode its ranges: {e}")))?;
         self.store.put(&self.key, &bytes).await.map_err(error)
     }
@@ -460,5 +602,68 @@ impl Task {
         if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
             tracing::warn!(txid = epoch.txid, error = %e, "kafka batch spout: cannot commit offsets to kafka");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(first: i64, ranges: &[(u64, i64, i64)]) -> Owned {
+        Owned {
+            topic: "t".to_owned(),
+            partition: 0,
+            topic_name: Str::from("t"),
+            ranges: ranges.iter().map(|&(txid, start, end)| (txid, Range { start, end })).collect(),
+            first,
+            position: first,
+        }
+    }
+
+    fn bounds(share: &Share) -> (i64, i64, i64) {
+        (share.start, share.at_least, share.at_most)
+    }
+
+    #[test]
+    fn a_partition_found_after_an_epoch_went_out_holds_nothing_in_its_replays() {
+        // The task recorded epochs up to 3, then found a partition whose records start at 10.
+        let found = partition(10, &[]);
+        for kind in [SpoutKind::Transactional, SpoutKind::Opaque] {
+            for txid in 1..=3 {
+                assert_eq!(bounds(&plan_share(&found, txid, kind, 3, 100)), (10, 10, 10), "{kind:?} replay of {txid}");
+            }
+            assert_eq!(bounds(&plan_share(&found, 4, kind, 3, 100)), (10, 10, 110), "{kind:?}: read from epoch 4");
+        }
+        // Once it held nothing in epoch 3, epoch 4 reads from there.
+        let after = partition(10, &[(3, 10, 10)]);
+        assert_eq!(bounds(&plan_share(&after, 4, SpoutKind::Transactional, 3, 100)), (10, 10, 110));
+    }
+
+    #[test]
+    fn replays_hold_their_recorded_ranges_as_the_kinds_say() {
+        let p = partition(0, &[(1, 0, 50), (2, 50, 80), (3, 80, 80)]);
+        // Transactional: exactly the recorded range, an empty one included.
+        assert_eq!(bounds(&plan_share(&p, 2, SpoutKind::Transactional, 3, 100)), (50, 80, 80));
+        assert_eq!(bounds(&plan_share(&p, 3, SpoutKind::Transactional, 3, 100)), (80, 80, 80));
+        // Opaque from the same start: the same records.
+        assert_eq!(bounds(&plan_share(&p, 2, SpoutKind::Opaque, 3, 100)), (50, 80, 80));
+        // Opaque after the epoch before was replayed with other records: afresh.
+        let replayed = partition(0, &[(1, 0, 60), (2, 50, 80)]);
+        assert_eq!(bounds(&plan_share(&replayed, 2, SpoutKind::Opaque, 2, 100)), (60, 60, 160));
+        // A new epoch reads afresh from where the one before ended.
+        assert_eq!(bounds(&plan_share(&p, 4, SpoutKind::Transactional, 3, 100)), (80, 80, 180));
+    }
+
+    #[test]
+    fn ranges_stored_without_the_newest_epoch_decode_with_it() {
+        let old = br#"{"t:0":{"4":{"start":0,"end":5},"6":{"start":5,"end":9}},"t:1":{"7":{"start":0,"end":0}}}"#;
+        let stored = Stored::decode(old).expect("decodes");
+        assert_eq!(stored.emitted, 7);
+        assert_eq!(stored.partitions.len(), 2);
+        let new = Stored { emitted: 9, partitions: stored.partitions };
+        let bytes = serde_json::to_vec(&new).expect("encodes");
+        assert_eq!(Stored::decode(&bytes).expect("decodes"), new);
+        assert_eq!(Stored::decode(b"{}").expect("an empty store decodes"), Stored::default());
+        assert!(Stored::decode(b"[1]").is_err());
     }
 }

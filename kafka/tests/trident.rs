@@ -1,5 +1,6 @@
 //! Kafka as a Trident batch spout against a real broker: opaque and transactional spouts with
-//! random batch failures count every record exactly once, and commit their progress to Kafka.
+//! random batch failures count every record exactly once, partitions added while they run
+//! included, and commit their progress to Kafka.
 
 mod common;
 
@@ -13,6 +14,7 @@ use squall::{LocalCluster, Str, Value, values};
 use squall_kafka::testing::{KafkaBroker, read_committed};
 use squall_kafka::{KafkaBatchSpout, KafkaSpoutConfig};
 use squall_state::{MemoryBackend, Semantics};
+use squall_trident::SpoutKind;
 use squall_trident::{Aggregate, StateSpec, TridentError, TridentTopology};
 
 const PARTITIONS: i32 = 4;
@@ -24,9 +26,14 @@ fn broker() -> KafkaBroker {
 
 /// Records per partition, as counted in `state` (the partition is the value's prefix).
 async fn counts(state: &StateSpec) -> HashMap<String, u64> {
-    let keys: Vec<Vec<Value>> = (0..PARTITIONS).map(|p| vec![Value::Str(Str::from(p.to_string()))]).collect();
+    counts_of(state, PARTITIONS).await
+}
+
+/// Records of each of partitions `0..partitions`, as counted in `state`.
+async fn counts_of(state: &StateSpec, partitions: i32) -> HashMap<String, u64> {
+    let keys: Vec<Vec<Value>> = (0..partitions).map(|p| vec![Value::Str(Str::from(p.to_string()))]).collect();
     let values = state.open().multi_get(&keys).await.expect("memory state reads");
-    (0..PARTITIONS)
+    (0..partitions)
         .zip(values)
         .filter_map(|(p, v)| match v {
             Some(Value::U64(n)) => Some((p.to_string(), n)),
@@ -103,6 +110,90 @@ async fn a_transactional_kafka_spout_counts_every_record_once_through_failures()
     fill(&broker.bootstrap_servers(), "transactional", PARTITIONS, PER_PARTITION).await;
     let spout = KafkaBatchSpout::transactional(config(&broker, "transactional"));
     counts_every_record_once(spout, Semantics::Transactional, &broker, "transactional").await;
+}
+
+/// Counts per partition through a spout of `kind` with about one epoch in ten failing, while the
+/// topic grows from 2 to 6 partitions: every record of the new partitions is counted exactly
+/// once too, and the group's commits reach the end of all six.
+async fn counts_records_of_partitions_added_while_running(kind: SpoutKind) {
+    const BEFORE: i32 = 2;
+    const AFTER: i32 = 6;
+    const FIRST: usize = 1_500;
+    const SECOND: usize = 1_000;
+    let broker = broker();
+    let bootstrap = broker.bootstrap_servers();
+    let topic = format!("growing-{kind:?}").to_lowercase();
+    broker.create_topic(&topic, BEFORE as usize).expect("topic");
+    fill(&bootstrap, &topic, BEFORE, FIRST).await;
+    let config = config(&broker, &topic).with_partition_refresh(Duration::from_millis(300));
+    let (spout, semantics) = match kind {
+        SpoutKind::Transactional => (KafkaBatchSpout::transactional(config), Semantics::Transactional),
+        _ => (KafkaBatchSpout::opaque(config), Semantics::Opaque),
+    };
+    let state = StateSpec::new("per-partition", semantics, Arc::new(MemoryBackend::new()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let failures = failed.clone();
+    let mut trident = TridentTopology::new();
+    trident.max_open_epochs(3);
+    trident
+        .new_stream("events", spout)
+        .parallelism(2)
+        .flat_map(["p"], move |v| {
+            if fastrand::u32(..3_000) == 0 {
+                failures.fetch_add(1, Ordering::Relaxed);
+                return Err("a random batch failure".into());
+            }
+            let text = match &v[4] {
+                Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                other => return Err(format!("a value that is not bytes: {other:?}").into()),
+            };
+            Ok(vec![values![text.split(':').next().unwrap_or_default().to_owned()]])
+        })
+        .group_by(["p"])
+        .persistent_aggregate("count", state.clone(), Aggregate::count(), 2);
+    let topology = trident.build().expect("builds");
+    let cluster = LocalCluster::new();
+    cluster.submit("kafka-growing", &topology).expect("submits");
+    // Running, its partitions assigned and read: then the topic grows.
+    let first: HashMap<String, u64> = (0..BEFORE).map(|p| (p.to_string(), FIRST as u64)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while counts_of(&state, BEFORE).await != first {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first counts never matched: {:?}",
+            counts_of(&state, BEFORE).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.add_partitions(&topic, AFTER as usize).expect("more partitions");
+    fill(&bootstrap, &topic, AFTER, SECOND).await;
+    let want: HashMap<String, u64> =
+        (0..AFTER).map(|p| (p.to_string(), if p < BEFORE { FIRST + SECOND } else { SECOND } as u64)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while counts_of(&state, AFTER).await != want {
+        assert!(tokio::time::Instant::now() < deadline, "counts never matched: {:?}", counts_of(&state, AFTER).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ends = end_offsets(&bootstrap, &topic, AFTER);
+    wait_until("commits at the end offsets of all partitions", Duration::from_secs(30), || {
+        committed(&bootstrap, "trident", &topic, AFTER).iter().map(|(o, _)| *o).collect::<Vec<_>>() == ends
+    })
+    .await;
+    assert!(committed(&bootstrap, "trident", &topic, AFTER).iter().all(|(_, m)| m == "kafka-growing"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counts_of(&state, AFTER).await, want, "later (empty) epochs count nothing again");
+    cluster.kill("kafka-growing", Duration::ZERO).await.expect("kills");
+    assert!(failed.load(Ordering::Relaxed) > 0, "no batch failed: the test proves nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_kafka_spout_counts_partitions_added_while_running_once() {
+    counts_records_of_partitions_added_while_running(SpoutKind::Opaque).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_kafka_spout_counts_partitions_added_while_running_once() {
+    counts_records_of_partitions_added_while_running(SpoutKind::Transactional).await;
 }
 
 #[test]

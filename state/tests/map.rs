@@ -1,6 +1,7 @@
 //! `MapState` semantics against every backend: memory, a redb file and a real Redis server.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use squall_state::testing::RedisServer;
 use squall_state::{Backend, MapState, MemoryBackend, RedbBackend, RedisBackend, Semantics, StateError};
@@ -76,6 +77,62 @@ async fn redb_backend_keeps_each_semantics_and_survives_a_reopen() {
     // Epoch 3 replayed after the restart: it starts again from the value before epoch 3 (4).
     assert_eq!(add(&mut opaque, 3, &[("a", 1)]).await.unwrap(), [5]);
     assert_eq!(add(&mut opaque, 4, &[("a", 1)]).await.unwrap(), [6]);
+}
+
+/// redb lets one process open a file at a time, and a topology's workers are several
+/// processes: the backend holds the file only while a call runs. Opening it holds nothing; a call
+/// waits while another process has the file and fails with an error naming the file once it
+/// waited too long; calls of one process take turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_backend_shares_its_file_and_names_a_process_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.redb");
+    let wait = Duration::from_millis(300);
+    let backend: Arc<dyn Backend> =
+        Arc::new(RedbBackend::open(&path).unwrap_or_else(|e| panic!("{e}")).with_lock_wait(wait));
+    let mut counts = MapState::<String, u64>::new("counts", Semantics::Transactional, backend.clone(), 0);
+    assert_eq!(add(&mut counts, 1, &[("a", 1)]).await.unwrap(), [1]);
+
+    // Between calls the file is free: another process (here a direct open) can have it.
+    let holder = redb::Database::create(&path).expect("the backend does not hold the file between calls");
+    // Meanwhile a worker starting up opens the backend without an error...
+    let restarted = RedbBackend::open(&path).unwrap_or_else(|e| panic!("a held file must still open: {e}"));
+    // ...and a call waits for the file, then fails naming it and the reason.
+    let started = Instant::now();
+    let err = add(&mut counts, 2, &[("a", 1)]).await.expect_err("another process holds the file");
+    assert!(started.elapsed() >= wait, "it gave up after {:?}", started.elapsed());
+    let text = err.to_string();
+    assert!(matches!(err, StateError::Unavailable { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()) && text.contains("another process holds the file"), "{text}");
+
+    // A holder that lets go within the wait: the call waits for it and goes through.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(holder);
+    });
+    assert_eq!(add(&mut counts, 2, &[("a", 1)]).await.unwrap(), [2]);
+    release.join().expect("released");
+
+    // Tasks of one process (here eight, each with its own backend as separate states would
+    // have) write the file at once: every update lands once.
+    let mut writers = Vec::new();
+    for task in 0..8 {
+        let backend: Arc<dyn Backend> = Arc::new(RedbBackend::open(&path).unwrap_or_else(|e| panic!("{e}")));
+        writers.push(tokio::spawn(async move {
+            let mut map = MapState::<String, u64>::new("counts", Semantics::Transactional, backend, 0);
+            let key = format!("task-{task}");
+            for txid in 1..=20 {
+                add(&mut map, txid, &[(key.as_str(), 1)]).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let mut check = MapState::<String, u64>::new("counts", Semantics::Transactional, Arc::new(restarted), 0);
+    let keys: Vec<String> = (0..8).map(|t| format!("task-{t}")).chain(["a".to_owned()]).collect();
+    let values = check.multi_get(&keys).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(values, [vec![Some(20); 8], vec![Some(2)]].concat());
 }
 
 #[tokio::test]

@@ -1,21 +1,28 @@
 //! Kafka → Trident for cluster tests: an opaque Kafka batch spout over topic `events` at
 //! `$SQUALL_TEST_KAFKA` (group `trident`), counting records per partition (the value's prefix
-//! before `:`) in an opaque map state `per-partition` in Redis at `$SQUALL_TEST_REDIS`; or, with
-//! `$SQUALL_TEST_SINK` set, writing every value to topic `out` with the transactional Kafka sink
-//! (progress in topic `progress`).
+//! before `:`) in an opaque map state `per-partition` in Redis at `$SQUALL_TEST_REDIS` (or in the
+//! redb file at `$SQUALL_TEST_REDB`, when set); or, with `$SQUALL_TEST_SINK` set, writing every
+//! value to topic `out` with the transactional Kafka sink (progress in topic `progress`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use squall::{Value, values};
 use squall_kafka::{KafkaBatchSpout, KafkaSpoutConfig, KafkaTransactionalSink, ProducerRecord};
-use squall_state::{RedisBackend, Semantics};
+use squall_state::{Backend, RedbBackend, RedisBackend, Semantics};
 use squall_trident::{Aggregate, StateSpec, TridentTopology};
 
 fn build() -> Result<squall::Topology, Box<dyn std::error::Error>> {
     let kafka = std::env::var("SQUALL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let redis = std::env::var("SQUALL_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let state = StateSpec::new("per-partition", Semantics::Opaque, Arc::new(RedisBackend::new(&redis)?));
+    let backend: Arc<dyn Backend> = match std::env::var_os("SQUALL_TEST_REDB") {
+        // Every worker builds the topology: the file must not stay open in one of them.
+        Some(path) => Arc::new(RedbBackend::open(path)?),
+        None => {
+            let redis = std::env::var("SQUALL_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+            Arc::new(RedisBackend::new(&redis)?)
+        }
+    };
+    let state = StateSpec::new("per-partition", Semantics::Opaque, backend);
     let spout = KafkaBatchSpout::opaque(
         KafkaSpoutConfig::new(kafka.clone(), &["events"]).with_group_id("trident").with_max_poll_records(500),
     );
