@@ -6,6 +6,9 @@ use std::time::Duration;
 use squall_cluster::{ClusterState, LeaderElection, WorkerMetricsReport};
 use tokio::task::JoinHandle;
 
+/// How long looking the leader up in ZooKeeper may take.
+const LEADER_LOOKUP_LIMIT: Duration = Duration::from_millis(300);
+
 /// How long one report may take.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -38,7 +41,9 @@ impl MetricsReporter {
             }
         }
         if self.leader.is_none() {
-            self.leader = LeaderElection::current_leader(state).await.ok().flatten();
+            // Bounded: the heartbeat comes after this in the same round.
+            let lookup = tokio::time::timeout(LEADER_LOOKUP_LIMIT, LeaderElection::current_leader(state)).await;
+            self.leader = lookup.ok().and_then(Result::ok).flatten();
         }
         let Some(leader) = self.leader.clone() else { return };
         let body = match serde_json::to_vec(report) {
