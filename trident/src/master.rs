@@ -52,6 +52,20 @@ struct Running {
     /// The coordinator's meta changed since it was last stored: nothing is emitted until it is
     /// (an epoch goes out only once its attempt is recorded).
     unsaved: bool,
+    /// Epoch failures since the last commit: from the second on, replays wait (a state store
+    /// that is down would otherwise fail thousands of epochs a second).
+    failures: u32,
+    /// No replay before this.
+    replay_at: Instant,
+}
+
+/// How long replays wait after `failures` failures in a row: none after the first, then 10 ms
+/// doubling up to 1 s.
+fn replay_backoff(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(10u64.saturating_mul(1 << (n - 2).min(7))).min(Duration::from_secs(1)),
+    }
 }
 
 /// Where the coordinator keeps its meta, and what it says about it.
@@ -156,8 +170,14 @@ impl Spout for MasterSpout {
                     tracing::info!(last_committed = meta.last_committed, "trident coordinator resumes");
                 }
                 let coordinator = Coordinator::resume(meta, self.max_open);
-                self.running =
-                    Some(Running { coordinator, to_emit: VecDeque::new(), next_open: Instant::now(), unsaved: false });
+                self.running = Some(Running {
+                    coordinator,
+                    to_emit: VecDeque::new(),
+                    next_open: Instant::now(),
+                    unsaved: false,
+                    failures: 0,
+                    replay_at: Instant::now(),
+                });
             }
             return Ok(());
         };
@@ -166,6 +186,9 @@ impl Spout for MasterSpout {
                 return Ok(());
             }
             running.unsaved = false;
+        }
+        if !running.to_emit.is_empty() && Instant::now() < running.replay_at {
+            return Ok(());
         }
         if let Some(epoch) = running.to_emit.pop_front() {
             let values = values![epoch.txid, u64::from(epoch.attempt)];
@@ -197,21 +220,52 @@ impl Spout for MasterSpout {
             // Stored at once: a coordinator restarted from here replays nothing committed.
             Phase::Commit if running.coordinator.committed(epoch) => {
                 running.unsaved = !store.save(running.coordinator.meta()).await;
+                if running.failures > 0 {
+                    running.failures = 0;
+                    store.status.remove("epoch_failures_in_a_row");
+                }
             }
             Phase::Commit => {}
         }
     }
 
     async fn fail(&mut self, (epoch, phase): (Epoch, Phase)) {
-        let Some(running) = self.running.as_mut() else { return };
+        let (Some(running), Some(store)) = (self.running.as_mut(), self.store.as_mut()) else { return };
         let again = running.coordinator.failed(epoch);
         if !again.is_empty() {
-            tracing::info!(txid = epoch.txid, attempt = epoch.attempt, ?phase, replayed = again.len(), "epoch failed");
+            running.failures = running.failures.saturating_add(1);
+            let backoff = replay_backoff(running.failures);
+            running.replay_at = Instant::now() + backoff;
+            store.status.set("epoch_failures_in_a_row", running.failures);
+            // Loud at first and then now and then: a store that is down fails every epoch.
+            if running.failures <= 3 || running.failures.is_multiple_of(100) {
+                tracing::info!(
+                    txid = epoch.txid,
+                    attempt = epoch.attempt,
+                    ?phase,
+                    replayed = again.len(),
+                    failures_in_a_row = running.failures,
+                    ?backoff,
+                    "epoch failed"
+                );
+            }
         }
         for epoch in again {
             running.to_emit.retain(|queued| queued.txid != epoch.txid);
             running.to_emit.push_back(epoch);
             running.unsaved = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_back_off_from_the_second_failure_up_to_a_second() {
+        let waits: Vec<u64> = (0..12).map(|n| replay_backoff(n).as_millis() as u64).collect();
+        assert_eq!(waits, [0, 0, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(replay_backoff(u32::MAX), Duration::from_secs(1));
     }
 }
