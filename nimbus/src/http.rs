@@ -26,6 +26,7 @@ use crate::server::{Shared, effective_spec, free_slots, rebalanced_assignment, s
 /// How many of a component's newest errors `describe` shows.
 const RECENT_ERRORS: usize = 10;
 mod storm;
+mod ui;
 
 /// The largest topology binary accepted.
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
@@ -50,6 +51,7 @@ pub(crate) fn router(shared: AppState) -> axum::Router {
         .route("/api/v1/metrics", post(metrics_report))
         .route("/metrics", get(prometheus_metrics))
         .merge(storm::routes())
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .layer(middleware::from_fn_with_state(shared.clone(), zookeeper_failures))
         .with_state(shared)
@@ -64,9 +66,13 @@ struct ZooKeeperUnreachable(String);
 /// at once when the connection is down (rather than after an operation's long session wait),
 /// and when a handler's ZooKeeper operation failed for want of a connection.
 async fn zookeeper_failures(State(shared): State<AppState>, request: Request, next: Next) -> Response {
-    // Serving an artifact does not touch ZooKeeper.
-    let download = request.method() == Method::GET && request.uri().path().starts_with("/api/v1/artifacts/");
-    if !download && !shared.state.wait_connected(ZOOKEEPER_WAIT).await {
+    // Serving an artifact or the UI's files and taking a worker's metrics do not touch
+    // ZooKeeper.
+    let (method, path) = (request.method(), request.uri().path());
+    let local = (method == Method::GET
+        && (path.starts_with("/api/v1/artifacts/") || path == "/" || path.starts_with("/ui/")))
+        || (method == Method::POST && path == "/api/v1/metrics");
+    if !local && !shared.state.wait_connected(ZOOKEEPER_WAIT).await {
         let detail = format!("no connection for {} s", ZOOKEEPER_WAIT.as_secs());
         return zookeeper_unreachable(&shared, &detail).into_response();
     }
