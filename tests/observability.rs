@@ -153,6 +153,44 @@ fn execute_errors_are_recorded_per_component_and_shown() {
     let unknown = sandbox.cli(&["monitor", "errs", "-n", "1", "-m", "nope"]);
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(!unknown.status.success() && stderr.contains("has no component `nope`"), "{stderr}");
+
+    // The workers' logs through their supervisor's logviewer.
+    let logs = sandbox.cli_ok(&["logs", "errs"]);
+    let workers: std::collections::BTreeSet<&str> =
+        logs.lines().filter_map(|l| l.strip_prefix('[')?.split(']').next()).collect();
+    assert_eq!(workers.len(), 2, "both workers' lines: {logs}");
+    assert!(logs.contains("execute failed"), "{logs}");
+    let sink = sandbox.cli_ok(&["logs", "errs", "-m", "sink"]);
+    let sink_workers: std::collections::BTreeSet<&str> =
+        sink.lines().filter_map(|l| l.strip_prefix('[')?.split(']').next()).collect();
+    assert_eq!(sink_workers.len(), 1, "the one worker running the sink: {sink}");
+    let unknown = sandbox.cli(&["logs", "errs", "-m", "nope"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no component `nope`"));
+    // --follow prints what is written after it starts.
+    let mut follow = std::process::Command::new(squall_tests::sandbox::squall_binary())
+        .arg("--config")
+        .arg(&sandbox.config)
+        .args(["logs", "errs", "--follow", "--tail", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs squall logs --follow");
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = follow.kill();
+    let followed = follow.wait_with_output().expect("its output");
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(followed.lines().any(|l| l.contains("execute failed")), "new lines while following: {followed}");
+    // The logviewer serves worker logs only.
+    let details = sandbox.describe("errs");
+    let log_url = details["workers"][0]["log_url"].as_str().expect("a log url").to_owned();
+    let viewer = log_url.split("/api/v1/logs/").next().unwrap_or_default().to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    for bad in ["..%2F..%2Fetc%2Fpasswd", "secret.txt", "..log"] {
+        let status = agent.get(&format!("{viewer}/api/v1/logs/{bad}")).call().map(|r| r.status().as_u16());
+        assert!(matches!(status, Ok(400 | 404)), "{bad}: {status:?}");
+    }
+    let listed: Vec<serde_json::Value> =
+        agent.get(&format!("{viewer}/api/v1/logs")).call().expect("lists").body_mut().read_json().expect("json");
+    assert!(listed.iter().any(|f| f["file"].as_str().is_some_and(|f| f.starts_with("errs-"))), "{listed:?}");
     sandbox.cli_ok(&["kill", "errs", "--wait", "0"]);
 }
 

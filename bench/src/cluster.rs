@@ -458,6 +458,7 @@ impl Cluster {
             worker_timeout: Duration::from_secs(15),
             worker_start_timeout: Duration::from_secs(30),
             monitor_freq: Duration::from_secs(1),
+            logviewer_port: 0,
         };
         let (stop_supervisor, stopped) = oneshot::channel::<()>();
         let supervisor = runtime.spawn(squall_supervisor::run(supervisor_config, async move {

@@ -58,6 +58,7 @@ pub fn supervisor(settings: &Settings) -> anyhow::Result<()> {
         worker_timeout: Duration::from_secs(s.worker_timeout_secs),
         worker_start_timeout: Duration::from_secs(s.worker_start_timeout_secs),
         monitor_freq: Duration::from_secs(s.monitor_freq_secs),
+        logviewer_port: s.logviewer_port,
     };
     runtime()?.block_on(squall_supervisor::run(config, ctrl_c())).context("supervisor failed")
 }

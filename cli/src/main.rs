@@ -110,6 +110,21 @@ enum Command {
         #[arg(short = 'n', long)]
         samples: Option<u64>,
     },
+    /// Print a topology's worker logs, fetched from their supervisors' logviewers (Storm's
+    /// logviewer); each line starts with its worker's `host:port`.
+    Logs {
+        /// The topology.
+        name: String,
+        /// Only the workers running this component.
+        #[arg(short = 'm', long)]
+        component: Option<String>,
+        /// Keep printing new lines as they are written (Ctrl-C stops).
+        #[arg(short, long)]
+        follow: bool,
+        /// Bytes from the end of each log to start with.
+        #[arg(long, default_value_t = 8192)]
+        tail: u64,
+    },
     /// Read a running topology's state by key: runs the topology's own binary (fetched from
     /// Nimbus) in query mode, which opens the state's store as the topology does (give it the
     /// same environment). Prints one JSON line per key.
@@ -254,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Query { name, state, keys } => query(&client, &name, &state, &keys),
+        Command::Logs { name, component, follow, tail } => logs(&client, &name, component.as_deref(), follow, tail),
         Command::Monitor { name, interval, component, samples } => {
             monitor(&client, &name, Duration::from_secs(interval.max(1)), component.as_deref(), samples)
         }
@@ -495,6 +511,87 @@ fn colour_logs() -> bool {
 }
 
 /// `squall query`: fetches the topology's binary from the leading Nimbus and runs it as
+/// One worker log `squall logs` reads: where, how far it got, and a line not yet complete.
+struct LogCursor {
+    worker: String,
+    url: String,
+    offset: Option<u64>,
+    partial: String,
+}
+
+/// Prints the workers' logs (those running `component`, if given), then with `follow` what they
+/// add, once a second.
+fn logs(client: &NimbusClient, name: &str, component: Option<&str>, follow: bool, tail: u64) -> anyhow::Result<()> {
+    let details = client.describe(name)?;
+    let tasks: Option<Vec<u32>> = match component {
+        None => None,
+        Some(id) => match details.components.iter().find(|c| c.id == id) {
+            Some(c) => Some(c.tasks.clone()),
+            None => {
+                let known: Vec<&str> = details.components.iter().map(|c| c.id.as_str()).collect();
+                bail!("topology `{name}` has no component `{id}`; its components are: {}", known.join(", "));
+            }
+        },
+    };
+    let mut cursors = Vec::new();
+    for w in &details.workers {
+        if tasks.as_ref().is_some_and(|t| !w.tasks.iter().any(|task| t.contains(task))) {
+            continue;
+        }
+        let worker = format!("{}:{}", w.host, w.port);
+        let Some(url) = w.log_url.clone() else {
+            bail!(
+                "worker {worker} has no logviewer (its supervisor {} predates it); its log is in the supervisor's local_dir/workers",
+                w.supervisor
+            );
+        };
+        cursors.push(LogCursor { worker, url, offset: None, partial: String::new() });
+    }
+    if cursors.is_empty() {
+        bail!("topology `{name}` has no workers running yet; see `squall describe {name}`");
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+    loop {
+        for cursor in &mut cursors {
+            let url = match cursor.offset {
+                Some(offset) => format!("{}?start={offset}", cursor.url),
+                None => format!("{}?tail={tail}", cursor.url),
+            };
+            let mut response = match agent.get(&url).call() {
+                Ok(response) => response,
+                Err(e) if follow => {
+                    eprintln!("cannot read {} ({e}); trying again", cursor.url);
+                    continue;
+                }
+                Err(e) => bail!("cannot read the log of worker {} at {}: {e}", cursor.worker, cursor.url),
+            };
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let (start, size) = (header("x-log-start").unwrap_or(0), header("x-log-size").unwrap_or(0));
+            let bytes = response.body_mut().with_config().limit(2 << 20).read_to_vec().unwrap_or_default();
+            if cursor.offset.is_some_and(|o| size < o) {
+                // The log was truncated: start it over.
+                cursor.offset = Some(0);
+                continue;
+            }
+            cursor.offset = Some(start + bytes.len() as u64);
+            cursor.partial.push_str(&String::from_utf8_lossy(&bytes));
+            while let Some(end) = cursor.partial.find('\n') {
+                let line: String = cursor.partial.drain(..=end).collect();
+                out!("[{}] {}", cursor.worker, line.trim_end_matches(['\n', '\r']));
+            }
+        }
+        if !follow {
+            for cursor in &cursors {
+                if !cursor.partial.is_empty() {
+                    out!("[{}] {}", cursor.worker, cursor.partial);
+                }
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The counters `monitor` follows.
 const MONITORED: [&str; 4] = ["emitted", "executed", "acked", "failed"];
 

@@ -91,6 +91,9 @@ pub struct SupervisorSettings {
     pub worker_start_timeout_secs: u64,
     /// How often it reconciles its workers with the assignments, in seconds.
     pub monitor_freq_secs: u64,
+    /// `logviewer.port`: where it serves its workers' logs over HTTP (0: any free port; it is
+    /// registered in ZooKeeper, where `squall logs` and the UI find it).
+    pub logviewer_port: u16,
 }
 
 impl Default for SupervisorSettings {
@@ -103,6 +106,7 @@ impl Default for SupervisorSettings {
             worker_timeout_secs: 30,
             worker_start_timeout_secs: 120,
             monitor_freq_secs: 3,
+            logviewer_port: 0,
         }
     }
 }

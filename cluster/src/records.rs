@@ -138,6 +138,9 @@ pub struct SupervisorInfo {
     pub started_at: u64,
     /// Its Squall version.
     pub version: String,
+    /// The port its logviewer (worker logs over HTTP) listens on, on `host`.
+    #[serde(default)]
+    pub logviewer_port: Option<u16>,
 }
 
 /// `/workerbeats/<name>/<supervisor>-<port>`: a worker's latest heartbeat.

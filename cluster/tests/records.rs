@@ -107,6 +107,7 @@ async fn supervisors_heartbeats_errors_nimbuses_artifacts() {
         ports: vec![6700, 6701],
         started_at: 1,
         version: "0.1.0".into(),
+        logviewer_port: None,
     };
     state.register_supervisor(&info).await.unwrap();
     let rewritten = SupervisorInfo { ports: vec![6700], ..info.clone() };
@@ -215,6 +216,7 @@ async fn chroots_are_isolated() {
         ports: vec![1],
         started_at: 0,
         version: "v".into(),
+        logviewer_port: None,
     })
     .await
     .unwrap();

@@ -15,6 +15,7 @@ fn supervisor(id: &str) -> SupervisorInfo {
         ports: vec![6700, 6701],
         started_at: 1,
         version: "0.1.0".into(),
+        logviewer_port: None,
     }
 }
 

@@ -145,6 +145,9 @@ pub struct WorkerDetails {
     /// The CPU time it has used, in seconds, from its latest metrics report.
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
+    /// Its log on its supervisor's logviewer (`http://host:port/api/v1/logs/<topology>-<port>.log`).
+    #[serde(default)]
+    pub log_url: Option<String>,
 }
 
 /// One component of a topology with its counters.
@@ -191,6 +194,9 @@ pub struct SupervisorSummary {
     pub uptime_secs: u64,
     /// Its Squall version.
     pub version: String,
+    /// Its logviewer, `host:port`.
+    #[serde(default)]
+    pub logviewer: Option<String>,
 }
 
 /// An error answer.

@@ -273,6 +273,7 @@ async fn supervisors(State(shared): State<AppState>) -> Answer<Vec<SupervisorSum
                 .map(|w| w.port)
                 .collect();
             SupervisorSummary {
+                logviewer: s.logviewer_port.map(|port| format!("{}:{port}", s.host)),
                 id: s.id,
                 host: s.host,
                 ports: s.ports,
@@ -308,6 +309,7 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
     let record = shared.state.topology(&name).await?.ok_or_else(|| not_found(&name))?;
     let assignment = shared.state.assignment(&name).await?.filter(|a| a.topology_id == record.id);
     let beats = shared.state.worker_heartbeats(&name).await?;
+    let supervisors = shared.state.supervisors().await?;
     // Sum each component's counters over the latest reports of the workers assigned now.
     let mut metrics: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
     let reports = shared.reports.current(&record, assignment.as_ref());
@@ -399,6 +401,9 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
             .map(|mut w| {
                 if let Some(r) = reports.iter().find(|r| r.supervisor_id == w.supervisor && r.port == w.port) {
                     (w.rss_bytes, w.cpu_seconds) = (r.rss_bytes, r.cpu_seconds);
+                }
+                if let Some(lv) = supervisors.get(&w.supervisor).and_then(|s| s.logviewer_port) {
+                    w.log_url = Some(format!("http://{}:{lv}/api/v1/logs/{}-{}.log", w.host, name, w.port));
                 }
                 w
             })

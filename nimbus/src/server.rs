@@ -617,6 +617,7 @@ pub(crate) fn worker_details(
                     heartbeat_age_ms: heartbeat_age(record, w, beats),
                     rss_bytes: None,
                     cpu_seconds: None,
+                    log_url: None,
                 })
                 .collect()
         })

@@ -223,6 +223,7 @@ async function topologyPage(name) {
     ${table([
       ['Worker', (w) => `${esc(w.host)}:${esc(w.port)}`],
       ['Supervisor', (w) => esc(w.supervisorId)],
+      ['Log', (w) => (w.workerLogLink ? `<a href="${esc(w.workerLogLink)}" target="_blank" rel="noopener">log</a>` : '–')],
       ['Tasks', (w) => num(w.tasks), 'num'],
       ['Heartbeat', (w) => (w.heartbeatAgeMs === null ? 'never' : `${num(w.heartbeatAgeMs)} ms ago`), 'num'],
       ['Memory', (w) => bytes(w.rssBytes), 'num'],

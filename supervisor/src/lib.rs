@@ -3,6 +3,7 @@
 //! the assigned worker processes running: it starts them, restarts those that exit or stop
 //! heartbeating, and kills those no longer assigned.
 
+pub mod logviewer;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct SupervisorConfig {
     pub worker_start_timeout: Duration,
     /// How often it reconciles workers with assignments.
     pub monitor_freq: Duration,
+    /// The logviewer's port on `host` (0: any free one; it is registered in ZooKeeper).
+    pub logviewer_port: u16,
 }
 
 /// Why a supervisor stopped.
@@ -69,15 +72,26 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future<Output = ()>) -
     }
     kill_orphans(&config.local_dir.join("pids"));
     let state = ClusterState::connect(&config.zookeeper, &config.chroot, config.session_timeout).await?;
+    let logviewer = tokio::net::TcpListener::bind((config.host.as_str(), config.logviewer_port))
+        .await
+        .map_err(io(Path::new(&format!("logviewer port {}:{}", config.host, config.logviewer_port))))?;
+    let logviewer_port = logviewer.local_addr().map_err(io(Path::new("logviewer")))?.port();
+    let app = logviewer::router(config.local_dir.join("workers"));
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(logviewer, app).await {
+            tracing::error!(error = %e, "logviewer stopped");
+        }
+    });
     let info = SupervisorInfo {
         id: config.id.clone(),
         host: config.host.clone(),
         ports: config.ports.clone(),
         started_at: unix_secs(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        logviewer_port: Some(logviewer_port),
     };
     state.register_supervisor(&info).await?;
-    tracing::info!(supervisor = %config.id, ports = ?config.ports, "supervisor started");
+    tracing::info!(supervisor = %config.id, ports = ?config.ports, logviewer_port, "supervisor started");
     let mut assignments = state.watch_assignments().await?;
     let mut supervisor = Supervisor { config, state, workers: BTreeMap::new(), beats: Liveness::new() };
     tokio::pin!(shutdown);
@@ -95,6 +109,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future<Output = ()>) -
     }
     supervisor.state.unregister_supervisor(&supervisor.config.id).await.ok();
     supervisor.state.close().await;
+    server.abort();
     Ok(())
 }
 

@@ -238,6 +238,8 @@ struct WorkerEntry {
     heartbeat_age_ms: Option<u64>,
     rss_bytes: Option<u64>,
     cpu_seconds: Option<f64>,
+    /// Its log on its supervisor's logviewer.
+    worker_log_link: Option<String>,
 }
 
 /// `GET /api/v1/topology/{id}`.
@@ -284,6 +286,7 @@ async fn topology(State(shared): State<AppState>, Path(id): Path<String>) -> Sto
                 heartbeat_age_ms: w.heartbeat_age_ms,
                 rss_bytes: w.rss_bytes,
                 cpu_seconds: w.cpu_seconds,
+                worker_log_link: w.log_url.clone(),
             })
             .collect(),
     }))
