@@ -50,6 +50,21 @@ fn promtool_check(exposition: &str) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// What `squall logs <topology> --follow` prints in `time`, starting at the logs' ends.
+fn follow_logs(sandbox: &ClusterSandbox, topology: &str, time: Duration) -> String {
+    let mut follow = Command::new(squall_tests::sandbox::squall_binary())
+        .arg("--config")
+        .arg(&sandbox.config)
+        .args(["logs", topology, "--follow", "--tail", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs squall logs --follow");
+    std::thread::sleep(time);
+    let _ = follow.kill();
+    let output = follow.wait_with_output().expect("its output");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[test]
 fn metrics_reach_nimbus_over_http_and_export_to_prometheus() {
     let sandbox = ClusterSandbox::start(1, 1, 2);
@@ -167,18 +182,28 @@ fn execute_errors_are_recorded_per_component_and_shown() {
     let unknown = sandbox.cli(&["logs", "errs", "-m", "nope"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no component `nope`"));
     // --follow prints what is written after it starts.
-    let mut follow = std::process::Command::new(squall_tests::sandbox::squall_binary())
-        .arg("--config")
-        .arg(&sandbox.config)
-        .args(["logs", "errs", "--follow", "--tail", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runs squall logs --follow");
-    std::thread::sleep(Duration::from_secs(4));
-    let _ = follow.kill();
-    let followed = follow.wait_with_output().expect("its output");
-    let followed = String::from_utf8_lossy(&followed.stdout);
+    let followed = follow_logs(&sandbox, "errs", Duration::from_secs(4));
     assert!(followed.lines().any(|l| l.contains("execute failed")), "new lines while following: {followed}");
+
+    // set-log-level: `error` silences the split's warnings, a reset brings them back, and so
+    // does a filter's lapse.
+    let set = sandbox.cli_ok(&["set-log-level", "errs", "error"]);
+    assert!(set.contains("logs with `error` until reset"), "{set}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let quiet = follow_logs(&sandbox, "errs", Duration::from_secs(3));
+    assert!(!quiet.contains("execute failed"), "warnings under an `error` filter: {quiet}");
+    sandbox.cli_ok(&["set-log-level", "errs", "--reset"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(follow_logs(&sandbox, "errs", Duration::from_secs(3)).contains("execute failed"), "after the reset");
+    // Whole seconds: the filter holds 5 to 6 s.
+    sandbox.cli_ok(&["set-log-level", "errs", "error", "--for", "6s"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(!follow_logs(&sandbox, "errs", Duration::from_millis(1500)).contains("execute failed"));
+    std::thread::sleep(Duration::from_millis(4000));
+    assert!(follow_logs(&sandbox, "errs", Duration::from_secs(3)).contains("execute failed"), "after the lapse");
+    let bad = sandbox.cli(&["set-log-level", "errs", "a=b=c"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && stderr.contains("bad log filter `a=b=c`"), "{stderr}");
     // The logviewer serves worker logs only.
     let details = sandbox.describe("errs");
     let log_url = details["workers"][0]["log_url"].as_str().expect("a log url").to_owned();

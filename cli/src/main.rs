@@ -95,6 +95,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change a running topology's log filter (`tracing`'s syntax: `debug`,
+    /// `my_topology=trace,squall=info`), for a while or until reset.
+    SetLogLevel {
+        /// The topology.
+        name: String,
+        /// The filter; leave it out with `--reset`.
+        #[arg(required_unless_present = "reset")]
+        filter: Option<String>,
+        /// How long it holds: `90`, `90s`, `5m`, `2h` (default: until reset).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        for_: Option<Duration>,
+        /// Go back to the workers' own filter.
+        #[arg(long, conflicts_with = "filter")]
+        reset: bool,
+    },
     /// Watch a topology's throughput per component, live (Storm's `monitor`): every interval,
     /// tuples per second emitted, executed, acked and failed since the one before.
     Monitor {
@@ -269,6 +284,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Query { name, state, keys } => query(&client, &name, &state, &keys),
+        Command::SetLogLevel { name, filter, for_, reset: _ } => {
+            let request =
+                squall_nimbus::api::LogLevelRequest { filter: filter.clone(), for_secs: for_.map(|d| d.as_secs()) };
+            client.set_log_level(&name, &request)?;
+            match (filter, for_) {
+                (Some(filter), Some(d)) => out!("topology `{name}` logs with `{filter}` for {} s", d.as_secs()),
+                (Some(filter), None) => out!("topology `{name}` logs with `{filter}` until reset"),
+                (None, _) => out!("topology `{name}` logs with its workers' own filter again"),
+            }
+            Ok(())
+        }
         Command::Logs { name, component, follow, tail } => logs(&client, &name, component.as_deref(), follow, tail),
         Command::Monitor { name, interval, component, samples } => {
             monitor(&client, &name, Duration::from_secs(interval.max(1)), component.as_deref(), samples)
@@ -511,6 +537,20 @@ fn colour_logs() -> bool {
 }
 
 /// `squall query`: fetches the topology's binary from the leading Nimbus and runs it as
+/// A duration as `90`, `90s`, `5m` or `2h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration such as 90s, 5m or 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        other => return Err(format!("unknown unit `{other}` in `{text}`: use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
 /// One worker log `squall logs` reads: where, how far it got, and a line not yet complete.
 struct LogCursor {
     worker: String,

@@ -26,7 +26,7 @@ pub use election::LeaderElection;
 pub use error::ClusterError;
 pub use liveness::Liveness;
 pub use records::{
-    Assignment, ErrorRecord, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus, WorkerAssignment,
+    Assignment, ErrorRecord, LogFilter, NimbusInfo, SupervisorInfo, TopologyRecord, TopologyStatus, WorkerAssignment,
     WorkerHeartbeat, WorkerMetricsReport,
 };
 pub use state::{ClusterState, DEFAULT_CONNECT_DEADLINE};

@@ -52,6 +52,20 @@ pub struct TopologyRecord {
     /// Executor counts changed by a rebalance, by component.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parallelism: BTreeMap<String, u32>,
+    /// A log filter its workers use instead of their own (`squall set-log-level`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_filter: Option<LogFilter>,
+}
+
+/// A log filter set on a running topology: `tracing`'s `EnvFilter` syntax (`info`,
+/// `my_topology=debug,squall=warn`), until a time or until reset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFilter {
+    /// The filter.
+    pub filter: String,
+    /// When it lapses, in unix seconds; `None`: when reset.
+    #[serde(default)]
+    pub until: Option<u64>,
 }
 
 impl TopologyRecord {

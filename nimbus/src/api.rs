@@ -12,6 +12,7 @@
 //! | POST | `/topologies/{name}/kill?wait=S` | → [`TopologySummary`] |
 //! | POST | `/topologies/{name}/activate`, `/deactivate` | → [`TopologySummary`] |
 //! | POST | `/topologies/{name}/rebalance` | [`RebalanceRequest`] → [`TopologySummary`] |
+//! | POST | `/topologies/{name}/log-level` | [`LogLevelRequest`] → [`TopologySummary`] |
 //!
 //! Errors answer with a status code and an [`ApiError`] body. A write sent to a Nimbus that does
 //! not lead answers 421 with the leader's address in `leader`; a Nimbus that cannot reach
@@ -103,6 +104,17 @@ pub struct RebalanceRequest {
     /// New executor counts by component.
     #[serde(default)]
     pub parallelism: BTreeMap<String, u32>,
+}
+
+/// `squall set-log-level`: a log filter for a running topology's workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevelRequest {
+    /// `tracing`'s `EnvFilter` syntax (`debug`, `my_topology=trace,squall=info`); `None` resets
+    /// the workers to their own filter.
+    pub filter: Option<String>,
+    /// How long it holds, in seconds (`None`: until reset).
+    #[serde(default)]
+    pub for_secs: Option<u64>,
 }
 
 /// One line of `squall list`.

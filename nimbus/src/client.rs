@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ApiError, ArtifactUploaded, LeaderInfo, RebalanceRequest, SubmitRequest, SupervisorSummary, TopologyDetails,
-    TopologySummary,
+    ApiError, ArtifactUploaded, LeaderInfo, LogLevelRequest, RebalanceRequest, SubmitRequest, SupervisorSummary,
+    TopologyDetails, TopologySummary,
 };
 
 /// How long a Nimbus may take to say who leads before it counts as not answering.
@@ -220,6 +220,11 @@ impl NimbusClient {
     /// Changes a topology's workers or parallelism.
     pub fn rebalance(&self, name: &str, request: &RebalanceRequest) -> Result<TopologySummary, ClientError> {
         self.post(&format!("/topologies/{}/rebalance", encode_segment(name)), request)
+    }
+
+    /// Sets (or with no filter, resets) a running topology's log filter.
+    pub fn set_log_level(&self, name: &str, request: &LogLevelRequest) -> Result<TopologySummary, ClientError> {
+        self.post(&format!("/topologies/{}/log-level", encode_segment(name)), request)
     }
 
     fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use squall_cluster::records::unix_secs;
-use squall_cluster::{ClusterError, TopologyRecord, TopologyStatus, WorkerMetricsReport};
+use squall_cluster::{ClusterError, LogFilter, TopologyRecord, TopologyStatus, WorkerMetricsReport};
 use squall_topology::{ComponentKind, Config, ConfigValue};
 
 use crate::api::{
-    ApiError, ArtifactUploaded, ComponentDetails, LeaderInfo, RebalanceRequest, SubmitRequest, SupervisorSummary,
-    TopologyDetails, TopologySummary, check_topology_name,
+    ApiError, ArtifactUploaded, ComponentDetails, LeaderInfo, LogLevelRequest, RebalanceRequest, SubmitRequest,
+    SupervisorSummary, TopologyDetails, TopologySummary, check_topology_name,
 };
 use crate::scheduler;
 use crate::server::{Shared, effective_spec, free_slots, rebalanced_assignment, summary, worker_details};
@@ -47,6 +47,7 @@ pub(crate) fn router(shared: AppState) -> axum::Router {
         .route("/api/v1/topologies/{name}/activate", post(activate))
         .route("/api/v1/topologies/{name}/deactivate", post(deactivate))
         .route("/api/v1/topologies/{name}/rebalance", post(rebalance))
+        .route("/api/v1/topologies/{name}/log-level", post(log_level))
         .route("/api/v1/supervisors", get(supervisors))
         .route("/api/v1/metrics", post(metrics_report))
         .route("/metrics", get(prometheus_metrics))
@@ -233,6 +234,7 @@ async fn submit(State(shared): State<AppState>, Json(request): Json<SubmitReques
         status_reason: None,
         kill_wait_secs: None,
         parallelism: BTreeMap::new(),
+        log_filter: None,
     };
     if let Err(e) = shared.state.create_topology(&record).await {
         return Err(match e {
@@ -455,6 +457,36 @@ async fn set_status(shared: &Shared, name: &str, status: TopologyStatus) -> Answ
         .await?
         .ok_or_else(|| not_found(name))?;
     Ok(Json(summary(&record, None, &BTreeMap::new(), shared.config.task_timeout)))
+}
+
+/// Sets or resets the log filter the topology's workers use (they pick it up within a second).
+async fn log_level(
+    State(shared): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<LogLevelRequest>,
+) -> Answer<TopologySummary> {
+    require_leader(&shared).await?;
+    let filter = match request.filter {
+        None => None,
+        Some(filter) => {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
+                let error = format!(
+                    "bad log filter `{filter}`: {e}; use tracing's syntax, such as `debug` or `my_topology=trace,squall=info`"
+                );
+                return Err(Failure::new(StatusCode::BAD_REQUEST, error));
+            }
+            Some(LogFilter { filter, until: request.for_secs.map(|s| unix_secs().saturating_add(s)) })
+        }
+    };
+    let record = shared
+        .state
+        .update_topology(&name, |r| r.log_filter = filter.clone())
+        .await?
+        .ok_or_else(|| not_found(&name))?;
+    tracing::info!(topology = %name, filter = ?record.log_filter, "log filter set");
+    let assignment = shared.state.assignment(&name).await?;
+    let beats = shared.state.worker_heartbeats(&name).await?;
+    Ok(Json(summary(&record, assignment.as_ref(), &beats, shared.config.task_timeout)))
 }
 
 async fn activate(State(shared): State<AppState>, Path(name): Path<String>) -> Answer<TopologySummary> {

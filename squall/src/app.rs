@@ -216,17 +216,39 @@ fn program_name() -> String {
         .unwrap_or_else(|| "topology".to_owned())
 }
 
+/// The process's own log filter and the handle that swaps it (`squall set-log-level`).
+struct LogControl {
+    own: String,
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+}
+
+static LOG_CONTROL: std::sync::OnceLock<LogControl> = std::sync::OnceLock::new();
+
 fn init_tracing(worker: bool) {
+    use tracing_subscriber::prelude::*;
     // A worker's output is its log file: say what it does. Local runs stay quiet.
     let default = if worker { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let own = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| tracing_subscriber::EnvFilter::try_new(f).is_ok())
+        .unwrap_or_else(|| default.to_owned());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&own));
     // A worker's stderr is its log file: colour codes only on a terminal.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour_logs())
-        .try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour_logs());
+    if tracing_subscriber::registry().with(filter).with(fmt).try_init().is_ok() {
+        let _ = LOG_CONTROL.set(LogControl { own, handle });
+    }
+}
+
+/// Logs with `filter` from now on, or with the process's own filter again (`None`). Returns
+/// the filter now in force, or an error saying why it could not change.
+pub(crate) fn set_log_filter(filter: Option<&str>) -> Result<String, String> {
+    let control = LOG_CONTROL.get().ok_or("logging was set up elsewhere")?;
+    let wanted = filter.unwrap_or(&control.own);
+    let parsed =
+        tracing_subscriber::EnvFilter::try_new(wanted).map_err(|e| format!("bad log filter `{wanted}`: {e}"))?;
+    control.handle.reload(parsed).map_err(|e| e.to_string())?;
+    Ok(wanted.to_owned())
 }
 
 /// Colour codes in logs only on a terminal, and not when `NO_COLOR` is set (no-color.org).

@@ -47,6 +47,27 @@ pub(crate) struct WorkerArgs {
     port: u16,
 }
 
+/// Follows the log filter set on the topology (`squall set-log-level`): a new one takes over,
+/// a reset or lapsed one gives the worker its own filter back.
+fn follow_log_filter(record: &TopologyRecord, current: &mut Option<String>) {
+    let now = squall_cluster::records::unix_secs();
+    let wanted =
+        record.log_filter.as_ref().filter(|f| f.until.is_none_or(|until| until > now)).map(|f| f.filter.clone());
+    if wanted == *current {
+        return;
+    }
+    match crate::app::set_log_filter(wanted.as_deref()) {
+        Ok(filter) => {
+            tracing::info!(filter, "log filter changed");
+            *current = wanted;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot change the log filter");
+            *current = wanted;
+        }
+    }
+}
+
 /// How often a worker heartbeats and re-reads its topology's status
 /// (`worker.heartbeat.frequency.secs`).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -127,6 +148,8 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
     // Rounds in a row whose heartbeat failed: an outage is logged at first and then now and then.
     let mut failed_rounds = 0u32;
     let mut reporter = MetricsReporter::new();
+    // The topology's log filter in force (`squall set-log-level`), if any.
+    let mut log_filter: Option<String> = None;
     loop {
         let loud = failed_rounds < 3 || failed_rounds.is_multiple_of(30);
         let beat_before = last_beat;
@@ -169,22 +192,25 @@ async fn run_worker(args: WorkerArgs, topology: &mut Topology) -> Result<(), Wor
                 Err(e) => tracing::debug!(error = %e, silent = ?last_beat.elapsed(), "cannot write heartbeat"),
             }
             match state.topology(name).await {
-                Ok(Some(r)) if r.id == record.id => match r.status {
-                    ClusterStatus::Killed => {
-                        if kill_deadline.is_none() {
-                            let wait = Duration::from_secs(r.kill_wait_secs.unwrap_or(0).into());
-                            tracing::info!(topology = name, ?wait, "topology killed; draining");
-                            running.set_status(TopologyStatus::Killing);
-                            kill_deadline = Some(Instant::now() + wait);
+                Ok(Some(r)) if r.id == record.id => {
+                    follow_log_filter(&r, &mut log_filter);
+                    match r.status {
+                        ClusterStatus::Killed => {
+                            if kill_deadline.is_none() {
+                                let wait = Duration::from_secs(r.kill_wait_secs.unwrap_or(0).into());
+                                tracing::info!(topology = name, ?wait, "topology killed; draining");
+                                running.set_status(TopologyStatus::Killing);
+                                kill_deadline = Some(Instant::now() + wait);
+                            }
+                        }
+                        status => {
+                            wanted = status_of(status);
+                            if !fenced && kill_deadline.is_none() {
+                                running.set_status(wanted);
+                            }
                         }
                     }
-                    status => {
-                        wanted = status_of(status);
-                        if !fenced && kill_deadline.is_none() {
-                            running.set_status(wanted);
-                        }
-                    }
-                },
+                }
                 Ok(_) => return Some("the topology is gone".to_owned()),
                 Err(e) if loud => tracing::warn!(error = %e, "cannot read the topology's status"),
                 Err(e) => tracing::debug!(error = %e, "cannot read the topology's status"),

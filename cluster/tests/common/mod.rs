@@ -93,5 +93,6 @@ pub fn topology(name: &str) -> TopologyRecord {
         status_reason: None,
         kill_wait_secs: None,
         parallelism: BTreeMap::new(),
+        log_filter: None,
     }
 }
