@@ -671,14 +671,18 @@ impl TaskState {
         let topology_id = self.topology_id.clone();
         let known: Vec<(String, i32)> = self.slot_of.keys().map(|(t, p)| (t.to_string(), *p)).collect();
         self.refresh = Some(tokio::task::spawn_blocking(move || {
-            let Listing { owned, starts, missing } =
-                list_owned(&consumer, &topics, (index, tasks), &known, first_poll, &topology_id)?;
-            let mut ends = Vec::with_capacity(owned.len());
-            for (topic, partition) in &owned {
-                let (_, end) = consumer.fetch_watermarks(topic, *partition, CALL_TIMEOUT)?;
-                ends.push((topic.clone(), *partition, end));
-            }
-            Ok(Assigned { owned, starts, ends, missing })
+            let listed = (|| {
+                let Listing { owned, starts, missing } =
+                    list_owned(&consumer, &topics, (index, tasks), &known, first_poll, &topology_id)?;
+                let mut ends = Vec::with_capacity(owned.len());
+                for (topic, partition) in &owned {
+                    let (_, end) = consumer.fetch_watermarks(topic, *partition, CALL_TIMEOUT)?;
+                    ends.push((topic.clone(), *partition, end));
+                }
+                Ok(Assigned { owned, starts, ends, missing })
+            })();
+            release_consumer(consumer);
+            listed
         }));
     }
 
@@ -864,6 +868,7 @@ impl TaskState {
         let consumer = self.consumer.clone();
         self.commit = Some(tokio::task::spawn_blocking(move || {
             let result = consumer.commit(&list, CommitMode::Sync);
+            release_consumer(consumer);
             (offsets, result)
         }));
     }
@@ -906,7 +911,12 @@ impl TaskState {
         let offsets = self.to_commit(config);
         let Some(list) = self.commit_list(&offsets).filter(|l| l.count() > 0) else { return };
         let consumer = self.consumer.clone();
-        match tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await {
+        let commit = move || {
+            let result = consumer.commit(&list, CommitMode::Sync);
+            release_consumer(consumer);
+            result
+        };
+        match tokio::task::spawn_blocking(commit).await {
             Ok(result) => self.apply_commit(&offsets, result),
             Err(e) => tracing::error!(error = %e, "kafka commit task failed"),
         }
@@ -922,7 +932,12 @@ impl TaskState {
             .collect();
         let Some(list) = self.commit_list(&offsets).filter(|l| l.count() > 0) else { return };
         let consumer = self.consumer.clone();
-        match tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await {
+        let commit = move || {
+            let result = consumer.commit(&list, CommitMode::Sync);
+            release_consumer(consumer);
+            result
+        };
+        match tokio::task::spawn_blocking(commit).await {
             Ok(result) => self.apply_commit(&offsets, result),
             Err(e) => tracing::error!(error = %e, "kafka commit task failed"),
         }
@@ -1031,5 +1046,15 @@ impl Topics {
             Topics::List(list) => Some(list),
             Topics::Pattern(_) => None,
         }
+    }
+}
+
+/// Lets go of a blocking task's handle on a consumer on a thread of its own: if the spout is
+/// gone, this is the last handle, and closing a consumer waits for its broker, which may be
+/// down — on a runtime thread that would hold up the runtime's shutdown for good.
+pub(crate) fn release_consumer<T: Send + 'static>(consumer: T) {
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to close a kafka consumer");
     }
 }

@@ -336,27 +336,9 @@ impl Task {
         let (config, consumer, owner) = (self.config.clone(), self.consumer.clone(), self.owner.clone());
         let (index, tasks) = (self.index, self.tasks);
         let starts = tokio::task::spawn_blocking(move || {
-            let listing =
-                crate::spout::list_owned(&consumer, &config.topics, (index, tasks), &[], config.first_poll, &owner)
-                    .map_err(|e| {
-                        error(format_args!(
-                            "cannot list its partitions and where they start at {}: {e}",
-                            config.bootstrap_servers
-                        ))
-                    })?;
-            if let Some(missing) = listing.missing.first() {
-                return Err(error(format_args!(
-                    "topic `{missing}` does not exist at {}; create it first",
-                    config.bootstrap_servers
-                )));
-            }
-            let mut list = TopicPartitionList::new();
-            for (topic, partition, start) in &listing.starts {
-                list.add_partition_offset(topic, *partition, Offset::Offset(*start))
-                    .map_err(|e| error(format_args!("cannot assign {topic}/{partition}: {e}")))?;
-            }
-            consumer.assign(&list).map_err(|e| error(format_args!("cannot assign its partitions: {e}")))?;
-            Ok::<_, ComponentError>(listing.starts)
+            let result = list_and_assign(&consumer, &config, (index, tasks), &owner);
+            crate::spout::release_consumer(consumer);
+            result
         })
         .await
         .map_err(|e| error(format_args!("metadata call panicked: {e}")))??;
@@ -392,7 +374,9 @@ impl Task {
             (self.consumer.clone(), self.config.topics.clone(), self.config.first_poll);
         let (index, tasks, owner) = (self.index, self.tasks, self.owner.clone());
         self.refresh = Some(tokio::task::spawn_blocking(move || {
-            crate::spout::list_owned(&consumer, &topics, (index, tasks), &known, first_poll, &owner)
+            let listed = crate::spout::list_owned(&consumer, &topics, (index, tasks), &known, first_poll, &owner);
+            crate::spout::release_consumer(consumer);
+            listed
         }));
     }
 
@@ -435,7 +419,12 @@ impl Task {
             }
         }
         let consumer = self.consumer.clone();
-        match tokio::task::spawn_blocking(move || consumer.incremental_assign(&list)).await {
+        let assign = move || {
+            let result = consumer.incremental_assign(&list);
+            crate::spout::release_consumer(consumer);
+            result
+        };
+        match tokio::task::spawn_blocking(assign).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return self.refresh_failed(format!("cannot assign its new partitions: {e}")),
             Err(e) => return self.refresh_failed(format!("assigning its new partitions panicked: {e}")),
@@ -603,6 +592,32 @@ impl Task {
             tracing::warn!(txid = epoch.txid, error = %e, "kafka batch spout: cannot commit offsets to kafka");
         }
     }
+}
+
+/// Lists the partitions a task owns and where they start, and assigns them to `consumer`.
+fn list_and_assign(
+    consumer: &BaseConsumer,
+    config: &KafkaSpoutConfig,
+    (index, tasks): (usize, usize),
+    owner: &str,
+) -> Result<Vec<(String, i32, i64)>, ComponentError> {
+    let listing = crate::spout::list_owned(consumer, &config.topics, (index, tasks), &[], config.first_poll, owner)
+        .map_err(|e| {
+            error(format_args!("cannot list its partitions and where they start at {}: {e}", config.bootstrap_servers))
+        })?;
+    if let Some(missing) = listing.missing.first() {
+        return Err(error(format_args!(
+            "topic `{missing}` does not exist at {}; create it first",
+            config.bootstrap_servers
+        )));
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, start) in &listing.starts {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*start))
+            .map_err(|e| error(format_args!("cannot assign {topic}/{partition}: {e}")))?;
+    }
+    consumer.assign(&list).map_err(|e| error(format_args!("cannot assign its partitions: {e}")))?;
+    Ok(listing.starts)
 }
 
 #[cfg(test)]
