@@ -42,11 +42,10 @@ async fn counts_of(state: &StateSpec, partitions: i32) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Counts the records of each partition through `spout` with about one epoch in ten
-/// failing, and checks the counts and the group's commits.
-async fn counts_every_record_once(spout: KafkaBatchSpout, semantics: Semantics, broker: &KafkaBroker, topic: &str) {
-    let want: HashMap<String, u64> = (0..PARTITIONS).map(|p| (p.to_string(), PER_PARTITION as u64)).collect();
-    let state = StateSpec::new("per-partition", semantics, Arc::new(MemoryBackend::new()));
+/// Runs, as topology `name` in a new local cluster, a count of `spout`'s records per partition
+/// (the partition read from a value `<partition>:…`) into `state`, with about one epoch in ten
+/// failing; returns the cluster and the count of failures.
+fn count_per_partition(spout: KafkaBatchSpout, state: &StateSpec, name: &str) -> (LocalCluster, Arc<AtomicU64>) {
     let failed = Arc::new(AtomicU64::new(0));
     let failures = failed.clone();
     let mut trident = TridentTopology::new();
@@ -69,7 +68,16 @@ async fn counts_every_record_once(spout: KafkaBatchSpout, semantics: Semantics, 
         .persistent_aggregate("count", state.clone(), Aggregate::count(), 2);
     let topology = trident.build().expect("builds");
     let cluster = LocalCluster::new();
-    cluster.submit("kafka-trident", &topology).expect("submits");
+    cluster.submit(name, &topology).expect("submits");
+    (cluster, failed)
+}
+
+/// Counts the records of each partition through `spout` with about one epoch in ten
+/// failing, and checks the counts and the group's commits.
+async fn counts_every_record_once(spout: KafkaBatchSpout, semantics: Semantics, broker: &KafkaBroker, topic: &str) {
+    let want: HashMap<String, u64> = (0..PARTITIONS).map(|p| (p.to_string(), PER_PARTITION as u64)).collect();
+    let state = StateSpec::new("per-partition", semantics, Arc::new(MemoryBackend::new()));
+    let (cluster, failed) = count_per_partition(spout, &state, "kafka-trident");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while counts(&state).await != want {
         assert!(tokio::time::Instant::now() < deadline, "counts never matched: {:?}", counts(&state).await);
@@ -131,29 +139,7 @@ async fn counts_records_of_partitions_added_while_running(kind: SpoutKind) {
         _ => (KafkaBatchSpout::opaque(config), Semantics::Opaque),
     };
     let state = StateSpec::new("per-partition", semantics, Arc::new(MemoryBackend::new()));
-    let failed = Arc::new(AtomicU64::new(0));
-    let failures = failed.clone();
-    let mut trident = TridentTopology::new();
-    trident.max_open_epochs(3);
-    trident
-        .new_stream("events", spout)
-        .parallelism(2)
-        .flat_map(["p"], move |v| {
-            if fastrand::u32(..3_000) == 0 {
-                failures.fetch_add(1, Ordering::Relaxed);
-                return Err("a random batch failure".into());
-            }
-            let text = match &v[4] {
-                Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                other => return Err(format!("a value that is not bytes: {other:?}").into()),
-            };
-            Ok(vec![values![text.split(':').next().unwrap_or_default().to_owned()]])
-        })
-        .group_by(["p"])
-        .persistent_aggregate("count", state.clone(), Aggregate::count(), 2);
-    let topology = trident.build().expect("builds");
-    let cluster = LocalCluster::new();
-    cluster.submit("kafka-growing", &topology).expect("submits");
+    let (cluster, failed) = count_per_partition(spout, &state, "kafka-growing");
     // Running, its partitions assigned and read: then the topic grows.
     let first: HashMap<String, u64> = (0..BEFORE).map(|p| (p.to_string(), FIRST as u64)).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

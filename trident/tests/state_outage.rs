@@ -3,14 +3,16 @@
 //! data: meanwhile every epoch fails at its commit and is tried again, the failure names the
 //! state and the server, no epoch commits; afterwards the counts come out exact.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use squall::{LocalCluster, Str, Value, Values, values};
+use squall::{LocalCluster, Values, values};
 use squall_state::testing::RedisServer;
 use squall_state::{RedisBackend, Semantics};
-use squall_trident::{Aggregate, CoordinatorMeta, FixedBatchSpout, StateSpec, TridentTopology};
+use squall_trident::{Aggregate, FixedBatchSpout, StateSpec, TridentTopology};
 use tokio::time::Instant;
 
 const WORDS: &[&str] = &["storm", "squall", "wind", "rain", "cloud", "sky", "sea", "wave", "gust", "calm"];
@@ -19,53 +21,12 @@ const BATCHES: usize = 200;
 /// `BATCHES` batches of 1 to 4 sentences of 1 to 6 words: none is empty, so every epoch with a
 /// batch has something to write.
 fn batches() -> Vec<Vec<Values>> {
-    let mut rng = fastrand::Rng::with_seed(0x5a11);
-    (0..BATCHES)
-        .map(|_| {
-            (0..rng.usize(1..5))
-                .map(|_| {
-                    let words: Vec<&str> = (0..rng.usize(1..7)).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
-                    values![words.join(" ")]
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn expected(batches: &[Vec<Values>]) -> HashMap<String, u64> {
-    let mut counts = HashMap::new();
-    for values in batches.iter().flatten() {
-        if let Some(Value::Str(sentence)) = values.first() {
-            for word in sentence.split(' ') {
-                *counts.entry(word.to_owned()).or_default() += 1;
-            }
-        }
-    }
-    counts
+    common::sentences(0x5a11, WORDS, BATCHES, 1..5, 1..7)
 }
 
 /// The counts in Redis, or `None` while it cannot be read.
 async fn counts(state: &StateSpec) -> Option<HashMap<String, u64>> {
-    let keys: Vec<Vec<Value>> = WORDS.iter().map(|w| vec![Value::Str(Str::from(*w))]).collect();
-    let values = state.open().multi_get(&keys).await.ok()?;
-    Some(
-        WORDS
-            .iter()
-            .zip(values)
-            .filter_map(|(w, v)| match v {
-                Some(Value::U64(n)) => Some(((*w).to_owned(), n)),
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-/// The coordinator's last committed epoch, as stored for topology `name`.
-async fn last_committed(cluster: &LocalCluster, name: &str) -> u64 {
-    match cluster.store(name).get(squall_trident::COORDINATOR_KEY).await.expect("memory store reads") {
-        Some(bytes) => serde_json::from_slice::<CoordinatorMeta>(&bytes).expect("stored meta decodes").last_committed,
-        None => 0,
-    }
+    common::counts(state, WORDS).await.ok()
 }
 
 /// The error count and last error of component `id`.
@@ -86,7 +47,7 @@ async fn a_redis_outage_fails_epochs_visibly_commits_nothing_and_the_counts_end_
     let mut redis = RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis: {e}"));
     let url = redis.url();
     let batches = batches();
-    let want = expected(&batches);
+    let want = common::expected(&batches);
     let backend = RedisBackend::new(&url).unwrap_or_else(|e| panic!("{e}"));
     let state = StateSpec::new("word-counts", Semantics::Transactional, Arc::new(backend));
     let mut trident = TridentTopology::new();
@@ -107,7 +68,7 @@ async fn a_redis_outage_fails_epochs_visibly_commits_nothing_and_the_counts_end_
 
     // Mid-run: some epochs committed, most batches still to come.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while last_committed(&cluster, "outage").await < 20 {
+    while common::last_committed(&cluster, "outage").await < 20 {
         assert!(Instant::now() < deadline, "twenty epochs never committed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -128,13 +89,13 @@ async fn a_redis_outage_fails_epochs_visibly_commits_nothing_and_the_counts_end_
     assert!(error.contains("not committed to state `word-counts`"), "{error}");
     assert!(error.contains(&format!("state backend {url} failed")), "{error}");
     assert!(error.contains("check that it is running and reachable"), "{error}");
-    let frozen = last_committed(&cluster, "outage").await;
+    let frozen = common::last_committed(&cluster, "outage").await;
     assert!(frozen < BATCHES as u64 / 2, "{frozen} epochs committed before the outage: the test proves little");
     let coordinator_failed_before = coordinator_failed(&cluster);
 
     // Down for six seconds: epochs keep failing and going again, none commits.
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(stopped.elapsed())).await;
-    assert_eq!(last_committed(&cluster, "outage").await, frozen, "an epoch committed while its state was down");
+    assert_eq!(common::last_committed(&cluster, "outage").await, frozen, "an epoch committed while its state was down");
     let (errors_during, _) = errors_of(&cluster, "count");
     let failed_during = coordinator_failed(&cluster);
     assert!(errors_during >= errors_before + 3, "commits were not tried again: {errors_before} → {errors_during}");
@@ -150,7 +111,10 @@ async fn a_redis_outage_fails_epochs_visibly_commits_nothing_and_the_counts_end_
     // Empty epochs go on committing; nothing is counted twice later either.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(counts(&state).await, Some(want));
-    assert!(last_committed(&cluster, "outage").await >= BATCHES as u64, "the epochs of the batches all committed");
+    assert!(
+        common::last_committed(&cluster, "outage").await >= BATCHES as u64,
+        "the epochs of the batches all committed"
+    );
     cluster.kill("outage", Duration::ZERO).await.expect("kills");
     eprintln!(
         "redis down 6 s: {} commit errors, {} coordinator fails; the error: {error}",

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
-use squall::{LocalCluster, Str, Value, Values, values};
+use squall::{LocalCluster, Values, values};
 use squall_state::{Backend, MemoryBackend, Semantics, StateError};
-use squall_trident::{Aggregate, CoordinatorMeta, FixedBatchSpout, StateSpec, TridentTopology};
+use squall_trident::{Aggregate, FixedBatchSpout, StateSpec, TridentTopology};
 
 /// Memory that refuses one write in `one_in`.
 struct FlakyBackend {
@@ -40,48 +42,17 @@ impl Backend for FlakyBackend {
 const WORDS: &[&str] = &["the", "cow", "jumped", "over", "moon", "apple", "day", "keeps", "doctor", "away"];
 
 fn batches() -> Vec<Vec<Values>> {
-    let mut rng = fastrand::Rng::with_seed(7);
-    (0..40)
-        .map(|_| {
-            (0..rng.usize(0..6))
-                .map(|_| {
-                    let words: Vec<&str> = (0..rng.usize(1..8)).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
-                    values![words.join(" ")]
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn expected(batches: &[Vec<Values>]) -> HashMap<String, u64> {
-    let mut counts = HashMap::new();
-    for values in batches.iter().flatten() {
-        if let Some(Value::Str(sentence)) = values.first() {
-            for word in sentence.split(' ') {
-                *counts.entry(word.to_owned()).or_default() += 1;
-            }
-        }
-    }
-    counts
+    common::sentences(7, WORDS, 40, 0..6, 1..8)
 }
 
 async fn counts(state: &StateSpec) -> HashMap<String, u64> {
-    let keys: Vec<Vec<Value>> = WORDS.iter().map(|w| vec![Value::Str(Str::from(*w))]).collect();
-    let values = state.open().multi_get(&keys).await.expect("memory state reads");
-    WORDS
-        .iter()
-        .zip(values)
-        .filter_map(|(w, v)| match v {
-            Some(Value::U64(n)) => Some(((*w).to_owned(), n)),
-            _ => None,
-        })
-        .collect()
+    common::counts(state, WORDS).await.expect("memory state reads")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn word_count_with_random_batch_and_commit_failures_is_exact() {
     let batches = batches();
-    let want = expected(&batches);
+    let want = common::expected(&batches);
     let backend = Arc::new(FlakyBackend { inner: MemoryBackend::new(), one_in: 10, refused: AtomicU64::new(0) });
     let state = StateSpec::new("word-counts", Semantics::Transactional, backend.clone());
     let failed_batches = Arc::new(AtomicU64::new(0));
@@ -120,21 +91,13 @@ async fn word_count_with_random_batch_and_commit_failures_is_exact() {
     assert!(backend.refused.load(Ordering::Relaxed) > 0, "no commit failed: the test proves nothing");
 }
 
-/// The coordinator's last committed epoch, as stored for topology `name`.
-async fn last_committed(cluster: &LocalCluster, name: &str) -> u64 {
-    match cluster.store(name).get(squall_trident::COORDINATOR_KEY).await.expect("memory store reads") {
-        Some(bytes) => serde_json::from_slice::<CoordinatorMeta>(&bytes).expect("stored meta decodes").last_committed,
-        None => 0,
-    }
-}
-
 /// Killed mid-run and submitted again under the same name, the coordinator resumes after the
 /// last epoch it committed: epochs already in the (transactional) state are not counted again,
 /// the rest are counted once. Starting over from epoch 1 would count the first batches twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resubmitted_topology_resumes_after_the_last_committed_epoch() {
     let batches = batches();
-    let want = expected(&batches);
+    let want = common::expected(&batches);
     let state = StateSpec::new("word-counts", Semantics::Transactional, Arc::new(MemoryBackend::new()));
     let build = || {
         let mut trident = TridentTopology::new();
@@ -155,18 +118,18 @@ async fn a_resubmitted_topology_resumes_after_the_last_committed_epoch() {
     let cluster = LocalCluster::new();
     cluster.submit("resumed", &build()).expect("submits");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while last_committed(&cluster, "resumed").await < 10 {
+    while common::last_committed(&cluster, "resumed").await < 10 {
         assert!(tokio::time::Instant::now() < deadline, "ten epochs never committed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     cluster.kill("resumed", Duration::ZERO).await.expect("kills");
-    let before = last_committed(&cluster, "resumed").await;
+    let before = common::last_committed(&cluster, "resumed").await;
     assert!(before < 40, "every batch was counted before the kill: the test proves nothing");
     assert_ne!(counts(&state).await, want);
 
     cluster.submit("resumed", &build()).expect("submits again");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while last_committed(&cluster, "resumed").await < 45 {
+    while common::last_committed(&cluster, "resumed").await < 45 {
         assert!(tokio::time::Instant::now() < deadline, "epochs never got past the batches");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -13,6 +13,8 @@ use squall_cluster::records::unix_secs;
 
 use super::{AppState, Failure, activate, deactivate, describe, kill, list, not_found, rebalance, supervisors};
 use crate::api::{ComponentDetails, RebalanceRequest, TopologyDetails, TopologySummary};
+use crate::scheduler;
+use crate::server::effective_spec;
 
 pub(super) fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -49,12 +51,14 @@ async fn cluster_summary(State(shared): State<AppState>) -> StormAnswer<ClusterS
     let Json(supervisors) = supervisors(State(shared.clone())).await?;
     let slots_total = supervisors.iter().map(|s| s.ports.len()).sum();
     let slots_used = supervisors.iter().map(|s| s.used_ports.len()).sum();
-    let mut executors_total = 0;
-    for t in &topologies {
-        if let Ok(Json(details)) = describe(State(shared.clone()), Path(t.name.clone())).await {
-            executors_total += details.components.iter().map(|c| u64::from(c.parallelism)).sum::<u64>();
-        }
-    }
+    // Executors (ackers included) as the scheduler places them: from the records, no describe.
+    let executors_total = shared
+        .state
+        .topologies()
+        .await?
+        .values()
+        .map(|r| scheduler::executors(&effective_spec(r), &r.parallelism, r.num_workers).len() as u64)
+        .sum();
     Ok(Json(ClusterSummary {
         storm_version: format!("squall {}", env!("CARGO_PKG_VERSION")),
         supervisors: supervisors.len(),
@@ -175,6 +179,41 @@ async fn topology_summary(State(shared): State<AppState>) -> StormAnswer<Topolog
     Ok(Json(TopologyList { topologies: topologies.iter().map(TopologyEntry::from).collect() }))
 }
 
+/// The counters a component and an executor both show, read from their metrics (a
+/// component's summed by `describe`, an executor's as its worker reported them: same names).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Counters {
+    emitted: u64,
+    transferred: u64,
+    executed: u64,
+    acked: u64,
+    failed: u64,
+    /// Milliseconds, the mean of `execute` (bolts).
+    execute_latency: f64,
+    /// Milliseconds, median emit-to-completion (spouts with acking).
+    complete_latency: Option<f64>,
+    /// Fraction of time in `execute` (bolts); a component's busiest executor's.
+    capacity: f64,
+}
+
+impl Counters {
+    fn of(m: &Value) -> Self {
+        let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let x = |k: &str| m.get(k).and_then(Value::as_f64);
+        Counters {
+            emitted: n("emitted"),
+            transferred: n("transferred"),
+            executed: n("executed"),
+            acked: n("acked"),
+            failed: n("failed"),
+            execute_latency: x("execute_latency_ms").unwrap_or(0.0),
+            complete_latency: x("complete_latency_p50_ms"),
+            capacity: x("capacity").unwrap_or(0.0),
+        }
+    }
+}
+
 /// A component's counters, as Storm's topology page lists spouts and bolts.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -185,17 +224,8 @@ struct ComponentStats {
     component_type: String,
     executors: u32,
     tasks: usize,
-    emitted: u64,
-    transferred: u64,
-    executed: u64,
-    acked: u64,
-    failed: u64,
-    /// Milliseconds, the mean of `execute` (bolts).
-    execute_latency: f64,
-    /// Milliseconds, median emit-to-completion (spouts with acking).
-    complete_latency: Option<f64>,
-    /// Fraction of time in `execute` (bolts), the busiest executor's.
-    capacity: f64,
+    #[serde(flatten)]
+    counters: Counters,
     /// Executors inside one call longer than `topology.executor.stall.secs`.
     stalled: u64,
     error_count: u64,
@@ -205,23 +235,14 @@ struct ComponentStats {
 impl From<&ComponentDetails> for ComponentStats {
     fn from(c: &ComponentDetails) -> Self {
         let m = &c.metrics;
-        let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let x = |k: &str| m.get(k).and_then(Value::as_f64);
         ComponentStats {
             id: c.id.clone(),
             component_type: c.kind.clone(),
             executors: c.parallelism,
             tasks: c.tasks.len(),
-            emitted: n("emitted"),
-            transferred: n("transferred"),
-            executed: n("executed"),
-            acked: n("acked"),
-            failed: n("failed"),
-            execute_latency: x("execute_latency_ms").unwrap_or(0.0),
-            complete_latency: x("complete_latency_p50_ms"),
-            capacity: x("capacity").unwrap_or(0.0),
-            stalled: n("stalled"),
-            error_count: n("errors"),
+            counters: Counters::of(m),
+            stalled: m.get("stalled").and_then(Value::as_u64).unwrap_or(0),
+            error_count: m.get("errors").and_then(Value::as_u64).unwrap_or(0),
             last_error: m.get("last_error").and_then(Value::as_str).map(str::to_owned),
         }
     }
@@ -300,14 +321,8 @@ struct ExecutorEntry {
     id: String,
     host: String,
     port: u16,
-    emitted: u64,
-    transferred: u64,
-    executed: u64,
-    acked: u64,
-    failed: u64,
-    execute_latency: f64,
-    complete_latency: Option<f64>,
-    capacity: f64,
+    #[serde(flatten)]
+    counters: Counters,
     stalled: bool,
 }
 
@@ -359,22 +374,14 @@ async fn component(
             .map_or_else(String::new, |w| w.host.clone());
         let executors = report.metrics.get("executors").and_then(Value::as_array).into_iter().flatten();
         for e in executors.filter(|e| e.get("component").and_then(Value::as_str) == Some(component.as_str())) {
-            let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
             let tasks: Vec<u64> =
                 e.get("tasks").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64).collect();
             executor_stats.push(ExecutorEntry {
                 id: format!("[{}-{}]", tasks.first().unwrap_or(&0), tasks.last().unwrap_or(&0)),
                 host: host.clone(),
                 port: report.port,
-                emitted: n("emitted"),
-                transferred: n("transferred"),
-                executed: n("executed"),
-                acked: n("acked"),
-                failed: n("failed"),
-                execute_latency: e.get("execute_latency_ms").and_then(Value::as_f64).unwrap_or(0.0),
-                complete_latency: e.get("complete_latency_p50_ms").and_then(Value::as_f64),
-                capacity: e.get("capacity").and_then(Value::as_f64).unwrap_or(0.0),
-                stalled: n("stalled") > 0,
+                counters: Counters::of(e),
+                stalled: e.get("stalled").and_then(Value::as_u64).unwrap_or(0) > 0,
             });
             for error in e.get("recent_errors").and_then(Value::as_array).into_iter().flatten() {
                 component_errors.push(ComponentError {
