@@ -103,6 +103,22 @@ fn metrics_reach_nimbus_over_http_and_export_to_prometheus() {
     assert!(p99s.iter().any(|p| *p >= 6.0), "{p99s:?}");
     assert!(sum_of(&text, "squall_worker_rss_bytes", &[("topology", "wc")]) > 1e6, "{text}");
     assert!(sum_of(&text, "squall_worker_cpu_seconds_total", &[("topology", "wc")]) > 0.0, "{text}");
+    // The two workers' transport: what one wrote, the other read (once nothing is in flight),
+    // over lanes that are up.
+    sandbox.wait_for("sent and received tuples to match", Duration::from_secs(30), |_| {
+        let text = get(&url);
+        let sent = sum_of(&text, "squall_worker_transport_sent_tuples_total", &[("topology", "wc")]);
+        sent > 0.0 && sent == sum_of(&text, "squall_worker_transport_received_tuples_total", &[("topology", "wc")])
+    });
+    let text = get(&url);
+    assert!(sum_of(&text, "squall_worker_transport_sent_bytes_total", &[("topology", "wc")]) > 0.0, "{text}");
+    let lanes = values_of(&text, "squall_worker_lane_connected", &[("topology", "wc")]);
+    assert!(!lanes.is_empty() && lanes.iter().all(|up| *up == 1.0), "{text}");
+    assert_eq!(sum_of(&text, "squall_worker_lane_depth", &[("topology", "wc")]), 0.0, "{text}");
+    assert!(values_of(&text, "squall_worker_lane_capacity", &[("topology", "wc")]).iter().all(|c| *c > 0.0));
+    assert_eq!(sum_of(&text, "squall_worker_transport_reconnects_total", &[("topology", "wc")]), 0.0, "{text}");
+    let described = sandbox.cli_ok(&["describe", "wc"]);
+    assert!(described.contains("transport: sent") && described.contains(" up depth "), "{described}");
     let details = sandbox.describe("wc");
     let count = details["components"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "count")).cloned();
     let user = count.map(|c| c["metrics"]["user"].clone()).unwrap_or_default();

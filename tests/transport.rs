@@ -16,7 +16,7 @@ use squall_tests::{Countdowns, Decrement, Log, Recorder, SequenceSpout, lock};
 use squall_worker::wire::{
     Frame, Hello, RejectReason, StreamTable, WIRE_VERSION, codec, decode_control_frame, encode_hello,
 };
-use squall_worker::{RunningTopology, TopologyStatus, WorkerPlan};
+use squall_worker::{RunningTopology, TopologyStatus, TransportSnapshot, WorkerPlan};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -300,8 +300,9 @@ async fn start_workers(shared: &Shared, settings: &[(&str, i64)], n: usize, assi
     listeners.into_iter().enumerate().map(|(w, l)| launch(&shared.topology(settings), &tasks, &addrs, w, l)).collect()
 }
 
-/// Waits for every worker to finish by itself and checks no task failed.
-async fn finish_all(workers: Vec<RunningTopology>, timeout: Duration) {
+/// Waits for every worker to finish by itself, checks no task failed, and returns each
+/// worker's transport counters at the end.
+async fn finish_all(workers: Vec<RunningTopology>, timeout: Duration) -> Vec<TransportSnapshot> {
     let mut workers = workers;
     for (w, worker) in workers.iter_mut().enumerate() {
         if !worker.join(timeout).await {
@@ -309,11 +310,13 @@ async fn finish_all(workers: Vec<RunningTopology>, timeout: Duration) {
             panic!("worker {w} did not finish: {state:#?}");
         }
     }
+    let transport = workers.iter().map(|w| w.metrics().transport.expect("a worker reports its transport")).collect();
     for worker in workers {
         let (failures, aborted) = worker.finish().await;
         assert!(failures.is_empty(), "{failures:?}");
         assert!(aborted.is_empty(), "{aborted:?}");
     }
+    transport
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,8 +325,24 @@ async fn two_workers_count_words_exactly_with_acking() {
     let workers = start_workers(&shared, &[], 2, round_robin).await;
     assert!(workers.iter().all(|w| w.local_addr().is_some()));
     let metrics: Vec<_> = workers.iter().map(|w| w.metrics()).collect();
-    finish_all(workers, Duration::from_secs(120)).await;
+    let transport = finish_all(workers, Duration::from_secs(120)).await;
     shared.check(false);
+    // Each worker's lanes are listed from the start, sized like the queues behind them, and
+    // gone once they have said Bye.
+    for m in &metrics {
+        let lanes = &m.transport.as_ref().expect("a worker reports its transport").lanes;
+        assert!(!lanes.is_empty() && lanes.iter().all(|l| l.capacity > 0), "{lanes:?}");
+    }
+    assert!(transport.iter().all(|t| t.lanes.is_empty()), "{transport:#?}");
+    // What one worker wrote, the other read: bytes and tuples match exactly, and no
+    // connection was lost or made twice.
+    for (from, to) in [(0, 1), (1, 0)] {
+        let (sent, received) = (&transport[from], &transport[to]);
+        assert!(sent.tuples_sent > 0, "{transport:#?}");
+        assert_eq!((sent.bytes_sent, sent.tuples_sent), (received.bytes_received, received.tuples_received));
+        assert_eq!((sent.reconnects, sent.connections_lost, sent.tuples_lost), (0, 0, 0), "{transport:#?}");
+        assert!(sent.connects >= 1, "{transport:#?}");
+    }
     // Both workers' count tasks did count: words crossed the wire both ways.
     let count = lock(&shared.count);
     let tasks: HashSet<TaskId> = count.tasks.values().flatten().copied().collect();
@@ -568,12 +587,19 @@ async fn dropped_connections_are_reestablished_and_acking_replays_what_was_lost(
         shared.released.store(step * 200, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    finish_all(vec![first, second], Duration::from_secs(90)).await;
+    let transport = finish_all(vec![first, second], Duration::from_secs(90)).await;
     proxy.task.abort();
     // Every lane reconnected after the cuts, and every id was still acked exactly once.
     // Three lanes go through the proxy (to `count`, `split` and the `sentences` spout).
     let accepted = proxy.accepted.load(Ordering::Relaxed);
     assert!(accepted >= 3 + cuts, "{accepted} connections for {cuts} cuts");
+    // The first worker counted each cut as lost connections and reconnects (each lane made
+    // one connection, then one again after each loss it saw); the second lost none.
+    let (through, direct) = (&transport[0], &transport[1]);
+    assert!(through.connections_lost >= cuts && through.reconnects >= cuts, "{through:#?}");
+    assert!(through.reconnects <= through.connections_lost + through.connect_failures, "{through:#?}");
+    assert_eq!(through.connects, 3 + through.reconnects, "{through:#?}");
+    assert_eq!((direct.connections_lost, direct.reconnects), (0, 0), "{direct:#?}");
     shared.check(true);
 }
 

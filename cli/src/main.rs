@@ -493,6 +493,24 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
             _ => String::new(),
         };
         out!("  {}:{} supervisor {} tasks {:?} heartbeat {beat}{usage}", w.host, w.port, w.supervisor, w.tasks);
+        if let Some(t) = &w.transport {
+            let get = |k: &str| t.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            out!(
+                "    transport: sent {} MB ({} tuples) received {} MB ({} tuples) reconnects {} lost connections {}",
+                get("bytes_sent") / (1 << 20),
+                get("tuples_sent"),
+                get("bytes_received") / (1 << 20),
+                get("tuples_received"),
+                get("reconnects"),
+                get("connections_lost"),
+            );
+            for lane in t.get("lanes").and_then(|l| l.as_array()).into_iter().flatten() {
+                let text = |k: &str| lane.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                let n = |k: &str| lane.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                let up = if lane.get("connected").and_then(|v| v.as_bool()) == Some(true) { "up" } else { "down" };
+                out!("    lane {}@{} {up} depth {}/{}", text("component"), text("peer"), n("depth"), n("capacity"));
+            }
+        }
     }
     out!("components:");
     for c in &details.components {

@@ -160,6 +160,10 @@ pub struct WorkerDetails {
     /// Its log on its supervisor's logviewer (`http://host:port/api/v1/logs/<topology>-<port>.log`).
     #[serde(default)]
     pub log_url: Option<String>,
+    /// Its transport to the other workers (bytes, tuples, connections, lanes), from its latest
+    /// metrics report.
+    #[serde(default)]
+    pub transport: Option<serde_json::Value>,
 }
 
 /// One component of a topology with its counters.

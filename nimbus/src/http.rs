@@ -403,6 +403,7 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
             .map(|mut w| {
                 if let Some(r) = reports.iter().find(|r| r.supervisor_id == w.supervisor && r.port == w.port) {
                     (w.rss_bytes, w.cpu_seconds) = (r.rss_bytes, r.cpu_seconds);
+                    w.transport = r.metrics.get("transport").cloned();
                 }
                 if let Some(lv) = supervisors.get(&w.supervisor).and_then(|s| s.logviewer_port) {
                     w.log_url = Some(format!("http://{}:{lv}/api/v1/logs/{}-{}.log", w.host, name, w.port));

@@ -42,6 +42,42 @@ const GAUGES: &[(&str, &str, &str, f64)] = &[
     ("current_call_ms", "squall_current_call_seconds", "How long the executor has been inside its current call.", 1e-3),
 ];
 
+/// A worker's transport counters: the report's field, the series, its help.
+const TRANSPORT_COUNTERS: &[(&str, &str, &str)] = &[
+    ("bytes_sent", "squall_worker_transport_sent_bytes_total", "Bytes written to other workers."),
+    ("bytes_received", "squall_worker_transport_received_bytes_total", "Bytes read from other workers."),
+    (
+        "tuples_sent",
+        "squall_worker_transport_sent_tuples_total",
+        "Tuples and acking messages written to other workers.",
+    ),
+    (
+        "tuples_received",
+        "squall_worker_transport_received_tuples_total",
+        "Tuples and acking messages read from other workers.",
+    ),
+    ("connects", "squall_worker_transport_connects_total", "Outbound connections established."),
+    (
+        "reconnects",
+        "squall_worker_transport_reconnects_total",
+        "Outbound connections established again after one of the same lane was lost or refused.",
+    ),
+    ("connect_failures", "squall_worker_transport_connect_failures_total", "Outbound connection attempts that failed."),
+    (
+        "connections_lost",
+        "squall_worker_transport_connections_lost_total",
+        "Established outbound connections that broke.",
+    ),
+    ("tuples_lost", "squall_worker_transport_lost_tuples_total", "Tuples dropped in writes that failed."),
+];
+
+/// An outbound lane's gauges: the report's field, the series, its help.
+const LANE_GAUGES: &[(&str, &str, &str)] = &[
+    ("depth", "squall_worker_lane_depth", "Tuples queued on an outbound lane, not yet written."),
+    ("capacity", "squall_worker_lane_capacity", "An outbound lane's queue capacity, in tuples."),
+    ("connected", "squall_worker_lane_connected", "1 while the lane's connection is up."),
+];
+
 /// The exposition, in Prometheus's text format, of `topologies`' current reports.
 pub(crate) fn exposition(
     topologies: &[(TopologyRecord, Option<Assignment>, Vec<WorkerMetricsReport>)],
@@ -74,6 +110,19 @@ pub(crate) fn exposition(
         &worker_labels,
     )?;
     registry.register(Box::new(cpu.clone()))?;
+    let mut transport = Vec::new();
+    for (_, name, help) in TRANSPORT_COUNTERS {
+        let family = IntCounterVec::new(Opts::new(*name, *help), &worker_labels)?;
+        registry.register(Box::new(family.clone()))?;
+        transport.push(family);
+    }
+    let lane_labels = ["topology", "worker", "component", "peer"];
+    let mut lane_gauges = Vec::new();
+    for (_, name, help) in LANE_GAUGES {
+        let family = GaugeVec::new(Opts::new(*name, *help), &lane_labels)?;
+        registry.register(Box::new(family.clone()))?;
+        lane_gauges.push(family);
+    }
     let mut user = UserFamilies::new(&registry)?;
     for (record, assignment, reports) in topologies {
         for report in reports {
@@ -90,6 +139,23 @@ pub(crate) fn exposition(
             }
             if let Some(seconds) = report.cpu_seconds {
                 cpu.get_metric_with_label_values(&[&record.name, &worker])?.inc_by(seconds);
+            }
+            if let Some(t) = report.metrics.get("transport") {
+                for ((field, ..), family) in TRANSPORT_COUNTERS.iter().zip(&transport) {
+                    if let Some(n) = t.get(*field).and_then(Value::as_u64) {
+                        family.get_metric_with_label_values(&[&record.name, &worker])?.inc_by(n);
+                    }
+                }
+                for lane in t.get("lanes").and_then(Value::as_array).into_iter().flatten() {
+                    let label = |k: &str| lane.get(k).and_then(Value::as_str).unwrap_or("unknown");
+                    let labels = [record.name.as_str(), &worker, label("component"), label("peer")];
+                    for ((field, ..), family) in LANE_GAUGES.iter().zip(&lane_gauges) {
+                        let value = lane.get(*field).and_then(|v| v.as_f64().or_else(|| v.as_bool().map(f64::from)));
+                        if let Some(x) = value {
+                            family.get_metric_with_label_values(&labels)?.set(x);
+                        }
+                    }
+                }
             }
             let components = report.metrics.get("components").and_then(Value::as_object).into_iter().flatten();
             for (component, metrics) in components {

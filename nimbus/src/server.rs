@@ -618,6 +618,7 @@ pub(crate) fn worker_details(
                     rss_bytes: None,
                     cpu_seconds: None,
                     log_url: None,
+                    transport: None,
                 })
                 .collect()
         })

@@ -228,6 +228,10 @@ async function topologyPage(name) {
       ['Heartbeat', (w) => (w.heartbeatAgeMs === null ? 'never' : `${num(w.heartbeatAgeMs)} ms ago`), 'num'],
       ['Memory', (w) => bytes(w.rssBytes), 'num'],
       ['CPU', (w) => (w.cpuSeconds === null ? '–' : `${w.cpuSeconds.toFixed(1)} s`), 'num'],
+      ['Sent', (w) => bytes(w.bytesSent), 'num'],
+      ['Received', (w) => bytes(w.bytesReceived), 'num'],
+      ['Reconnects', (w) => num(w.reconnects), 'num'],
+      ['Lane depth', (w) => num(w.laneDepth), 'num'],
     ], t.workers, 'No workers yet.')}
     <h2>Recent errors</h2>
     <div id="errors">${table([

@@ -31,8 +31,9 @@ pub const INITIAL_CAPACITY: usize = 8 << 10;
 /// has been read. Twice [`crate::wire::FRAME_TARGET_LENGTH`]: the buffer of a lane carrying
 /// ordinary frames settles at or below it and is never reallocated.
 pub const RETAINED_CAPACITY: usize = 2 * crate::wire::FRAME_TARGET_LENGTH;
-/// The size of the length prefix.
-const HEADER: usize = 4;
+/// The size of a frame's length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+const HEADER: usize = LENGTH_PREFIX;
 
 /// Reading a frame failed; the connection cannot be used any further.
 #[derive(Debug, thiserror::Error)]

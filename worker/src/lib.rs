@@ -15,6 +15,7 @@ mod peers;
 pub mod router;
 pub mod runtime;
 pub mod transport;
+pub mod transport_metrics;
 pub mod wire;
 
 pub use executor::{TaskFailure, TopologyStatus};
@@ -23,3 +24,4 @@ pub use local::{LocalCluster, LocalClusterError, RunReport};
 pub use metrics::{ComponentMetrics, ErrorEntry, ExecutorMetrics, RECENT_ERRORS, TopologyMetrics, UnknownComponent};
 pub use peers::PeerUpdate;
 pub use runtime::{LaunchError, RunningTopology, WorkerPlan};
+pub use transport_metrics::{LaneSnapshot, TransportSnapshot};

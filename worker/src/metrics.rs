@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::transport_metrics::TransportSnapshot;
 use squall_topology::driver::SpoutObserver;
 use squall_topology::{TaskId, TaskMetrics, TaskStatus, UserMetrics};
 
@@ -224,6 +226,9 @@ pub struct TopologyMetrics {
     /// Per executor, in the order they were started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub executors: Vec<ExecutorMetrics>,
+    /// The worker's transport to its peers (workers of a cluster only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportSnapshot>,
 }
 
 /// Metrics asked for a component the topology does not have.

@@ -20,6 +20,7 @@ use crate::metrics::{ExecutorStats, MetricsRegistry, TopologyMetrics};
 use crate::peers::{PeerPlan, PeerRoutes, PeerUpdate, Writers};
 use crate::router::{ComponentRoutes, Destination, Router};
 use crate::transport::{InboundLanes, Lane, RemoteSender, TransportServer, WireIdentity};
+use crate::transport_metrics::TransportMetrics;
 use crate::wire::StreamTable;
 
 /// A topology whose executors run on the current tokio runtime.
@@ -33,6 +34,8 @@ pub struct RunningTopology {
     server: Option<JoinHandle<()>>,
     local_addr: Option<SocketAddr>,
     metrics: MetricsRegistry,
+    /// The transport's counters (workers only).
+    transport: Option<Arc<TransportMetrics>>,
     /// The gates of the topology's cycles, for diagnostics.
     cycles: Vec<Arc<CycleGate>>,
     /// Components whose executors still ran when `Stopped` was first set: they stopped before
@@ -247,7 +250,9 @@ impl RunningTopology {
 
     /// The live counters.
     pub fn metrics(&self) -> TopologyMetrics {
-        self.metrics.snapshot()
+        let mut metrics = self.metrics.snapshot();
+        metrics.transport = self.transport.as_ref().map(|t| t.snapshot());
+        metrics
     }
 
     /// Whether every executor has stopped (and every lane to another worker has delivered its
@@ -484,13 +489,16 @@ fn start(
     let mut server = None;
     let mut local_addr = None;
     let mut peers = None;
+    let mut transport_metrics = None;
     if let Some(network) = network {
         let identity = Arc::new(WireIdentity {
             topology_id: network.topology_id,
             worker: network.advertised.to_string(),
             table: Arc::new(StreamTable::new(topology, &layout)),
             frame_timeout: Duration::from_secs(config.transport_frame_timeout_secs.into()),
+            metrics: Arc::default(),
         });
+        transport_metrics = Some(identity.metrics.clone());
         let all_components: Vec<&str> = topology
             .components()
             .iter()
@@ -687,6 +695,7 @@ fn start(
         server,
         local_addr,
         metrics,
+        transport: transport_metrics,
         cycles: gates,
         cut_short: Mutex::new(None),
     }

@@ -41,9 +41,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::executor::TopologyStatus;
-use crate::framing::{FrameError, FrameReader};
+use crate::framing::{FrameError, FrameReader, LENGTH_PREFIX};
 use crate::inbox::{Batch, InboxClosed, InboxReceiver, InboxSender, WeakInboxSender, inbox};
 use crate::log_limit::{WarnLimiter, peer_warning};
+use crate::transport_metrics::{LaneGauge, TransportMetrics};
 use crate::wire::{
     BatchEncoder, Frame, Hello, MAX_FRAME_LENGTH, MAX_HELLO_LENGTH, Reject, RejectReason, StreamTable, WIRE_VERSION,
     decode_control_frame, decode_frame, encode_bye, encode_hello, encode_reject,
@@ -77,6 +78,8 @@ pub struct WireIdentity {
     /// How long a frame that has begun to arrive may take to end, on any connection
     /// (`topology.transport.frame.timeout.secs`, 30 s by default).
     pub frame_timeout: Duration,
+    /// The worker's transport counters, kept by its writers and its server.
+    pub metrics: Arc<TransportMetrics>,
 }
 
 /// How a Hello differs from what this worker expects. Only for the local log: the peer is told
@@ -145,8 +148,10 @@ impl RemoteSender {
     ) -> (RemoteSender, JoinHandle<()>) {
         let (tx, rx) = inbox(capacity);
         let lane = Arc::new(lane);
+        let gauge = identity.metrics.lane(lane.clone(), rx.stats().clone());
         let writer = Writer {
             lane: lane.clone(),
+            gauge,
             queue: rx,
             encoder: BatchEncoder::new(identity.table.clone()),
             identity,
@@ -249,6 +254,7 @@ enum Ended {
 
 struct Writer {
     lane: Arc<Lane>,
+    gauge: Arc<LaneGauge>,
     queue: InboxReceiver,
     identity: Arc<WireIdentity>,
     encoder: BatchEncoder,
@@ -277,7 +283,14 @@ impl Writer {
                     }
                     attempts = 0;
                     backoff = BACKOFF_MIN;
-                    match self.serve(stream).await {
+                    self.identity.metrics.connected(&self.gauge);
+                    let ended = self.serve(stream).await;
+                    let lost = match &ended {
+                        Ended::Lost { tuples, .. } => Some(*tuples),
+                        _ => None,
+                    };
+                    self.identity.metrics.disconnected(&self.gauge, lost);
+                    match ended {
                         Ended::Finished => {
                             tracing::debug!(%peer, component, "lane finished");
                             return;
@@ -309,6 +322,7 @@ impl Writer {
                 Err(_) => Some(format!("no answer within {CONNECT_TIMEOUT:?}")),
             };
             if let Some(error) = error {
+                self.identity.metrics.connect_failed();
                 attempts = attempts.saturating_add(1);
                 if attempts.is_multiple_of(WARN_EVERY) {
                     tracing::warn!(%peer, component, attempts, error, "cannot connect to peer worker; retrying");
@@ -402,11 +416,15 @@ impl Writer {
     /// Writes and clears the buffer; `Some` when the connection ended.
     async fn write(&mut self, write: &mut OwnedWriteHalf, tuples: u64) -> Option<Ended> {
         let written = unless_stopped(&mut self.status, write.write_all(&self.buf)).await;
+        let bytes = self.buf.len();
         self.buf.clear();
         match written {
             None => Some(Ended::Stopped),
             Some(Err(e)) => Some(Ended::Lost { tuples, error: e.to_string() }),
-            Some(Ok(())) => None,
+            Some(Ok(())) => {
+                self.identity.metrics.sent(bytes, tuples);
+                None
+            }
         }
     }
 
@@ -616,6 +634,7 @@ async fn serve_connection(
         }
         Some(Ok(Ok(Some(frame)))) => frame,
     };
+    let hello_bytes = first.len() + LENGTH_PREFIX;
     let hello = match decode_control_frame(first) {
         Ok(Frame::Hello(hello)) => hello,
         Ok(_) => {
@@ -639,6 +658,7 @@ async fn serve_connection(
         }
     };
     tracing::debug!(%peer, %worker, component, "accepted connection from peer worker");
+    shared.identity.metrics.received(hello_bytes, 0);
     frames.set_limit(MAX_FRAME_LENGTH);
     let table = &shared.identity.table;
     let mut batches: Vec<Batch> = Vec::new();
@@ -663,11 +683,13 @@ async fn serve_connection(
             tracing::debug!(%peer, %worker, component, "frame on a closed lane; dropping connection");
             return;
         };
+        let bytes = frame.len() + LENGTH_PREFIX;
         let decoded = decode_frame(frame, table, &mut batches, &mut |task: TaskId, hint: usize| {
             inboxes.get(task as usize)?.as_ref().map(|inbox| inbox.spare_buffer(hint))
         });
         match decoded {
             Ok(Frame::Batches) => {
+                shared.identity.metrics.received(bytes, batches.iter().map(Batch::len).sum());
                 for batch in batches.drain(..) {
                     let Some(Some(inbox)) = inboxes.get(batch.task as usize) else { continue };
                     // Waiting for room, the socket is not read: this is the backpressure.
@@ -681,6 +703,7 @@ async fn serve_connection(
                 }
             }
             Ok(Frame::Bye) => {
+                shared.identity.metrics.received(bytes, 0);
                 tracing::debug!(%peer, %worker, component, "peer worker finished sending");
                 shared.lanes.close(worker, &component);
                 return;

@@ -12,7 +12,7 @@ use squall_cluster::LeaderElection;
 use squall_cluster::records::unix_secs;
 
 use super::{AppState, Failure, activate, deactivate, describe, kill, list, not_found, rebalance, supervisors};
-use crate::api::{ComponentDetails, RebalanceRequest, TopologyDetails, TopologySummary};
+use crate::api::{ComponentDetails, RebalanceRequest, TopologyDetails, TopologySummary, WorkerDetails};
 use crate::scheduler;
 use crate::server::effective_spec;
 
@@ -261,6 +261,18 @@ struct WorkerEntry {
     cpu_seconds: Option<f64>,
     /// Its log on its supervisor's logviewer.
     worker_log_link: Option<String>,
+    /// Bytes written to and read from the other workers.
+    bytes_sent: Option<u64>,
+    bytes_received: Option<u64>,
+    /// Outbound connections made again after a loss.
+    reconnects: Option<u64>,
+    /// Tuples queued on its outbound lanes, all lanes together.
+    lane_depth: Option<u64>,
+}
+
+/// A counter of a worker's transport report.
+fn transport_field(worker: &WorkerDetails, field: &str) -> Option<u64> {
+    worker.transport.as_ref()?.get(field)?.as_u64()
 }
 
 /// `GET /api/v1/topology/{id}`.
@@ -308,6 +320,13 @@ async fn topology(State(shared): State<AppState>, Path(id): Path<String>) -> Sto
                 rss_bytes: w.rss_bytes,
                 cpu_seconds: w.cpu_seconds,
                 worker_log_link: w.log_url.clone(),
+                bytes_sent: transport_field(w, "bytes_sent"),
+                bytes_received: transport_field(w, "bytes_received"),
+                reconnects: transport_field(w, "reconnects"),
+                lane_depth: w.transport.as_ref().map(|t| {
+                    let lanes = t.get("lanes").and_then(Value::as_array).into_iter().flatten();
+                    lanes.filter_map(|l| l.get("depth").and_then(Value::as_u64)).sum()
+                }),
             })
             .collect(),
     }))
