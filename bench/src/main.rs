@@ -24,6 +24,10 @@
 //! own Java consumer (`ConsumerPerformance`), and the Kafka bolt beside Kafka's
 //! `ProducerPerformance`, in the same run (see [`kafka`]).
 //!
+//! `scale-sim --supervisors N --topologies M` measures scheduling and ZooKeeper load on a large
+//! simulated cluster: a real ZooKeeper and Nimbus, simulated supervisors and workers (see
+//! [`scale_sim`]).
+//!
 //! The binary uses mimalloc for Rust's allocations (the default `mimalloc` feature, as the README
 //! recommends for topologies); built with `--no-default-features` it uses the system allocator;
 //! with `--features mimalloc-override`, mimalloc replaces `malloc` for the whole process,
@@ -44,6 +48,7 @@ pub(crate) const ALLOCATOR: &str = if cfg!(feature = "mimalloc-override") {
 
 mod cluster;
 mod kafka;
+mod scale_sim;
 mod trident;
 mod workloads;
 
@@ -114,6 +119,8 @@ fn main() -> ExitCode {
         Some("cluster") => cluster::main(&argv),
         Some("kafka") => kafka::main(&argv),
         Some("trident-word-count") => trident::main(&argv),
+        Some("scale-sim") => scale_sim::main(&argv),
+        Some("scale-sim-nimbus") => scale_sim::nimbus_main(&argv),
         _ => local_main(),
     };
     match result {

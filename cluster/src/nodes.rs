@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zookeeper_client::{Client, CreateOptions, Error as Zk, Stat};
@@ -12,6 +13,8 @@ use crate::{ClusterError, ClusterState};
 
 /// Compare-and-set attempts before [`ClusterError::Contended`].
 const CAS_ATTEMPTS: u32 = 256;
+/// Reads of one directory under way at once.
+const READS_IN_FLIGHT: usize = 128;
 
 impl ClusterState {
     /// The raw data and stat of `path`; `None` if it does not exist.
@@ -224,10 +227,16 @@ impl ClusterState {
         dir: &str,
         what: &'static str,
     ) -> Result<BTreeMap<String, T>, ClusterError> {
-        let mut out = BTreeMap::new();
-        for child in self.children(dir).await? {
+        // The reads go out together on the session's one connection: a directory of a
+        // thousand supervisors takes a few round trips, not a thousand.
+        let reads = self.children(dir).await?.into_iter().map(|child| async move {
             let path = format!("{dir}/{child}");
-            if let Some((value, _)) = self.read_json(&path, what).await? {
+            Ok::<_, ClusterError>(self.read_json(&path, what).await?.map(|(value, _)| (child, value)))
+        });
+        let mut out = BTreeMap::new();
+        let mut reads = futures_util::stream::iter(reads).buffer_unordered(READS_IN_FLIGHT);
+        while let Some(read) = reads.next().await {
+            if let Some((child, value)) = read? {
                 out.insert(child, value);
             }
         }

@@ -204,8 +204,15 @@ impl ClusterState {
     }
 
     /// Records (ephemerally) that `holder` (`host:port`) has the artifact `hash`.
+    ///
+    /// Registered already in this process, it writes nothing: the node is re-created with every
+    /// new session, and Nimbus calls this for every topology in every round.
     pub async fn register_artifact(&self, hash: &str, holder: &str) -> Result<(), ClusterError> {
-        self.register_ephemeral(&paths::artifact_holder(hash, holder)?, "artifact holder", Vec::new()).await
+        let path = paths::artifact_holder(hash, holder)?;
+        if self.shared().ephemerals.lock().await.contains_key(&path) {
+            return Ok(());
+        }
+        self.register_ephemeral(&path, "artifact holder", Vec::new()).await
     }
 
     /// Withdraws this process's claim that `holder` has the artifact `hash`.

@@ -128,6 +128,15 @@ impl ZooKeeperServer {
         self.dir.path().join("zookeeper.log")
     }
 
+    /// The server's last transaction id (`srvr`'s `Zxid`): it grows by one with every write
+    /// (create, set, delete, session open and close), so its growth over a time is the write
+    /// rate. `None` if the server does not answer.
+    pub fn last_zxid(&self) -> Option<u64> {
+        let reply = srvr(self.port)?;
+        let zxid = reply.lines().find_map(|l| l.strip_prefix("Zxid: 0x"))?;
+        u64::from_str_radix(zxid.trim(), 16).ok()
+    }
+
     /// Kills the server, keeping its data directory and port for [`ZooKeeperServer::restart`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -227,15 +236,18 @@ fn free_port() -> Result<u16, ZooKeeperServerError> {
 
 /// Whether the server answers the `srvr` four-letter word as a serving server.
 fn serving(port: u16) -> bool {
+    srvr(port).is_some_and(|reply| reply.contains("Mode: "))
+}
+
+/// The server's answer to the `srvr` four-letter word.
+fn srvr(port: u16) -> Option<String> {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else { return false };
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"srvr").is_err() {
-        return false;
-    }
+    stream.write_all(b"srvr").ok()?;
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
-    reply.contains("Mode: ")
+    Some(reply)
 }
 
 /// Ends `state`'s current ZooKeeper session from outside, as a session expiry would, and waits

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, TryStreamExt};
 use squall_cluster::records::{unix_millis, unix_secs};
 use squall_cluster::{
     Assignment, ClusterError, ClusterState, LeaderElection, Liveness, NimbusInfo, SupervisorInfo, TopologyRecord,
@@ -18,6 +19,11 @@ use crate::api::{TopologySummary, WorkerDetails};
 use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::client::NimbusClient;
 use crate::scheduler::{self, Slot};
+
+/// Topologies whose heartbeats a monitor round reads at once.
+const HEARTBEAT_READS_IN_FLIGHT: usize = 16;
+/// New assignments a monitor round writes at once.
+const ASSIGNMENT_WRITES_IN_FLIGHT: usize = 32;
 
 /// How a Nimbus runs; the timeouts carry Storm's names and defaults.
 #[derive(Debug, Clone)]
@@ -429,6 +435,24 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
         state.delete_assignment(&name).await?;
         assignments.remove(&name);
     }
+    // The heartbeats of every assigned topology, read together rather than one topology after
+    // another: a round over many topologies takes a few round trips.
+    let watched: Vec<String> = records
+        .values()
+        .filter(|r| {
+            r.status != TopologyStatus::Killed && assignments.get(&r.name).is_some_and(|a| a.topology_id == r.id)
+        })
+        .map(|r| r.name.clone())
+        .collect();
+    let beats_of: BTreeMap<String, BTreeMap<String, WorkerHeartbeat>> = futures_util::stream::iter(watched)
+        .map(|name| async move {
+            let beats = state.worker_heartbeats(&name).await?;
+            Ok::<_, ClusterError>((name, beats))
+        })
+        .buffer_unordered(HEARTBEAT_READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut fresh: Vec<(String, Assignment)> = Vec::new();
     for (name, record) in &records {
         if record.status == TopologyStatus::Killed {
             let wait = Duration::from_secs(record.kill_wait_secs.unwrap_or(0).into());
@@ -448,18 +472,17 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
             let free = free_slots(&supervisors, &assignments, Some(name));
             match fresh_assignment(&shared.config, record, &free) {
                 Ok(assignment) => {
-                    let written = state.put_assignment(name, &assignment).await?;
-                    tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "assigned topology");
-                    assignments.insert(name.clone(), written);
-                    set_reason(state, name, None).await?;
+                    // Its slots are taken from now on; it is written with the others below.
+                    assignments.insert(name.clone(), assignment.clone());
+                    fresh.push((name.clone(), assignment));
                 }
-                Err(waiting) => set_reason(state, name, Some(waiting.to_string())).await?,
+                Err(waiting) => set_reason(state, record, Some(waiting.to_string())).await?,
             }
             continue;
         };
-        let beats = state.worker_heartbeats(name).await?;
-        remove_stale_heartbeats(state, name, record, &current, &beats).await?;
-        let dead = dead_slots(shared, name, record, &current, &supervisors, &beats, now);
+        let Some(beats) = beats_of.get(name) else { continue };
+        remove_stale_heartbeats(state, name, record, &current, beats).await?;
+        let dead = dead_slots(shared, name, record, &current, &supervisors, beats, now);
         if dead.is_empty() {
             continue;
         }
@@ -474,18 +497,34 @@ async fn monitor_once(shared: &Shared) -> Result<(), ClusterError> {
                 tracing::warn!(topology = %name, ?moved, version = written.version, "reassigned the tasks of dead workers");
                 assignments.insert(name.clone(), written);
             }
-            Err(waiting) => set_reason(state, name, Some(format!("workers died and {waiting}"))).await?,
+            Err(waiting) => set_reason(state, record, Some(format!("workers died and {waiting}"))).await?,
+        }
+    }
+    // New assignments are written together: ZooKeeper commits concurrent writes in one log
+    // sync, so a burst of submissions is assigned in a few syncs instead of one each.
+    let written: Vec<(String, Assignment)> = futures_util::stream::iter(fresh)
+        .map(|(name, assignment)| async move {
+            let written = state.put_assignment(&name, &assignment).await?;
+            Ok::<_, ClusterError>((name, written))
+        })
+        .buffer_unordered(ASSIGNMENT_WRITES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    for (name, written) in written {
+        tracing::info!(topology = %name, version = written.version, workers = written.workers.len(), "assigned topology");
+        if let Some(record) = records.get(&name) {
+            set_reason(state, record, None).await?;
         }
     }
     Ok(())
 }
 
-async fn set_reason(state: &ClusterState, name: &str, reason: Option<String>) -> Result<(), ClusterError> {
-    let current = state.topology(name).await?;
-    if current.as_ref().map(|r| &r.status_reason) == Some(&reason) {
+/// Sets why `record`'s topology waits, when that changed since the round read it.
+async fn set_reason(state: &ClusterState, record: &TopologyRecord, reason: Option<String>) -> Result<(), ClusterError> {
+    if record.status_reason == reason {
         return Ok(());
     }
-    state.update_topology(name, |r| r.status_reason = reason.clone()).await?;
+    state.update_topology(&record.name, |r| r.status_reason = reason.clone()).await?;
     Ok(())
 }
 
