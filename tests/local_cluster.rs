@@ -48,7 +48,9 @@ async fn a_fast_spout_is_slowed_by_a_slow_bolt_and_queues_stay_bounded() {
     b.spout("spout", Endless { emitted: emitted.clone() }, 1);
     b.bolt("slow", Slow { executed: executed.clone() }, 1)
         .shuffle_grouping("spout")
-        .set("topology.executor.receive.buffer.size", CAPACITY as i64);
+        .set("topology.executor.receive.buffer.size", CAPACITY as i64)
+        // The queue between them is what is tested: chained, the bolt would have none.
+        .set("topology.chaining", false);
     let cluster = LocalCluster::new();
     cluster.submit("bp", &b.build().unwrap()).unwrap();
 

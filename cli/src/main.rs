@@ -528,6 +528,9 @@ fn print_details(details: &TopologyDetails) -> anyhow::Result<()> {
             get("failed"),
             get("errors")
         );
+        if let Some(upstream) = &c.chained_to {
+            out!("    chained to {upstream}: runs inside its executors, no queue between them");
+        }
         if get("stalled") > 0 {
             let secs = get("current_call_ms") / 1000;
             out!("    STALLED: {} executor(s) inside one call, the longest for {secs} s", get("stalled"));

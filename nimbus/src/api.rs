@@ -179,6 +179,9 @@ pub struct ComponentDetails {
     pub tasks: Vec<TaskId>,
     /// Counters summed over its workers' last heartbeats (emitted, executed, acked, …).
     pub metrics: serde_json::Value,
+    /// The component whose executors run this bolt's (a chain; see `squall_topology::chain`).
+    #[serde(default)]
+    pub chained_to: Option<String>,
 }
 
 /// `squall describe`.

@@ -366,11 +366,13 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
             errors.drain(..excess);
         }
     }
+    let chains = squall_topology::ChainPlan::new(&effective_spec(&record), &record.parallelism);
     let mut components: Vec<ComponentDetails> = record
         .spec
         .components
         .iter()
         .map(|c| ComponentDetails {
+            chained_to: chains.link(&c.id).map(|link| link.upstream.clone()),
             id: c.id.clone(),
             kind: match c.kind {
                 ComponentKind::Spout => "spout",
@@ -394,6 +396,7 @@ async fn describe(State(shared): State<AppState>, Path(name): Path<String>) -> A
             parallelism: acker_tasks.len() as u32,
             tasks: acker_tasks,
             metrics: serde_json::Value::Object(acker),
+            chained_to: None,
         });
     }
     Ok(Json(TopologyDetails {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use squall_topology::{ComponentKind, ConfigValue, TaskId, TopologySpec, executor_ranges};
+use squall_topology::{ChainPlan, ComponentKind, ConfigValue, TaskId, TopologySpec, executor_ranges};
 
 /// A worker slot: one port of one supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,6 +53,32 @@ pub fn executors(spec: &TopologySpec, parallelism: &BTreeMap<String, u32>, worke
     }
     executors.sort();
     executors
+}
+
+/// What is placed as one: [`executors`], except that a chained bolt's executor joins the
+/// executor of the component feeding it (see `squall_topology::chain`), so the worker that
+/// runs one runs both and can chain them.
+pub fn placement_units(spec: &TopologySpec, parallelism: &BTreeMap<String, u32>, workers: u32) -> Vec<Executor> {
+    let chains = ChainPlan::new(spec, parallelism);
+    let mut units: BTreeMap<(String, usize), Executor> = BTreeMap::new();
+    let mut last_task = 0;
+    for component in &spec.components {
+        let p = parallelism.get(&component.id).copied().unwrap_or(component.parallelism);
+        for (index, range) in executor_ranges(&component.task_ids, p).into_iter().enumerate() {
+            let head = chains.head(&component.id).to_owned();
+            units.entry((head, index)).or_default().extend_from_slice(range);
+        }
+        last_task = last_task.max(component.task_ids.iter().copied().max().unwrap_or(0));
+    }
+    let mut units: Vec<Executor> = units.into_values().collect();
+    for unit in &mut units {
+        unit.sort_unstable();
+    }
+    for i in 0..acker_count(spec, workers) {
+        units.push(vec![last_task + 1 + i]);
+    }
+    units.sort();
+    units
 }
 
 /// Whether a spec has at least one spout (a sanity check before scheduling).

@@ -353,22 +353,26 @@ pub(crate) fn effective_spec(record: &TopologyRecord) -> squall_topology::Topolo
     for (key, value) in &record.config {
         let value = match value {
             squall_topology::ConfigValue::Str(text) if text.trim() == "null" => squall_topology::ConfigValue::Null,
+            squall_topology::ConfigValue::Str(text) if matches!(text.trim(), "true" | "false") => {
+                squall_topology::ConfigValue::Bool(text.trim() == "true")
+            }
             squall_topology::ConfigValue::Str(text) => match text.trim().parse::<i64>() {
                 Ok(n) => squall_topology::ConfigValue::Int(n),
                 Err(_) => continue,
             },
             other => other.clone(),
         };
-        if key == "topology.acker.executors" {
+        if key == "topology.acker.executors" || key == "topology.chaining" {
             spec.config.insert(key.clone(), value);
         }
     }
     spec
 }
 
-/// The executors of `record`'s topology as its workers form them.
+/// The units `record`'s topology is placed in: its executors as its workers form them, a
+/// chained bolt's with the executor feeding it.
 fn executors_of(record: &TopologyRecord) -> Vec<scheduler::Executor> {
-    scheduler::executors(&effective_spec(record), &record.parallelism, record.num_workers)
+    scheduler::placement_units(&effective_spec(record), &record.parallelism, record.num_workers)
 }
 
 /// A fresh assignment for `record` over `free` slots.

@@ -105,7 +105,8 @@ async function clusterPage() {
 }
 
 function componentTable(topology, rows, kind) {
-  const name = (c) => link(`${topologyHash(topology)}/component/${encodeURIComponent(c.id)}`, c.id);
+  const chained = (c) => (c.chainedTo ? ` <span class="muted" title="runs inside the executors of ${esc(c.chainedTo)}, no queue between them">⤷ chained to ${esc(c.chainedTo)}</span>` : '');
+  const name = (c) => link(`${topologyHash(topology)}/component/${encodeURIComponent(c.id)}`, c.id) + chained(c);
   const errors = (c) => (c.errorCount > 0 ? `<span class="bad">${num(c.errorCount)}</span>` : '0');
   const columns = [
     ['Id', name],

@@ -332,6 +332,11 @@ async fn current_assignment(state: &ClusterState, args: &WorkerArgs) -> Result<A
 /// rebalanced parallelism.
 fn apply_record(topology: &mut Topology, record: &TopologyRecord) -> Result<(), WorkerError> {
     let config = topology.config_mut();
+    // Chaining as the submitted spec had it (its default may come from the environment), so
+    // every worker routes as Nimbus placed: the same in every process of the topology.
+    if let Some(ConfigValue::Bool(chaining)) = record.spec.config.get(squall_topology::Config::CHAINING) {
+        config.chaining = *chaining;
+    }
     for (key, value) in &record.config {
         let applied = match value {
             ConfigValue::Str(text) => config.set_text(key, text).map(|_| ()),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::ChainPlan;
 use crate::component::{Bolt, DirectStream, OutputDeclarer, Outputs, Spout, Stream, StreamDecl};
 use crate::config::{ComponentConfig, Config, ConfigError, ConfigValue};
 use crate::context::TaskLayout;
@@ -753,9 +754,18 @@ impl Topology {
                     })
                     .collect(),
                 config: c.config.clone(),
+                chained_to: None,
             })
             .collect();
-        TopologySpec { config: self.config.to_map().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), components }
+        let mut spec = TopologySpec {
+            config: self.config.to_map().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            components,
+        };
+        let chains = ChainPlan::new(&spec, &BTreeMap::new());
+        for component in &mut spec.components {
+            component.chained_to = chains.link(&component.id).map(|link| link.upstream.clone());
+        }
+        spec
     }
 }
 
@@ -790,6 +800,10 @@ pub struct ComponentSpec {
     pub inputs: Vec<InputSpec>,
     /// Its config overrides.
     pub config: ComponentConfig,
+    /// The component whose executors run this bolt's, when it is chained to it (see
+    /// [`crate::chain`]); informational, the plan is recomputed from the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chained_to: Option<String>,
 }
 
 /// One subscription in a [`ComponentSpec`].

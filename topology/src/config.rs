@@ -168,6 +168,7 @@ const KEYS: &[(&str, Kind, bool)] = &[
     (Config::DEBUG, Kind::Flag, true),
     (Config::TRANSPORT_FRAME_TIMEOUT_SECS, Kind::Count, false),
     (Config::EXECUTOR_STALL_SECS, Kind::Count, true),
+    (Config::CHAINING, Kind::Flag, true),
 ];
 
 /// The configuration of a topology, or of one component with its overrides applied.
@@ -199,6 +200,19 @@ pub struct Config {
     /// `topology.executor.stall.secs`: an executor inside one `execute` or `next_tuple` call
     /// this long shows as stalled in metrics and `describe` (default 30).
     pub executor_stall_secs: u32,
+    /// `topology.chaining`: run a bolt inside the executor of the component that feeds it when
+    /// that is safe (see `squall_topology::chain`), so its tuples pass without a queue (default
+    /// true; the environment variable `SQUALL_CHAINING=off` changes the default, to compare).
+    /// Set false on one component to keep it out of any chain.
+    pub chaining: bool,
+}
+
+/// `topology.chaining`'s default: on, unless `SQUALL_CHAINING` says `off`, `false` or `0` (read
+/// once per process).
+fn chaining_default() -> bool {
+    static DEFAULT: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| !matches!(std::env::var("SQUALL_CHAINING").as_deref(), Ok("off" | "false" | "0")));
+    *DEFAULT
 }
 
 impl Default for Config {
@@ -215,6 +229,7 @@ impl Default for Config {
             debug: false,
             transport_frame_timeout_secs: 30,
             executor_stall_secs: 30,
+            chaining: chaining_default(),
         }
     }
 }
@@ -242,6 +257,8 @@ impl Config {
     pub const TRANSPORT_FRAME_TIMEOUT_SECS: &'static str = "topology.transport.frame.timeout.secs";
     /// `topology.executor.stall.secs`
     pub const EXECUTOR_STALL_SECS: &'static str = "topology.executor.stall.secs";
+    /// `topology.chaining`
+    pub const CHAINING: &'static str = "topology.chaining";
 
     /// The defaults.
     pub fn new() -> Self {
@@ -287,6 +304,7 @@ impl Config {
             Config::DEBUG => self.debug = flag(&value)?,
             Config::TRANSPORT_FRAME_TIMEOUT_SECS => self.transport_frame_timeout_secs = count(&value)?,
             Config::EXECUTOR_STALL_SECS => self.executor_stall_secs = count(&value)?,
+            Config::CHAINING => self.chaining = flag(&value)?,
             _ => unreachable!("kind_of accepted an unhandled key"),
         }
         Ok(self)
@@ -345,6 +363,7 @@ impl Config {
         map.insert(Config::DEBUG, self.debug.into());
         map.insert(Config::TRANSPORT_FRAME_TIMEOUT_SECS, self.transport_frame_timeout_secs.into());
         map.insert(Config::EXECUTOR_STALL_SECS, self.executor_stall_secs.into());
+        map.insert(Config::CHAINING, self.chaining.into());
         map
     }
 
@@ -407,6 +426,11 @@ impl ComponentConfig {
     /// Whether no key is overridden.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The override of `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&ConfigValue> {
+        self.entries.get(key)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod ack;
 pub mod builder;
+pub mod chain;
 pub mod collector;
 pub mod component;
 pub mod config;
@@ -22,6 +23,7 @@ pub use builder::{
     BoltDeclarer, BuildError, ComponentDef, ComponentKind, ComponentSpec, Factory, Handle, InputSpec, KeyFields,
     Source, SpoutDeclarer, Subscription, Topology, TopologyBuilder, TopologySpec, TypedSource,
 };
+pub use chain::{ChainLink, ChainPlan};
 pub use collector::{Anchored, BoltCollector, EmitError, Routed, SpoutCollector, Transfer, TupleRef};
 pub use component::{
     Bolt, ComponentError, DirectStream, NoOutput, OutputDeclarer, Outputs, Spout, Stream, StreamDecl, StreamIdx,

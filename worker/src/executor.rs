@@ -14,6 +14,7 @@ use squall_topology::driver::{ErasedBolt, ErasedSpout, Polls, count_polls};
 use squall_topology::{ComponentError, TaskId, TopologyContext, Tuple};
 use tokio::sync::watch;
 
+use crate::chain::Chain;
 use crate::cycle::CycleGate;
 use crate::inbox::{Batch, InboxReceiver};
 use crate::instruments::InFlight;
@@ -70,12 +71,14 @@ pub struct ExecutorParts {
     pub message_timeout: Option<Duration>,
     /// Counts tuples in flight (tests only).
     pub in_flight: Option<Arc<InFlight>>,
+    /// The bolts chained into this executor, if any.
+    pub(crate) chain: Option<Chain>,
 }
 
 /// How often partially filled output batches are sent even while busy.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 
-fn failure(
+pub(crate) fn failure(
     stats: &ExecutorStats,
     component: &str,
     task: TaskId,
@@ -104,6 +107,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             failures.push(failure(&parts.stats, &component, ctx.task_id(), "open", e));
         }
     }
+    failures.extend(parts.prepare_chain().await);
     if !failures.is_empty() {
         return failures;
     }
@@ -123,6 +127,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
     let mut unannounced = 0;
     let mut slow = false;
     loop {
+        parts.chain_ticks().await;
         match status_now(&mut parts.status) {
             TopologyStatus::Killing | TopologyStatus::Stopped => break,
             TopologyStatus::Active if !active => {
@@ -138,7 +143,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                     spout.deactivate().await;
                 }
                 active = false;
-                parts.router.flush_all().await;
+                parts.flush_all().await;
                 parts.announce(&mut unannounced);
             }
             _ => {}
@@ -196,13 +201,13 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
                 }
             }
             parts.flush_counts();
-            parts.router.flush_full().await;
+            parts.flush_full().await;
         }
         if !wait {
             idle_rounds = 0;
             // A spout that waits inside `next_tuple` is slow per tuple: send its tuples now.
             if parts.router.has_pending() && (std::mem::take(&mut slow) || last_flush.elapsed() >= FLUSH_INTERVAL) {
-                parts.router.flush_all().await;
+                parts.flush_all().await;
                 parts.announce(&mut unannounced);
                 last_flush = Instant::now();
             }
@@ -211,7 +216,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
 
         // Nothing to emit now: send what is buffered, then wait for a notice, a status change,
         // the next timeout rotation, or (when idle) a short back-off as Storm's spout wait.
-        parts.router.flush_all().await;
+        parts.flush_all().await;
         parts.announce(&mut unannounced);
         last_flush = Instant::now();
         idle_rounds = idle_rounds.saturating_add(1);
@@ -221,6 +226,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
         }
         let backoff = if active && !all_done { Duration::from_millis(1) } else { Duration::from_millis(100) };
         let until = next_rotation.map_or(backoff, |at| at.saturating_duration_since(Instant::now()).min(backoff));
+        let until = parts.until_chain_tick(until);
         tokio::select! {
             batch = recv_or_pending(&mut inbox) => received = batch,
             changed = parts.status.changed() => {
@@ -231,7 +237,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             _ = tokio::time::sleep(until) => {}
         }
     }
-    parts.router.flush_all().await;
+    parts.flush_all().await;
     parts.announce(&mut unannounced);
     if active {
         for spout in &mut spouts {
@@ -243,6 +249,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             failures.push(failure(&parts.stats, &component, *task, "close", e));
         }
     }
+    failures.extend(parts.cleanup_chain().await);
     failures
 }
 
@@ -267,6 +274,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
             failures.push(failure(&parts.stats, &component, ctx.task_id(), "prepare", e));
         }
     }
+    failures.extend(parts.prepare_chain().await);
     if !failures.is_empty() {
         return failures;
     }
@@ -283,6 +291,9 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
         if status_now(&mut parts.status) == TopologyStatus::Stopped {
             break;
         }
+        let chain_tick =
+            parts.chain.as_ref().and_then(|c| c.next_tick()).map(|_| parts.until_chain_tick(Duration::MAX));
+        let chained = chain_tick.is_some();
         tokio::select! {
             biased;
             changed = parts.status.changed() => {
@@ -304,7 +315,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                     drop(busy);
                     record(&mut parts, &component, first_task, outcome, started.elapsed());
                 }
-                parts.router.flush_all().await;
+                parts.flush_all().await;
                 if let Some(gate) = &cycle {
                     gate.retire(1);
                 }
@@ -318,35 +329,40 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
                     unsent += batch.len();
                     execute(&mut parts, &mut bolts, first_task, &component, &mut batch).await;
                     inbox.recycle(std::mem::take(&mut batch.tuples));
-                    parts.router.flush_full().await;
+                    parts.flush_full().await;
                     match inbox.try_recv() {
                         Some(next) => {
                             batch = next;
                             if last_flush.elapsed() >= FLUSH_INTERVAL {
-                                parts.router.flush_all().await;
+                                parts.flush_all().await;
                                 parts.retire(&cycle, &mut unsent);
+                                parts.chain_ticks().await;
                                 last_flush = Instant::now();
                             }
                         }
                         None => break,
                     }
                 }
-                parts.router.flush_all().await;
+                parts.flush_all().await;
                 parts.retire(&cycle, &mut unsent);
             }
             _ = closed(&cycle) => break,
+            _ = tokio::time::sleep(chain_tick.unwrap_or_default()), if chained => {
+                parts.chain_ticks().await;
+            }
         }
     }
-    parts.router.flush_all().await;
+    parts.flush_all().await;
     for (bolt, task) in bolts.iter_mut().zip(&tasks) {
         if let Err(e) = bolt.cleanup().await {
             failures.push(failure(&parts.stats, &component, *task, "cleanup", e));
         }
     }
+    failures.extend(parts.cleanup_chain().await);
     failures
 }
 
-async fn execute(
+pub(crate) async fn execute(
     parts: &mut ExecutorParts,
     bolts: &mut [Box<dyn ErasedBolt>],
     first_task: TaskId,
@@ -435,6 +451,53 @@ impl ExecutorParts {
     fn flush_counts(&mut self) {
         let (emitted, transferred) = self.router.take_counts();
         self.stats.add_emits(emitted, transferred);
+    }
+
+    /// Sends every buffer that reached the batch size, and runs the chained bolts on what
+    /// that hands over.
+    async fn flush_full(&mut self) {
+        self.router.flush_full().await;
+        if let Some(chain) = &mut self.chain
+            && self.router.has_handoff()
+        {
+            chain.drain(&mut self.router).await;
+        }
+    }
+
+    /// Sends every buffer, the chained bolts' too (running what is handed over).
+    async fn flush_all(&mut self) {
+        self.router.flush_all().await;
+        if let Some(chain) = &mut self.chain {
+            chain.flush_all(&mut self.router).await;
+        }
+    }
+
+    /// Prepares the chained bolts.
+    async fn prepare_chain(&mut self) -> Vec<TaskFailure> {
+        match &mut self.chain {
+            Some(chain) => chain.prepare().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Cleans up the chained bolts.
+    async fn cleanup_chain(&mut self) -> Vec<TaskFailure> {
+        match &mut self.chain {
+            Some(chain) => chain.cleanup().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs the chained bolts' due ticks.
+    async fn chain_ticks(&mut self) {
+        if let Some(chain) = &mut self.chain {
+            chain.tick(&mut self.router).await;
+        }
+    }
+
+    /// How long until a chained bolt's next tick, at most `cap`.
+    fn until_chain_tick(&self, cap: Duration) -> Duration {
+        self.chain.as_ref().map_or(cap, |c| c.until_tick(cap))
     }
 }
 

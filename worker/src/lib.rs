@@ -2,6 +2,7 @@
 //! and [`LocalCluster`], the in-process mode.
 
 pub mod acker;
+mod chain;
 pub mod cycle;
 pub mod executor;
 pub mod framing;

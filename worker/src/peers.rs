@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::executor::TopologyStatus;
-use crate::runtime::LaunchError;
+use crate::runtime::{Feeding, LaunchError};
 use crate::transport::{InboundLanes, Lane, RemoteSender, WeakRemoteSender, WireIdentity};
 
 /// Lane writers of a worker, with the lane each serves.
@@ -116,6 +116,10 @@ pub(crate) struct PeerPlan {
     pub(crate) sends_to: HashSet<String>,
     /// For each component, the local components it sends to.
     pub(crate) feeds_local: HashMap<String, Vec<String>>,
+    /// For each chained bolt, the only tasks of it this worker sends to (forward partitioning).
+    pub(crate) forward: HashMap<String, HashSet<TaskId>>,
+    /// Which chained bolt tasks each feeder task sends to.
+    pub(crate) feeding: Arc<Feeding>,
     /// Where each remote task runs now.
     pub(crate) remote: HashMap<TaskId, SocketAddr>,
 }
@@ -137,7 +141,8 @@ impl PeerPlan {
         let mut lane_of = vec![None; self.local.len()];
         for (&task, &peer) in remote {
             let Some(component) = self.layout.component_of(task) else { continue };
-            if self.sends_to.contains(component) {
+            let reached = self.forward.get(component).is_none_or(|r| r.contains(&task));
+            if self.sends_to.contains(component) && reached {
                 lane_of[task as usize] = Some(Lane { peer, component: component.to_owned() });
             }
         }
@@ -150,6 +155,10 @@ impl PeerPlan {
         for (&task, &peer) in remote {
             let Some(source) = self.layout.component_of(task) else { continue };
             for target in self.feeds_local.get(source).into_iter().flatten() {
+                let local = |t: TaskId| self.local.get(t as usize).copied().unwrap_or(false);
+                if self.feeding.is_chained(source, target) && !self.feeding.reaches(task, target, local) {
+                    continue;
+                }
                 expected.insert((peer, target.clone()));
             }
         }

@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 use squall_topology::collector::check_arity;
 use squall_topology::grouping::CustomGrouping;
 use squall_topology::{
-    AckerMessage, Control, EmitError, Grouping, MessageId, Routed, SpoutNotice, StreamIdx, StreamMeta, TaskId,
-    Topology, Transfer, Tuple, Value, Values,
+    AckerMessage, ChainPlan, Control, EmitError, Grouping, MessageId, Routed, SpoutNotice, StreamIdx, StreamMeta,
+    TaskId, Topology, Transfer, Tuple, Value, Values,
 };
 
 use crate::inbox::{Batch, InboxClosed, InboxSender};
@@ -29,31 +29,42 @@ pub enum Destination {
     Local(InboxSender),
     /// A task of another worker.
     Remote(RemoteSender),
+    /// A chained bolt's task run by the same executor (see `squall_topology::chain`): its
+    /// batches are handed over, not queued.
+    Chained,
 }
 
 impl Destination {
-    /// Both kinds end in a bounded queue of batches: one code path, no dispatch per call
-    /// beyond picking the queue.
-    fn queue(&self) -> &InboxSender {
+    /// Both queued kinds end in a bounded queue of batches: one code path, no dispatch per
+    /// call beyond picking the queue.
+    fn queue(&self) -> Option<&InboxSender> {
         match self {
-            Destination::Local(inbox) => inbox,
-            Destination::Remote(remote) => remote.queue(),
+            Destination::Local(inbox) => Some(inbox),
+            Destination::Remote(remote) => Some(remote.queue()),
+            Destination::Chained => None,
         }
     }
 
-    /// Queues a batch, waiting while the destination is full (backpressure).
+    /// Queues a batch, waiting while the destination is full (backpressure). A chained task
+    /// has no queue: its batches go through [`Router::take_handoff`].
     pub async fn send(&self, batch: Batch) -> Result<(), InboxClosed> {
-        self.queue().send(batch).await
+        match self.queue() {
+            Some(queue) => queue.send(batch).await,
+            None => Err(InboxClosed),
+        }
     }
 
     /// The most tuples a batch sent here may hold.
     pub fn capacity(&self) -> usize {
-        self.queue().capacity()
+        self.queue().map_or(usize::MAX, InboxSender::capacity)
     }
 
     /// An empty buffer for the next batch to this destination, reused when one came back.
     pub fn spare_buffer(&self, capacity: usize) -> Vec<Tuple> {
-        self.queue().spare_buffer(capacity)
+        match self.queue() {
+            Some(queue) => queue.spare_buffer(capacity),
+            None => Vec::with_capacity(capacity),
+        }
     }
 
     /// The same destination reached over a cycle's own edge: sends never wait for room.
@@ -61,12 +72,13 @@ impl Destination {
         match self {
             Destination::Local(inbox) => Destination::Local(inbox.feedback()),
             Destination::Remote(remote) => Destination::Remote(remote.feedback()),
+            Destination::Chained => Destination::Chained,
         }
     }
 
     /// Whether the task runs in this worker.
     pub fn is_local(&self) -> bool {
-        matches!(self, Destination::Local(_))
+        matches!(self, Destination::Local(_) | Destination::Chained)
     }
 }
 
@@ -92,6 +104,8 @@ struct Subscriber {
     grouping: Grouping,
     /// Positions of the grouping's key fields in the stream.
     keys: Vec<usize>,
+    /// A chained subscriber's task for each executor of the source (forward partitioning).
+    forward: Option<Arc<[TaskId]>>,
 }
 
 impl ComponentRoutes {
@@ -100,8 +114,9 @@ impl ComponentRoutes {
         Arc::new(ComponentRoutes { component: component.to_owned(), streams: Vec::new() })
     }
 
-    /// The routes of every component of a topology, by component id.
-    pub fn for_topology(topology: &Topology) -> Vec<(String, Arc<ComponentRoutes>)> {
+    /// The routes of every component of a topology, by component id; a bolt chained to its
+    /// source (see `squall_topology::chain`) is fed by forward partitioning.
+    pub fn for_topology(topology: &Topology, chains: &ChainPlan) -> Vec<(String, Arc<ComponentRoutes>)> {
         topology
             .components()
             .iter()
@@ -126,6 +141,10 @@ impl ComponentRoutes {
                                     .filter_map(|f| decl.fields.iter().position(|d| d == f))
                                     .collect(),
                                 grouping: input.grouping.clone(),
+                                forward: chains
+                                    .link(&sub.id)
+                                    .filter(|link| link.upstream == source.id)
+                                    .map(|link| link.targets.as_slice().into()),
                             })
                             .collect();
                         Some(StreamRoutes {
@@ -157,10 +176,21 @@ enum Chooser {
         load: Vec<u64>,
     },
     Custom(Box<dyn CustomGrouping>),
+    /// A chained subscriber: always its task paired with this executor.
+    Forward(TaskId),
 }
 
 impl Chooser {
-    fn new(sub: &Subscriber, source: &str, stream: &str, is_local: &dyn Fn(TaskId) -> bool) -> Chooser {
+    fn new(
+        sub: &Subscriber,
+        source: &str,
+        stream: &str,
+        executor: usize,
+        is_local: &dyn Fn(TaskId) -> bool,
+    ) -> Chooser {
+        if let Some(task) = sub.forward.as_ref().and_then(|targets| targets.get(executor)) {
+            return Chooser::Forward(*task);
+        }
         let shuffled = |tasks: Vec<TaskId>| {
             let mut order = tasks;
             fastrand::shuffle(&mut order);
@@ -244,16 +274,22 @@ pub struct Router {
     /// The next `route` is a spout's tracked emit rooting a tree: a sole copy takes the root
     /// as its edge (`squall_topology::ack`).
     sole_root: bool,
+    /// Batches for chained tasks, waiting for the executor to run them.
+    handoff: Vec<Batch>,
+    /// Emptied buffers of handed-over batches, for the next ones.
+    spare: Vec<Vec<Tuple>>,
 }
 
 impl Router {
-    /// A router for an executor of the component with `routes`.
+    /// A router for executor number `executor` (counted within its component) of the
+    /// component with `routes`.
     pub fn new(
         routes: Arc<ComponentRoutes>,
         destinations: Destinations,
         ackers: Arc<[TaskId]>,
         batch_size: usize,
         debug: bool,
+        executor: usize,
         is_local: &dyn Fn(TaskId) -> bool,
     ) -> Self {
         let choosers = routes
@@ -263,7 +299,7 @@ impl Router {
                 Some(s) => s
                     .subscribers
                     .iter()
-                    .map(|sub| Chooser::new(sub, &routes.component, s.meta.stream, is_local))
+                    .map(|sub| Chooser::new(sub, &routes.component, s.meta.stream, executor, is_local))
                     .collect(),
                 None => Vec::new(),
             })
@@ -290,6 +326,27 @@ impl Router {
             in_flight: None,
             peers: None,
             sole_root: false,
+            handoff: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Moves the batches handed over to chained tasks since the last call onto `into`, in the
+    /// order they were made.
+    pub fn take_handoff(&mut self, into: &mut Vec<Batch>) {
+        into.append(&mut self.handoff);
+    }
+
+    /// Whether batches wait for chained tasks.
+    pub fn has_handoff(&self) -> bool {
+        !self.handoff.is_empty()
+    }
+
+    /// Takes back the emptied buffer of a handed-over batch.
+    pub fn recycle(&mut self, mut tuples: Vec<Tuple>) {
+        if self.spare.len() < 4 && tuples.capacity() > 0 {
+            tuples.clear();
+            self.spare.push(tuples);
         }
     }
 
@@ -375,6 +432,14 @@ impl Router {
         }
         if let Some(in_flight) = &self.in_flight {
             in_flight.sent(self.buffered(task));
+        }
+        if let Destination::Chained = dest {
+            // The executor runs it: hand the buffer over whole, no queue, no copy.
+            let spare = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(self.batch_size));
+            let tuples = std::mem::replace(&mut self.out[task as usize], spare);
+            let control = std::mem::take(&mut self.control[task as usize]);
+            self.handoff.push(Batch { task, tuples, control });
+            return;
         }
         // Reuse a buffer the receiver has emptied: warm memory, no allocation per batch.
         let mut tuples = if self.out[task as usize].is_empty() {
@@ -487,6 +552,7 @@ impl Router {
                     }
                 }
                 Chooser::Random => targets.push(tasks[fastrand::usize(..tasks.len())]),
+                Chooser::Forward(task) => targets.push(*task),
                 Chooser::PartialKey { load } => {
                     let a = bucket(key_hash(values, &sub.keys, 0), tasks.len());
                     let b = bucket(key_hash(values, &sub.keys, 0x9e37_79b9_7f4a_7c15), tasks.len());

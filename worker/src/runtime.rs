@@ -1,17 +1,20 @@
 //! Instantiating a topology: queues, routers and one tokio task per executor; in a cluster, only
 //! the executors of this worker's tasks, with lanes to the other workers and a server for theirs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use squall_topology::{ACKER_COMPONENT, Factory, MemoryStore, TaskId, Topology, TopologyContext, TopologyStore};
+use squall_topology::{
+    ACKER_COMPONENT, ChainPlan, Factory, MemoryStore, TaskId, Topology, TopologyContext, TopologyStore,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::acker::AckerFactory;
+use crate::chain::{Chain, Member};
 use crate::cycle::{CycleGate, cycles};
 use crate::executor::{ExecutorParts, TaskFailure, TopologyStatus, run_bolts, run_spouts};
 use crate::inbox::{InboxReceiver, cycle_inbox, inbox};
@@ -120,8 +123,13 @@ const SPOUT_NOTICE_CAPACITY: usize = 1 << 28;
 /// One executor to start: its component, tasks, and input queue.
 struct ExecutorPlan {
     component: String,
+    /// Its position among its component's executors.
+    index: usize,
     tasks: Vec<TaskId>,
     inbox: Option<InboxReceiver>,
+    /// A chained bolt's executor run by another executor: the component and index of the one
+    /// that feeds it.
+    host: Option<(String, usize)>,
 }
 
 /// Where a task runs, seen from this worker.
@@ -407,7 +415,8 @@ fn start(
     let topology_name: Arc<str> = name.into();
     let topology_id: Arc<str> =
         network.as_ref().map_or_else(|| topology_name.clone(), |n| n.topology_id.as_str().into());
-    let routes = ComponentRoutes::for_topology(topology);
+    let chains = ChainPlan::new(&topology.spec(), &BTreeMap::new());
+    let routes = ComponentRoutes::for_topology(topology, &chains);
     let spout_tasks: Vec<TaskId> = topology
         .components()
         .iter()
@@ -458,28 +467,53 @@ fn start(
     // (with acking) the ackers' notices.
     let mut senders: Vec<Option<Destination>> = vec![None; layout.task_count() + 1];
     let mut plans = Vec::new();
-    let mut plan = |component: &str, range: Vec<TaskId>, capacity: Option<usize>| {
-        let inbox = capacity.map(|capacity| {
-            let (tx, rx) = match gate_of(component) {
-                Some(gate) => cycle_inbox(capacity, gate.clone()),
-                None => inbox(capacity),
-            };
-            for task in &range {
-                senders[*task as usize] = Some(Destination::Local(tx.clone()));
+    let mut plan =
+        |component: &str, index: usize, range: Vec<TaskId>, capacity: Option<usize>, host: Option<(String, usize)>| {
+            if host.is_some() {
+                // Run by the executor feeding it: no queue, its batches are handed over.
+                for task in &range {
+                    senders[*task as usize] = Some(Destination::Chained);
+                }
+                plans.push(ExecutorPlan { component: component.to_owned(), index, tasks: range, inbox: None, host });
+                return;
             }
-            rx
-        });
-        plans.push(ExecutorPlan { component: component.to_owned(), tasks: range, inbox });
+            let inbox = capacity.map(|capacity| {
+                let (tx, rx) = match gate_of(component) {
+                    Some(gate) => cycle_inbox(capacity, gate.clone()),
+                    None => inbox(capacity),
+                };
+                for task in &range {
+                    senders[*task as usize] = Some(Destination::Local(tx.clone()));
+                }
+                rx
+            });
+            plans.push(ExecutorPlan { component: component.to_owned(), index, tasks: range, inbox, host: None });
+        };
+    // A chained bolt's executor runs inside the executor feeding it when both are here whole.
+    let whole_here = |component: &str, index: usize| {
+        let Some(def) = topology.component(component) else { return false };
+        let ranges = executor_ranges(layout.tasks(component), def.parallelism);
+        ranges.get(index).is_some_and(|range| range.iter().all(|t| is_local(*t)))
     };
     for component in topology.components() {
-        for range in executor_ranges(layout.tasks(&component.id), component.parallelism) {
+        for (index, range) in
+            executor_ranges(layout.tasks(&component.id), component.parallelism).into_iter().enumerate()
+        {
+            let host = chains
+                .link(&component.id)
+                .filter(|link| whole_here(&component.id, index) && whole_here(&link.upstream, index))
+                .map(|link| (link.upstream.clone(), index));
+            if host.is_some() {
+                plan(&component.id, index, range.to_vec(), None, host);
+                continue;
+            }
             for run in local_runs(range, is_local) {
-                plan(&component.id, run, capacity_of(&component.id));
+                plan(&component.id, index, run, capacity_of(&component.id), None);
             }
         }
     }
-    for acker in ackers.iter().filter(|t| is_local(**t)) {
-        plan(ACKER_COMPONENT, vec![*acker], capacity_of(ACKER_COMPONENT));
+    for (index, acker) in ackers.iter().enumerate().filter(|(_, t)| is_local(**t)) {
+        plan(ACKER_COMPONENT, index, vec![*acker], capacity_of(ACKER_COMPONENT), None);
     }
     let local_components: HashSet<String> = plans.iter().map(|p| p.component.clone()).collect();
 
@@ -517,6 +551,22 @@ fn start(
         let routes =
             Arc::new(PeerRoutes::new(identity.clone(), status_tx.subscribe(), capacities.clone(), writers.clone()));
         let mut outbound: HashMap<Lane, RemoteSender> = HashMap::new();
+        // A chained bolt is fed by forward partitioning: only the tasks paired with this
+        // worker's executors of its feeder are reached from here, so only they get lanes.
+        let mut forward: HashMap<String, HashSet<TaskId>> = HashMap::new();
+        for (component, link) in chains.links() {
+            let Some(upstream) = topology.component(&link.upstream) else { continue };
+            let ranges = executor_ranges(layout.tasks(&link.upstream), upstream.parallelism);
+            let reached = ranges
+                .iter()
+                .zip(&link.targets)
+                .filter(|(range, _)| range.iter().any(|t| is_local(*t)))
+                .map(|(_, target)| *target)
+                .collect();
+            forward.insert(component.to_owned(), reached);
+        }
+        let forward_reaches = |component: &str, task: TaskId| forward.get(component).is_none_or(|r| r.contains(&task));
+        let feeding = Arc::new(Feeding::new(&chains, topology, &layout));
         let mut remote_components: HashSet<(SocketAddr, &str)> = HashSet::new();
         let mut remote: HashMap<TaskId, SocketAddr> = HashMap::new();
         let mut lane_of: Vec<Option<Lane>> = vec![None; placement.len()];
@@ -525,7 +575,7 @@ fn start(
             remote.insert(task as TaskId, peer);
             let Some(component) = layout.component_of(task as TaskId) else { continue };
             remote_components.insert((peer, component));
-            if !sends_to.contains(component) {
+            if !sends_to.contains(component) || !forward_reaches(component, task as TaskId) {
                 continue;
             }
             let lane = Lane { peer, component: component.to_owned() };
@@ -543,6 +593,12 @@ fn start(
         for (peer, source) in remote_components.iter().copied() {
             for target in &local_components {
                 if !feeds(topology, acking, source, target) {
+                    continue;
+                }
+                // A chained bolt's task hears only from the executor paired with it.
+                let paired_here =
+                    |task: &TaskId, at: &SocketAddr| *at == peer && feeding.reaches(*task, target, is_local);
+                if feeding.is_chained(source, target) && !remote.iter().any(|(t, at)| paired_here(t, at)) {
                     continue;
                 }
                 let inboxes: Vec<Option<_>> = (0..senders.len())
@@ -582,6 +638,8 @@ fn start(
             local: placement.iter().map(|p| *p == Placement::Local).collect(),
             sends_to,
             feeds_local,
+            forward: forward.clone(),
+            feeding,
             remote,
         });
         let transport = TransportServer::new(network.listener, identity, inbound, status_tx.subscribe());
@@ -617,7 +675,11 @@ fn start(
 
     let mut metrics = MetricsRegistry::default();
     let mut executors = Vec::new();
-    for ExecutorPlan { component: component_id, tasks, inbox } in plans {
+    // Executors whose own loop runs, and chained ones by the executor (component, index) that
+    // runs them, with how far down the chain they are.
+    let mut heads = Vec::new();
+    let mut members: HashMap<(String, usize), Vec<(usize, Member)>> = HashMap::new();
+    for ExecutorPlan { component: component_id, index, tasks, inbox, host } in plans {
         let (config, factory, component_routes) = if component_id == ACKER_COMPONENT {
             let mut acker_config = config.clone();
             // The acker forgets trees on its own clock: one tick per message timeout.
@@ -641,6 +703,7 @@ fn start(
             ackers.clone(),
             config.producer_batch_size as usize,
             config.debug,
+            index,
             &is_local,
         );
         router.instrument(&instruments);
@@ -668,7 +731,24 @@ fn start(
             message_timeout: (config.enable_message_timeouts && !ackers.is_empty())
                 .then(|| Duration::from_secs(config.message_timeout_secs.into())),
             in_flight: instruments.in_flight.clone(),
+            chain: None,
         };
+        match (host, factory) {
+            (Some(_), Factory::Bolt(f)) => {
+                let bolts = tasks.iter().map(|t| f.create(*t)).collect();
+                let (head, depth) = chain_head(&chains, &component_id, index);
+                members.entry(head).or_default().push((depth, Member::new(parts, bolts)));
+            }
+            (_, factory) => heads.push((component_id, index, tasks, parts, factory)),
+        }
+    }
+    for (component_id, index, tasks, mut parts, factory) in heads {
+        if let Some(mut chained) = members.remove(&(component_id.clone(), index)) {
+            chained.sort_by_key(|(depth, _)| *depth);
+            let chain = Chain::new(chained.into_iter().map(|(_, m)| m).collect());
+            tracing::debug!(component = component_id, index, chained = ?chain.components().collect::<Vec<_>>(), "chained executor");
+            parts.chain = Some(chain);
+        }
         let first_task = tasks.first().copied().unwrap_or(0);
         let stats = parts.stats.clone();
         let inner = match factory {
@@ -684,6 +764,15 @@ fn start(
         let handle = tokio::spawn(watch_panics(inner, stats, component_id.clone(), first_task));
         executors.push((component_id, handle));
     }
+    for ((component, index), orphans) in members {
+        // Cannot happen: a chained executor is planned only when its feeder is here whole.
+        tracing::error!(
+            component,
+            index,
+            executors = orphans.len(),
+            "chained executors without their feeding executor"
+        );
+    }
     for gate in armed {
         gate.arm();
     }
@@ -698,6 +787,56 @@ fn start(
         transport: transport_metrics,
         cycles: gates,
         cut_short: Mutex::new(None),
+    }
+}
+
+/// The executor (component, index) whose loop runs chained executor `index` of `component`, and
+/// how many links away it is.
+fn chain_head(chains: &ChainPlan, component: &str, index: usize) -> ((String, usize), usize) {
+    let head = chains.head(component);
+    let mut depth = 0;
+    let mut at = component;
+    while let Some(link) = chains.link(at) {
+        depth += 1;
+        at = &link.upstream;
+    }
+    ((head.to_owned(), index), depth)
+}
+
+/// Which task of a chained bolt each task of its feeder sends to (forward partitioning).
+pub(crate) struct Feeding {
+    /// By the feeder's task: (chained bolt, its task).
+    targets: HashMap<TaskId, Vec<(String, TaskId)>>,
+    /// (feeder, chained bolt) pairs.
+    links: HashSet<(String, String)>,
+}
+
+impl Feeding {
+    fn new(chains: &ChainPlan, topology: &Topology, layout: &squall_topology::TaskLayout) -> Feeding {
+        let mut targets: HashMap<TaskId, Vec<(String, TaskId)>> = HashMap::new();
+        let mut links = HashSet::new();
+        for (component, link) in chains.links() {
+            links.insert((link.upstream.clone(), component.to_owned()));
+            let Some(upstream) = topology.component(&link.upstream) else { continue };
+            for (range, target) in
+                executor_ranges(layout.tasks(&link.upstream), upstream.parallelism).iter().zip(&link.targets)
+            {
+                for task in range.iter() {
+                    targets.entry(*task).or_default().push((component.to_owned(), *target));
+                }
+            }
+        }
+        Feeding { targets, links }
+    }
+
+    /// Whether `target` is chained to `source`.
+    pub(crate) fn is_chained(&self, source: &str, target: &str) -> bool {
+        self.links.contains(&(source.to_owned(), target.to_owned()))
+    }
+
+    /// Whether `task` (of the feeder) sends to a task of `target` that `is_local`.
+    pub(crate) fn reaches(&self, task: TaskId, target: &str, is_local: impl Fn(TaskId) -> bool) -> bool {
+        self.targets.get(&task).is_some_and(|v| v.iter().any(|(c, t)| c == target && is_local(*t)))
     }
 }
 

@@ -60,6 +60,7 @@ pub fn spec() -> TopologySpec {
         streams: vec![StreamDecl { name: "default".into(), fields: vec!["word".into()], direct: false }],
         inputs: vec![],
         config: ComponentConfig::default(),
+        chained_to: None,
     };
     let count = ComponentSpec {
         id: "count".into(),
@@ -75,6 +76,7 @@ pub fn spec() -> TopologySpec {
             grouping: GroupingSpec::Fields { fields: vec!["word".into()] },
         }],
         config: ComponentConfig::default(),
+        chained_to: None,
     };
     TopologySpec { config, components: vec![count, words] }
 }

@@ -230,6 +230,8 @@ struct ComponentStats {
     stalled: u64,
     error_count: u64,
     last_error: Option<String>,
+    /// The component whose executors run this bolt's, when it is chained.
+    chained_to: Option<String>,
 }
 
 impl From<&ComponentDetails> for ComponentStats {
@@ -244,6 +246,7 @@ impl From<&ComponentDetails> for ComponentStats {
             stalled: m.get("stalled").and_then(Value::as_u64).unwrap_or(0),
             error_count: m.get("errors").and_then(Value::as_u64).unwrap_or(0),
             last_error: m.get("last_error").and_then(Value::as_str).map(str::to_owned),
+            chained_to: c.chained_to.clone(),
         }
     }
 }
