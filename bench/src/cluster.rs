@@ -4,7 +4,7 @@
 //! with two worker slots. It submits this very binary as the topology with
 //! `topology.workers=2`, so the supervisor starts it twice in `worker` mode and every tuple
 //! crosses the process boundary over the TCP transport. It measures the sink's throughput from
-//! the workers' heartbeats, the spout's complete latency with `--acking`, each worker's peak
+//! Nimbus's `/metrics` (the workers' reports), the spout's complete latency with `--acking`, each worker's peak
 //! RSS, the RSS of an idle worker, and the time from submission to the first tuple at the sink.
 //!
 //! The workers build their topology from the environment ([`crate::workloads::Params::from_env`]),
@@ -164,6 +164,8 @@ fn measure(cluster: &mut Cluster, args: &ClusterArgs, exe: &Path, out: &Path) ->
     let binary = std::fs::read(exe).with_context(|| format!("cannot read {}", exe.display()))?;
     let mut config = BTreeMap::new();
     config.insert("topology.workers".to_owned(), "2".to_owned());
+    // What is measured is the wire: chained, Nimbus would place each edge in one worker.
+    config.insert("topology.chaining".to_owned(), "false".to_owned());
     // The spec already says the same (the even scheduler counts ackers from the spec alone).
     config.insert("topology.acker.executors".to_owned(), if args.acking { "1" } else { "0" }.to_owned());
 
@@ -196,34 +198,30 @@ fn measure(cluster: &mut Cluster, args: &ClusterArgs, exe: &Path, out: &Path) ->
         eprintln!("worker port {} pid {}: {}", w.port, w.pid, w.components.join(", "));
     }
 
-    // Steady state: skip the warm-up, then follow the sink's `executed` counter in the workers'
-    // heartbeats, which they write once a second (with the time they were taken).
+    // Steady state: skip the warm-up, then follow the sink's `executed` counter per worker in
+    // Nimbus's `/metrics`, which holds each worker's latest report (sent once a second); the
+    // report's age there dates each sample.
     let warm_until = first_tuple_ms + args.warmup * 1000;
     let wanted = args.seconds * 1000;
     let deadline = Instant::now() + Duration::from_secs(args.warmup + args.seconds + 15);
     let mut samples: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut spout_beat: Option<WorkerHeartbeat> = None;
     eprintln!("warming up for {} s, then measuring for {} s", args.warmup, args.seconds);
     loop {
         cluster.check_daemons()?;
-        let beats = cluster.heartbeats(&name, &summary.id)?;
-        for (key, beat) in &beats {
-            if counter(beat, workload.spout(), "emitted").is_some_and(|e| e > 0) {
-                spout_beat = Some(beat.clone());
-            }
-            let Some(executed) = counter(beat, workload.sink(), "executed") else { continue };
-            if beat.time_millis < warm_until {
+        for (worker, time_millis, executed) in cluster.sink_reports(&name, workload.sink())? {
+            if time_millis < warm_until {
                 continue;
             }
-            let series = samples.entry(key.clone()).or_default();
-            if series.last().is_some_and(|(t, _)| *t == beat.time_millis) {
+            let series = samples.entry(worker.clone()).or_default();
+            // The same report again, or one dated a little differently by rounding.
+            if series.last().is_some_and(|(t, n)| *n == executed || time_millis <= *t + 100) {
                 continue;
             }
             if let Some((t, n)) = series.last() {
-                let rate = executed.saturating_sub(*n) as f64 / ((beat.time_millis - t) as f64 / 1e3);
-                eprintln!("{:>6.2} M tuples/s at the sink (worker port {})", rate / 1e6, beat.port);
+                let rate = executed.saturating_sub(*n) as f64 / ((time_millis - t) as f64 / 1e3);
+                eprintln!("{:>6.2} M tuples/s at the sink (worker {worker})", rate / 1e6);
             }
-            series.push((beat.time_millis, executed));
+            series.push((time_millis, executed));
         }
         let measured = samples.values().map(|s| span(s)).min().unwrap_or(0);
         if !samples.is_empty() && measured + 500 >= wanted {
@@ -262,10 +260,11 @@ fn measure(cluster: &mut Cluster, args: &ClusterArgs, exe: &Path, out: &Path) ->
             "rss_mb": proc_status_kb(w.pid, "VmRSS").map(kb_to_mb),
         }));
     }
-    let latency = |key: &str| -> serde_json::Value {
-        let Some(beat) = &spout_beat else { return serde_json::Value::Null };
-        beat.metrics["components"][workload.spout()][key].clone()
-    };
+    // The spout's latencies and acks as `describe` merges them over its executors.
+    let details = cluster.client.describe(&name).with_context(|| format!("describing `{name}`"))?;
+    let spout_metrics =
+        details.components.iter().find(|c| c.id == workload.spout()).map(|c| c.metrics.clone()).unwrap_or_default();
+    let latency = |key: &str| -> serde_json::Value { spout_metrics.get(key).cloned().unwrap_or_default() };
     let mut result = serde_json::json!({
         "tuples_per_sec": tuples_per_sec.round(),
         "measured_secs": (measured_secs * 10.0).round() / 10.0,
@@ -316,9 +315,18 @@ fn span(series: &[(u64, u64)]) -> u64 {
     }
 }
 
-/// A counter of a component in a heartbeat's metrics (`{"components": {id: {key: n}}}`).
-fn counter(beat: &WorkerHeartbeat, component: &str, key: &str) -> Option<u64> {
-    beat.metrics.get("components")?.get(component)?.get(key)?.as_u64()
+/// The value of a Prometheus sample line whose labels include all of `labels`.
+fn sample(line: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
+    let (label_text, value) = rest.rsplit_once("} ")?;
+    labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))).then(|| value.trim().parse().ok())?
+}
+
+/// A label's value in a Prometheus sample line.
+fn label<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
 }
 
 /// The earliest unix-millis time a sink recorded for its first tuple, if any did yet.
@@ -396,6 +404,8 @@ fn free_port() -> anyhow::Result<u16> {
 /// The daemons of the benchmark's cluster. Dropping it kills any worker it left running.
 struct Cluster {
     client: NimbusClient,
+    /// Nimbus's HTTP address, `host:port`.
+    nimbus_address: String,
     state: ClusterState,
     nimbus: Option<JoinHandle<Result<(), NimbusError>>>,
     supervisor: Option<JoinHandle<Result<(), SupervisorError>>>,
@@ -471,6 +481,7 @@ impl Cluster {
         let client = NimbusClient::new(vec![format!("127.0.0.1:{port}")], Duration::from_secs(60));
         let mut cluster = Cluster {
             client,
+            nimbus_address: format!("127.0.0.1:{port}"),
             state,
             nimbus: Some(nimbus),
             supervisor: Some(supervisor),
@@ -551,6 +562,32 @@ impl Cluster {
             }
             std::thread::sleep(every);
         }
+    }
+
+    /// Each worker's latest report of `sink`'s executed tuples, from Nimbus's `/metrics`:
+    /// (worker, when the report was taken in unix ms, executed).
+    fn sink_reports(&self, name: &str, sink: &str) -> anyhow::Result<Vec<(String, u64, u64)>> {
+        let url = format!("http://{}/metrics", self.nimbus_address);
+        let now = unix_millis();
+        let mut response = ureq::get(&url).call().with_context(|| format!("GET {url}"))?;
+        let text = response.body_mut().read_to_string().with_context(|| format!("GET {url}"))?;
+        let mut executed: BTreeMap<String, u64> = BTreeMap::new();
+        let mut age: BTreeMap<String, f64> = BTreeMap::new();
+        for line in text.lines() {
+            let Some(worker) = label(line, "worker") else { continue };
+            if let Some(n) = sample(line, "squall_executed_total", &[("topology", name), ("component", sink)]) {
+                *executed.entry(worker.to_owned()).or_default() += n as u64;
+            } else if let Some(secs) = sample(line, "squall_worker_report_age_seconds", &[("topology", name)]) {
+                age.insert(worker.to_owned(), secs);
+            }
+        }
+        Ok(executed
+            .into_iter()
+            .filter_map(|(worker, n)| {
+                let secs = *age.get(&worker)?;
+                Some((worker, now.saturating_sub((secs * 1e3) as u64), n))
+            })
+            .collect())
     }
 
     /// The current heartbeats of a topology's workers, by worker key.

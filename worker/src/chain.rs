@@ -8,6 +8,8 @@
 //! own metrics, errors, ticks and config; acking and anchoring are untouched, since the same
 //! tuples travel, only not through a queue.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use squall_topology::driver::ErasedBolt;
@@ -16,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::executor::{ExecutorParts, TaskFailure, execute, failure};
 use crate::inbox::Batch;
+use crate::metrics::ExecutorStats;
 use crate::router::Router;
 
 /// One chained bolt executor.
@@ -24,12 +27,15 @@ pub(crate) struct Member {
     pub(crate) bolts: Vec<Box<dyn ErasedBolt>>,
     /// When its next tick tuple is due, if it has ticks.
     next_tick: Option<Instant>,
+    /// Its prepare failed: it ends alone, and what is handed to it is dropped, as tuples sent
+    /// to a stopped executor are.
+    failed: bool,
 }
 
 impl Member {
     pub(crate) fn new(parts: ExecutorParts, bolts: Vec<Box<dyn ErasedBolt>>) -> Member {
         let next_tick = parts.tick.map(|period| Instant::now() + period);
-        Member { parts, bolts, next_tick }
+        Member { parts, bolts, next_tick, failed: false }
     }
 
     fn first_task(&self) -> TaskId {
@@ -44,6 +50,8 @@ impl Member {
 /// The bolts chained into one executor, in chain order (each after the one feeding it).
 pub(crate) struct Chain {
     members: Vec<Member>,
+    /// Who runs now: 0 the head, `m + 1` member `m`; a panic is reported as theirs.
+    running: Arc<AtomicUsize>,
     /// Batches still to run, the next on top, each with who made it (0: the head, `m + 1`:
     /// member `m`) so its buffer goes back there.
     stack: Vec<(usize, Batch)>,
@@ -53,13 +61,19 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
-    pub(crate) fn new(members: Vec<Member>) -> Chain {
-        Chain { members, stack: Vec::new(), scratch: Vec::new(), unsent: 0 }
+    pub(crate) fn new(members: Vec<Member>, running: Arc<AtomicUsize>) -> Chain {
+        Chain { members, running, stack: Vec::new(), scratch: Vec::new(), unsent: 0 }
     }
 
     /// The chained components, in chain order.
     pub(crate) fn components(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|m| m.parts.component.as_str())
+    }
+
+    /// Each member's counters, component and first task, in chain order: whom a panic is
+    /// reported for (see `running`).
+    pub(crate) fn owners(&self) -> Vec<(Arc<ExecutorStats>, String, TaskId)> {
+        self.members.iter().map(|m| (m.parts.stats.clone(), m.parts.component.clone(), m.first_task())).collect()
     }
 
     /// Prepares every member's tasks.
@@ -69,6 +83,7 @@ impl Chain {
             for (bolt, ctx) in member.bolts.iter_mut().zip(&member.parts.contexts) {
                 if let Err(e) = bolt.prepare(ctx).await {
                     failures.push(failure(&member.parts.stats, &member.parts.component, ctx.task_id(), "prepare", e));
+                    member.failed = true;
                 }
             }
         }
@@ -78,7 +93,7 @@ impl Chain {
     /// Cleans up every member's tasks.
     pub(crate) async fn cleanup(&mut self) -> Vec<TaskFailure> {
         let mut failures = Vec::new();
-        for member in &mut self.members {
+        for member in self.members.iter_mut().filter(|m| !m.failed) {
             let tasks: Vec<TaskId> = member.parts.contexts.iter().map(|c| c.task_id()).collect();
             for (bolt, task) in member.bolts.iter_mut().zip(tasks) {
                 if let Err(e) = bolt.cleanup().await {
@@ -94,14 +109,23 @@ impl Chain {
         head.take_handoff(&mut self.scratch);
         self.push(0);
         while let Some((maker, mut batch)) = self.stack.pop() {
+            // A queue send would count against the task's cooperative budget: so does a handed
+            // over batch, so a chain that never waits still lets the runtime's timers and other
+            // tasks run.
+            tokio::task::consume_budget().await;
             let Some(m) = self.members.iter().position(|m| m.owns(batch.task)) else {
                 tracing::warn!(task = batch.task, "batch for a chained task this executor does not run; dropped");
                 continue;
             };
             let member = &mut self.members[m];
             self.unsent += batch.len();
+            if member.failed {
+                continue;
+            }
             let (first_task, component) = (member.first_task(), member.parts.component.clone());
+            self.running.store(m + 1, Ordering::Relaxed);
             execute(&mut member.parts, &mut member.bolts, first_task, &component, &mut batch).await;
+            self.running.store(0, Ordering::Relaxed);
             member.parts.router.flush_full().await;
             member.parts.router.take_handoff(&mut self.scratch);
             let tuples = std::mem::take(&mut batch.tuples);
@@ -141,7 +165,7 @@ impl Chain {
     pub(crate) async fn tick(&mut self, head: &mut Router) -> bool {
         let now = Instant::now();
         let mut ticked = false;
-        for member in &mut self.members {
+        for (m, member) in self.members.iter_mut().enumerate().filter(|(_, m)| !m.failed) {
             let (Some(at), Some(period)) = (member.next_tick, member.parts.tick) else { continue };
             if now < at {
                 continue;
@@ -150,11 +174,13 @@ impl Chain {
             let secs = period.as_secs();
             let first_task = member.first_task();
             let component = member.parts.component.clone();
+            self.running.store(m + 1, Ordering::Relaxed);
             for i in 0..member.bolts.len() {
                 let task = first_task + i as TaskId;
                 let mut batch = Batch { task, tuples: vec![Tuple::tick(secs)], control: Vec::new() };
                 execute(&mut member.parts, &mut member.bolts, first_task, &component, &mut batch).await;
             }
+            self.running.store(0, Ordering::Relaxed);
             ticked = true;
         }
         if ticked {

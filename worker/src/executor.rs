@@ -107,10 +107,11 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             failures.push(failure(&parts.stats, &component, ctx.task_id(), "open", e));
         }
     }
-    failures.extend(parts.prepare_chain().await);
     if !failures.is_empty() {
         return failures;
     }
+    // A chained bolt whose prepare failed ends alone, as its own executor would.
+    let chain_failures = parts.prepare_chain().await;
     let stats = parts.stats.clone();
     let mut observer: &ExecutorStats = &stats;
     let tasks: Vec<TaskId> = parts.contexts.iter().map(|c| c.task_id()).collect();
@@ -249,6 +250,7 @@ pub async fn run_spouts(mut parts: ExecutorParts, mut spouts: Vec<Box<dyn Erased
             failures.push(failure(&parts.stats, &component, *task, "close", e));
         }
     }
+    failures.extend(chain_failures);
     failures.extend(parts.cleanup_chain().await);
     failures
 }
@@ -274,10 +276,11 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
             failures.push(failure(&parts.stats, &component, ctx.task_id(), "prepare", e));
         }
     }
-    failures.extend(parts.prepare_chain().await);
     if !failures.is_empty() {
         return failures;
     }
+    // A chained bolt whose prepare failed ends alone, as its own executor would.
+    let chain_failures = parts.prepare_chain().await;
     let tasks: Vec<TaskId> = parts.contexts.iter().map(|c| c.task_id()).collect();
     let first_task = tasks.first().copied().unwrap_or(0);
     let Some(mut inbox) = parts.inbox.take() else {
@@ -358,6 +361,7 @@ pub async fn run_bolts(mut parts: ExecutorParts, mut bolts: Vec<Box<dyn ErasedBo
             failures.push(failure(&parts.stats, &component, *task, "cleanup", e));
         }
     }
+    failures.extend(chain_failures);
     failures.extend(parts.cleanup_chain().await);
     failures
 }

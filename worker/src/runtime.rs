@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -349,9 +350,9 @@ impl RunningTopology {
 /// (shown by `describe`) instead of vanishing. Dropped or aborted, it aborts the executor.
 async fn watch_panics(
     executor: JoinHandle<Vec<TaskFailure>>,
-    stats: Arc<ExecutorStats>,
-    component: String,
-    task: TaskId,
+    owner: (Arc<ExecutorStats>, String, TaskId),
+    chained: Vec<(Arc<ExecutorStats>, String, TaskId)>,
+    running: Arc<AtomicUsize>,
 ) -> Vec<TaskFailure> {
     struct AbortOnDrop(tokio::task::AbortHandle);
     impl Drop for AbortOnDrop {
@@ -363,6 +364,12 @@ async fn watch_panics(
     match executor.await {
         Ok(failures) => failures,
         Err(e) if e.is_panic() => {
+            // Inside a chain, the bolt that was running panicked.
+            let index = running.load(Ordering::Relaxed);
+            let (stats, component, task) = match index.checked_sub(1).and_then(|m| chained.get(m)) {
+                Some(member) => member.clone(),
+                None => owner,
+            };
             let message = format!("executor panicked: {}", panic_message(e.into_panic()));
             tracing::error!(component, task, error = %message, "executor panicked");
             stats.add_errors(1, task, message.clone());
@@ -743,9 +750,12 @@ fn start(
         }
     }
     for (component_id, index, tasks, mut parts, factory) in heads {
+        let running = Arc::new(AtomicUsize::new(0));
+        let mut owners = Vec::new();
         if let Some(mut chained) = members.remove(&(component_id.clone(), index)) {
             chained.sort_by_key(|(depth, _)| *depth);
-            let chain = Chain::new(chained.into_iter().map(|(_, m)| m).collect());
+            let chain = Chain::new(chained.into_iter().map(|(_, m)| m).collect(), running.clone());
+            owners = chain.owners();
             tracing::debug!(component = component_id, index, chained = ?chain.components().collect::<Vec<_>>(), "chained executor");
             parts.chain = Some(chain);
         }
@@ -761,7 +771,8 @@ fn start(
                 tokio::spawn(run_bolts(parts, bolts))
             }
         };
-        let handle = tokio::spawn(watch_panics(inner, stats, component_id.clone(), first_task));
+        let owner = (stats, component_id.clone(), first_task);
+        let handle = tokio::spawn(watch_panics(inner, owner, owners, running));
         executors.push((component_id, handle));
     }
     for ((component, index), orphans) in members {
