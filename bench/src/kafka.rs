@@ -432,7 +432,9 @@ fn spout_topology<T: TypedTuple>(spout: KafkaSpout<T>, args: &KafkaArgs) -> Resu
         config.acker_executors = Some(0);
     }
     builder.spout("kafka", spout, args.spout_tasks);
-    builder.bolt("count", Count::default(), 1).shuffle_grouping("kafka");
+    // A counting task per spout task, fed by shuffle: each pair is chained (one executor, no
+    // queue between them) unless `SQUALL_CHAINING=off`.
+    builder.bolt("count", Count::default(), args.spout_tasks).shuffle_grouping("kafka");
     builder.build()
 }
 
