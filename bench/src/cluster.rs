@@ -379,13 +379,13 @@ fn describe_binary(binary: &Path) -> anyhow::Result<TopologySpec> {
 }
 
 /// A field of `/proc/<pid>/status` in kB, such as `VmHWM` (peak RSS) or `VmRSS`.
-fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn kb_to_mb(kb: u64) -> f64 {
+pub(crate) fn kb_to_mb(kb: u64) -> f64 {
     (kb as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
@@ -396,7 +396,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// A free loopback port (bound, then released).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
     Ok(listener.local_addr().context("cannot read a bound port")?.port())
 }

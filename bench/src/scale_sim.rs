@@ -33,6 +33,7 @@ use squall_nimbus::client::NimbusClient;
 use squall_nimbus::server::NimbusConfig;
 use tokio::sync::watch;
 
+use crate::cluster::{free_port, kb_to_mb, proc_status_kb};
 use crate::workloads::{Params, Workload, build};
 
 /// The cluster's ZooKeeper chroot.
@@ -382,10 +383,7 @@ impl NimbusProcess {
 
     /// A `/proc/<pid>/status` memory field in MB, one decimal.
     fn memory_mb(&self, key: &str) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some((kb / 1024.0 * 10.0).round() / 10.0)
+        proc_status_kb(self.child.id(), key).map(kb_to_mb)
     }
 }
 
@@ -394,10 +392,4 @@ impl Drop for NimbusProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A free loopback port (bound, then released).
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
-    Ok(listener.local_addr().context("cannot read a bound port")?.port())
 }

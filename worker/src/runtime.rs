@@ -560,20 +560,9 @@ fn start(
         let mut outbound: HashMap<Lane, RemoteSender> = HashMap::new();
         // A chained bolt is fed by forward partitioning: only the tasks paired with this
         // worker's executors of its feeder are reached from here, so only they get lanes.
-        let mut forward: HashMap<String, HashSet<TaskId>> = HashMap::new();
-        for (component, link) in chains.links() {
-            let Some(upstream) = topology.component(&link.upstream) else { continue };
-            let ranges = executor_ranges(layout.tasks(&link.upstream), upstream.parallelism);
-            let reached = ranges
-                .iter()
-                .zip(&link.targets)
-                .filter(|(range, _)| range.iter().any(|t| is_local(*t)))
-                .map(|(_, target)| *target)
-                .collect();
-            forward.insert(component.to_owned(), reached);
-        }
-        let forward_reaches = |component: &str, task: TaskId| forward.get(component).is_none_or(|r| r.contains(&task));
         let feeding = Arc::new(Feeding::new(&chains, topology, &layout));
+        let forward = feeding.reached_from(is_local);
+        let forward_reaches = |component: &str, task: TaskId| forward.get(component).is_none_or(|r| r.contains(&task));
         let mut remote_components: HashSet<(SocketAddr, &str)> = HashSet::new();
         let mut remote: HashMap<TaskId, SocketAddr> = HashMap::new();
         let mut lane_of: Vec<Option<Lane>> = vec![None; placement.len()];
@@ -838,6 +827,21 @@ impl Feeding {
             }
         }
         Feeding { targets, links }
+    }
+
+    /// For each chained bolt, its tasks that the feeder's tasks which `is_local` send to.
+    fn reached_from(&self, is_local: impl Fn(TaskId) -> bool) -> HashMap<String, HashSet<TaskId>> {
+        let mut reached: HashMap<String, HashSet<TaskId>> =
+            self.links.iter().map(|(_, bolt)| (bolt.clone(), HashSet::new())).collect();
+        for (feeder, targets) in &self.targets {
+            if !is_local(*feeder) {
+                continue;
+            }
+            for (bolt, task) in targets {
+                reached.entry(bolt.clone()).or_default().insert(*task);
+            }
+        }
+        reached
     }
 
     /// Whether `target` is chained to `source`.
