@@ -134,6 +134,10 @@ struct KafkaArgs {
     /// The spout's `max_poll_records` (records per `next_tuple` call).
     #[arg(long)]
     max_poll_records: Option<usize>,
+    /// `topology.producer.batch.size`: tuples buffered per destination before they are handed
+    /// over (the default, 256, unless given).
+    #[arg(long)]
+    batch_size: Option<u32>,
     /// A librdkafka consumer setting for the spout, `key=value`; may be repeated.
     #[arg(long = "consumer-setting", value_name = "KEY=VALUE")]
     consumer_settings: Vec<String>,
@@ -430,6 +434,9 @@ fn spout_topology<T: TypedTuple>(spout: KafkaSpout<T>, args: &KafkaArgs) -> Resu
         config.max_spout_pending = Some(args.max_pending);
     } else {
         config.acker_executors = Some(0);
+    }
+    if let Some(size) = args.batch_size {
+        config.producer_batch_size = size;
     }
     builder.spout("kafka", spout, args.spout_tasks);
     // A counting task per spout task, fed by shuffle: each pair is chained (one executor, no

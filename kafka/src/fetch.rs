@@ -74,20 +74,29 @@ impl FetchQueue {
         let Ok(n) = usize::try_from(n) else { return 0 };
         // SAFETY: librdkafka initialised the first `n` entries.
         unsafe { self.batch.set_len(n.min(max)) };
-        // Every message is destroyed, even should `each` panic.
-        struct Release<'a>(&'a mut Vec<*mut rd::rd_kafka_message_t>);
+        // Each message is destroyed right after its turn, while librdkafka's op is still in the
+        // cache; those left are destroyed even should `each` panic.
+        struct Release<'a> {
+            batch: &'a mut Vec<*mut rd::rd_kafka_message_t>,
+            done: usize,
+        }
         impl Drop for Release<'_> {
             fn drop(&mut self) {
-                for message in self.0.drain(..) {
-                    // SAFETY: each pointer came from `rd_kafka_consume_batch_queue`, once.
+                for &message in &self.batch[self.done..] {
+                    // SAFETY: each pointer came from `rd_kafka_consume_batch_queue`, once, and
+                    // those before `done` were destroyed already.
                     unsafe { rd::rd_kafka_message_destroy(message) };
                 }
+                self.batch.clear();
             }
         }
-        let release = Release(&mut self.batch);
-        for &message in release.0.iter() {
-            // SAFETY: a valid message, alive until `release` drops.
+        let mut release = Release { batch: &mut self.batch, done: 0 };
+        while let Some(&message) = release.batch.get(release.done) {
+            // SAFETY: a valid message, not yet destroyed.
             each(unsafe { &*(message as *const Fetched) });
+            release.done += 1;
+            // SAFETY: as above; `done` moved past it first, so a panic cannot destroy it twice.
+            unsafe { rd::rd_kafka_message_destroy(message) };
         }
         n
     }

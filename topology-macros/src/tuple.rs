@@ -149,11 +149,8 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
         let support = respanned(&support, ty.span());
         let field = quote!(self.#field);
         let value = quote_spanned!(ty.span()=> #support::Write::<#ty>(#field).write_field(#name));
-        quote!(values.push(#value);)
+        quote!(#value,)
     });
-    let values_binding = if fields.is_empty() { quote!(values) } else { quote!(mut values) };
-    // Sized once: past the inline capacity, growing push by push would reallocate.
-    let arity = Literal::usize_unsuffixed(fields.len());
 
     let from_values = fields.iter().enumerate().map(|(i, f)| {
         let (field, ty, name) = (f.ident, f.ty, &f.name);
@@ -190,9 +187,7 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
                 }
 
                 fn into_values(self) -> #private::Values {
-                    let #values_binding = #private::Values::with_capacity(#arity);
-                    #(#into_values)*
-                    values
+                    #support::values([#(#into_values)*])
                 }
 
                 fn from_values(

@@ -15,8 +15,17 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{FromValue, IntoValue, Value, ValueError, from_value, to_value};
+use super::{FromValue, IntoValue, Value, ValueError, Values, from_value, to_value};
 use crate::tuple::TupleError;
+
+/// A tuple's values from its fields' values, in order. Past the inline capacity the values are
+/// moved into one allocation of the exact size at once: pushing them one by one chains every
+/// write on the length stored before it, which costs a tuple of seven fields a third of its
+/// building.
+#[inline(always)]
+pub fn values<const N: usize>(fields: [Value; N]) -> Values {
+    if N <= Values::new().inline_size() { fields.into_iter().collect() } else { Values::from_vec(Vec::from(fields)) }
+}
 
 /// A field's value on its way into a tuple.
 pub struct Write<T>(pub T);
