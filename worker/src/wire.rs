@@ -29,7 +29,6 @@
 //! a [`StreamTable`], so a tuple from another worker is indistinguishable from a local one.
 
 use std::cell::Cell;
-use std::collections::btree_map::Entry;
 use std::hash::Hasher;
 use std::sync::Arc;
 use std::{fmt, io, mem};
@@ -37,15 +36,16 @@ use std::{fmt, io, mem};
 use bytes::{BufMut, BytesMut};
 use rmp::encode::{self as rmp_encode, ValueWriteError};
 use rustc_hash::FxHasher;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use squall_topology::{
-    AckerMessage, Control, MessageId, SpoutNotice, StreamMeta, TaskId, TaskLayout, Topology, Tuple, Value, ValueMap,
-    Values,
-};
+use squall_topology::{AckerMessage, Control, SpoutNotice, StreamMeta, TaskId, TaskLayout, Topology, Tuple, Value};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::inbox::Batch;
+
+mod batches;
+
+use batches::Reader;
 
 /// The version of this format; a peer speaking another one is rejected at its Hello.
 pub const WIRE_VERSION: u32 = 2;
@@ -96,6 +96,9 @@ pub enum WireError {
     /// A value could not be encoded.
     #[error("cannot encode frame: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// The payload is not a batches frame of this format, or names an unknown task or stream.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
     /// The payload has bytes after the frame.
     #[error("malformed frame: bytes after the end of the frame")]
     TrailingBytes,
@@ -420,15 +423,28 @@ pub fn decode_frame(
     out: &mut Vec<Batch>,
     buffer: &mut dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>>,
 ) -> Result<Frame, WireError> {
-    decode(payload, Some(BatchContext { table, out, buffer }))
+    // Batches are read by hand (`batches`); the rare handshake frames through serde.
+    let mut reader = Reader::new(payload);
+    let is_batches = reader.array_len("a frame [kind, body]").is_ok_and(|len| len == 2)
+        && reader.uint::<u8>("a frame's kind").is_ok_and(|kind| kind == KIND_BATCHES);
+    if !is_batches {
+        return decode(payload);
+    }
+    let budget = Budget(Cell::new(payload.len()));
+    reader.batches(BatchContext { table, out, buffer }, &budget)?;
+    if !reader.is_empty() {
+        return Err(WireError::TrailingBytes);
+    }
+    Ok(Frame::Batches)
 }
 
 /// Decodes a frame that cannot carry batches: a Hello, Bye or Reject.
 pub fn decode_control_frame(payload: &[u8]) -> Result<Frame, WireError> {
-    decode(payload, None)
+    decode(payload)
 }
 
-fn decode(payload: &[u8], ctx: Option<BatchContext<'_, '_>>) -> Result<Frame, WireError> {
+/// Decodes a handshake frame through serde; a batches frame is read past, unread.
+fn decode(payload: &[u8]) -> Result<Frame, WireError> {
     // Borrowing from the payload, strings are read in place (a copying reader is ~20% slower).
     let mut de = rmp_serde::Deserializer::from_read_ref(payload);
     // Values refuse to nest deeper than `MAX_VALUE_DEPTH` with a clear error; this also bounds
@@ -436,8 +452,7 @@ fn decode(payload: &[u8], ctx: Option<BatchContext<'_, '_>>) -> Result<Frame, Wi
     // lets in one level more than a value may have, which the value refuses with its message
     // (rmp-serde's limit `n` admits `n - 1` levels).
     de.set_max_depth(FRAME_LEVELS + MAX_VALUE_DEPTH + 2);
-    let budget = Budget(Cell::new(payload.len()));
-    let frame = FrameSeed { ctx, budget: &budget }.deserialize(&mut de)?;
+    let frame = FrameSeed.deserialize(&mut de)?;
     // That reader does not tell where it stopped: a frame is whole when nothing more can be read.
     match IgnoredAny::deserialize(&mut de) {
         Err(rmp_serde::decode::Error::InvalidMarkerRead(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
@@ -598,13 +613,10 @@ impl Budget {
     }
 }
 
-/// `Some(frame)`, or `None` for batches when no batch context was given.
-struct FrameSeed<'a, 'b> {
-    ctx: Option<BatchContext<'a, 'b>>,
-    budget: &'a Budget,
-}
+/// `Some(frame)`, or `None` for batches.
+struct FrameSeed;
 
-impl<'de> DeserializeSeed<'de> for FrameSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for FrameSeed {
     type Value = Option<Frame>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -612,7 +624,7 @@ impl<'de> DeserializeSeed<'de> for FrameSeed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for FrameSeed<'_, '_> {
+impl<'de> Visitor<'de> for FrameSeed {
     type Value = Option<Frame>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -624,16 +636,11 @@ impl<'de> Visitor<'de> for FrameSeed<'_, '_> {
         let missing = || de::Error::custom("frame has no body");
         let frame = match kind {
             KIND_HELLO => Some(Frame::Hello(seq.next_element()?.ok_or_else(missing)?)),
-            KIND_BATCHES => match self.ctx {
-                Some(ctx) => {
-                    seq.next_element_seed(BatchesSeed(ctx, self.budget))?.ok_or_else(missing)?;
-                    Some(Frame::Batches)
-                }
-                None => {
-                    seq.next_element::<IgnoredAny>()?.ok_or_else(missing)?;
-                    None
-                }
-            },
+            // Read by `batches::Reader`; here it is skipped, unread, and refused.
+            KIND_BATCHES => {
+                seq.next_element::<IgnoredAny>()?.ok_or_else(missing)?;
+                None
+            }
             KIND_BYE => {
                 seq.next_element::<()>()?.ok_or_else(missing)?;
                 Some(Frame::Bye)
@@ -650,370 +657,6 @@ impl<'de> Visitor<'de> for FrameSeed<'_, '_> {
     }
 }
 
-struct BatchesSeed<'a, 'b>(BatchContext<'a, 'b>, &'a Budget);
-
-impl<'de> DeserializeSeed<'de> for BatchesSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for BatchesSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of batches")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let (BatchContext { table, out, buffer }, budget) = (self.0, self.1);
-        while let Some(batch) = seq.next_element_seed(BatchSeed { table, buffer: &mut *buffer, budget })? {
-            out.push(batch);
-        }
-        Ok(())
-    }
-}
-
-struct BatchSeed<'a, 'b> {
-    table: &'a StreamTable,
-    buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
-    budget: &'a Budget,
-}
-
-impl<'de> DeserializeSeed<'de> for BatchSeed<'_, '_> {
-    type Value = Batch;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Batch, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for BatchSeed<'_, '_> {
-    type Value = Batch;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a batch [task, tuples, control]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
-        let task: TaskId = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &"3 elements"))?;
-        let budget = self.budget;
-        let tuples = seq
-            .next_element_seed(TuplesSeed { table: self.table, task, buffer: self.buffer, budget })?
-            .ok_or_else(|| de::Error::invalid_length(1, &"3 elements"))?;
-        let control =
-            seq.next_element_seed(ControlsSeed(budget))?.ok_or_else(|| de::Error::invalid_length(2, &"3 elements"))?;
-        Ok(Batch { task, tuples, control })
-    }
-}
-
-struct TuplesSeed<'a, 'b> {
-    table: &'a StreamTable,
-    task: TaskId,
-    buffer: &'a mut (dyn FnMut(TaskId, usize) -> Option<Vec<Tuple>> + 'b),
-    budget: &'a Budget,
-}
-
-impl<'de> DeserializeSeed<'de> for TuplesSeed<'_, '_> {
-    type Value = Vec<Tuple>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Tuple>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TuplesSeed<'_, '_> {
-    type Value = Vec<Tuple>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of tuples")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Tuple>, A::Error> {
-        let hint = self.budget.take(seq.size_hint().unwrap_or(0));
-        let mut tuples = (self.buffer)(self.task, hint).ok_or_else(|| {
-            de::Error::custom(format_args!("batch for task {} which this connection does not feed", self.task))
-        })?;
-        while let Some(tuple) = seq.next_element_seed(TupleSeed(self.table, self.budget))? {
-            tuples.push(tuple);
-        }
-        Ok(tuples)
-    }
-}
-
-struct TupleSeed<'a>(&'a StreamTable, &'a Budget);
-
-impl<'de> DeserializeSeed<'de> for TupleSeed<'_> {
-    type Value = Tuple;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Tuple, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TupleSeed<'_> {
-    type Value = Tuple;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a tuple [src_task, stream, values, id]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tuple, A::Error> {
-        let len = |i| de::Error::invalid_length(i, &"4 elements");
-        let src: TaskId = seq.next_element()?.ok_or_else(|| len(0))?;
-        let stream: u32 = seq.next_element()?.ok_or_else(|| len(1))?;
-        let meta = self
-            .0
-            .meta(src, stream)
-            .ok_or_else(|| de::Error::custom(format_args!("unknown stream {stream} of task {src}")))?;
-        let values = seq.next_element_seed(ValuesSeed(self.1))?.ok_or_else(|| len(2))?;
-        if values.len() != meta.fields.len() {
-            return Err(de::Error::custom(format_args!(
-                "tuple of {} values on stream `{}` of `{}`, which has {} fields",
-                values.len(),
-                meta.stream,
-                meta.component,
-                meta.fields.len()
-            )));
-        }
-        let IdDe(id) = seq.next_element()?.ok_or_else(|| len(3))?;
-        Ok(Tuple::new(meta, src, values, id))
-    }
-}
-
-/// A tuple's values.
-struct ValuesSeed<'a>(&'a Budget);
-
-impl<'de> DeserializeSeed<'de> for ValuesSeed<'_> {
-    type Value = Values;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Values, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValuesSeed<'_> {
-    type Value = Values;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of values")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
-        // Up to three values are inline: no allocation for a typical tuple.
-        let mut values = Values::new();
-        while let Some(value) = seq.next_element_seed(ValueSeed { depth: 0, budget: self.0 })? {
-            values.push(value);
-        }
-        Ok(values)
-    }
-}
-
-/// One value, inside `depth` lists and maps.
-#[derive(Clone, Copy)]
-struct ValueSeed<'a> {
-    depth: usize,
-    budget: &'a Budget,
-}
-
-impl ValueSeed<'_> {
-    /// The seed of the values inside this list or map, if it may have any.
-    fn nested<E: de::Error>(self) -> Result<Self, E> {
-        if self.depth >= MAX_VALUE_DEPTH {
-            return Err(E::custom(format_args!("value nested deeper than {MAX_VALUE_DEPTH} levels")));
-        }
-        Ok(ValueSeed { depth: self.depth + 1, budget: self.budget })
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    /// Every signed marker (and a negative fixint) arrives here: an `I64`.
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::I64(v))
-    }
-
-    /// Every unsigned marker (and a positive fixint) arrives here: a `U64`.
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::U64(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::F64(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        // Words up to 23 bytes are inline: no allocation.
-        Ok(Value::Str(v.into()))
-    }
-
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
-        Ok(Value::Bytes(v.into()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let inner = self.nested()?;
-        let mut items = Vec::with_capacity(self.budget.take(seq.size_hint().unwrap_or(0)));
-        while let Some(item) = seq.next_element_seed(inner)? {
-            items.push(item);
-        }
-        Ok(Value::List(items.into()))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let inner = self.nested()?;
-        let mut map = ValueMap::new();
-        while let Some(key) = access.next_key_seed(inner)? {
-            match map.entry(key) {
-                Entry::Vacant(entry) => {
-                    entry.insert(access.next_value_seed(inner)?);
-                }
-                Entry::Occupied(_) => return Err(de::Error::custom("map with a key given twice")),
-            }
-        }
-        Ok(Value::Map(Arc::new(map)))
-    }
-}
-
-struct IdDe(MessageId);
-
-impl<'de> Deserialize<'de> for IdDe {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_seq(IdVisitor)
-    }
-}
-
-struct IdVisitor;
-
-impl<'de> Visitor<'de> for IdVisitor {
-    type Value = IdDe;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of (root, edge) ids")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdDe, A::Error> {
-        let next_pair = |seq: &mut A| -> Result<Option<(u64, u64)>, A::Error> {
-            let Some(root) = seq.next_element::<u64>()? else { return Ok(None) };
-            let edge =
-                seq.next_element::<u64>()?.ok_or_else(|| de::Error::custom("message id with a root and no edge"))?;
-            Ok(Some((root, edge)))
-        };
-        let Some(first) = next_pair(&mut seq)? else { return Ok(IdDe(MessageId::Untracked)) };
-        let Some(second) = next_pair(&mut seq)? else { return Ok(IdDe(MessageId::One([first]))) };
-        // Multi-anchored tuples are rare; they share one allocation locally too.
-        let mut anchors = vec![first, second];
-        while let Some(pair) = next_pair(&mut seq)? {
-            anchors.push(pair);
-        }
-        Ok(IdDe(MessageId::Many(anchors.into())))
-    }
-}
-
-struct ControlsSeed<'a>(&'a Budget);
-
-impl<'de> DeserializeSeed<'de> for ControlsSeed<'_> {
-    type Value = Vec<Control>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Control>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ControlsSeed<'_> {
-    type Value = Vec<Control>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of control messages")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Control>, A::Error> {
-        let mut control = Vec::with_capacity(self.0.take(seq.size_hint().unwrap_or(0)));
-        while let Some(ControlDe(message)) = seq.next_element()? {
-            control.push(message);
-        }
-        Ok(control)
-    }
-}
-
-struct ControlDe(Control);
-
-impl<'de> Deserialize<'de> for ControlDe {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_seq(ControlVisitor)
-    }
-}
-
-struct ControlVisitor;
-
-impl<'de> Visitor<'de> for ControlVisitor {
-    type Value = ControlDe;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a control message [kind, fields...]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ControlDe, A::Error> {
-        let mut field = |i: usize| -> Result<u64, A::Error> {
-            seq.next_element()?.ok_or_else(|| de::Error::invalid_length(i, &"the control message's fields"))
-        };
-        let kind = field(0)?;
-        let root = field(1)?;
-        let control = match kind {
-            0 => {
-                let value = field(2)?;
-                let spout_task =
-                    TaskId::try_from(field(3)?).map_err(|_| de::Error::custom("spout task out of range"))?;
-                Control::Acker(AckerMessage::Init { root, value, spout_task })
-            }
-            1 => Control::Acker(AckerMessage::Ack { root, value: field(2)? }),
-            2 => Control::Acker(AckerMessage::Fail { root }),
-            3 => Control::Acker(AckerMessage::ResetTimeout { root }),
-            4 => Control::Notice(SpoutNotice::Acked(root)),
-            5 => Control::Notice(SpoutNotice::Failed(root)),
-            6 => Control::Notice(SpoutNotice::ResetTimeout(root)),
-            7 => {
-                let value = field(2)?;
-                let spout_task =
-                    TaskId::try_from(field(3)?).map_err(|_| de::Error::custom("spout task out of range"))?;
-                Control::Acker(AckerMessage::Adopt { root, value, spout_task })
-            }
-            other => return Err(de::Error::custom(format_args!("unknown control message kind {other}"))),
-        };
-        if seq.next_element::<IgnoredAny>()?.is_some() {
-            return Err(de::Error::custom("control message with extra fields"));
-        }
-        Ok(ControlDe(control))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -1024,6 +667,7 @@ mod tests {
         Bolt, BoltCollector, ComponentError, NoOutput, OutputDeclarer, Outputs, Spout, SpoutCollector, Str,
         TopologyBuilder,
     };
+    use squall_topology::{MessageId, Values};
     use tokio_util::codec::Decoder;
 
     use super::*;
@@ -1518,6 +1162,56 @@ mod tests {
         assert_eq!(decoded[0].tuples[0].values()[0], Value::map([(1u64, Value::Null), (2, Value::Bool(true))]));
         // Extension types are not values.
         assert!(decode_all(&table, raw_value_frame(&[0xd4, 0x01, 0x00])).is_err());
+    }
+
+    #[test]
+    fn any_integer_width_and_float32_are_read() {
+        let table = table();
+        // Task 1 as uint16, source task 3 as a signed int8, stream 0 as uint32; value f32 1.5;
+        // the id [7, 9] as uint64 and int16.
+        let frame = batch_frame(|out| {
+            out.write_all(&[0x93, 0xcd, 0x00, 0x01, 0x91, 0x94, 0xd0, 0x03, 0xce, 0, 0, 0, 0, 0x91, 0xca])
+                .and_then(|()| out.write_all(&1.5f32.to_be_bytes()))
+                .and_then(|()| out.write_all(&[0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 7, 0xd1, 0x00, 0x09, 0x90]))
+                .map_err(ValueWriteError::InvalidDataWrite)
+        });
+        let decoded = decode_all(&table, frame).unwrap();
+        let tuple = &decoded[0].tuples[0];
+        assert_eq!((decoded[0].task, tuple.source_task()), (1, 3));
+        assert_eq!(tuple.values(), &[Value::F64(1.5)]);
+        assert_eq!(tuple.message_id().anchors(), &[(7, 9)]);
+    }
+
+    #[test]
+    fn malformed_batches_name_what_is_wrong() {
+        let table = table();
+        let error = |raw: &[u8]| {
+            let frame = batch_frame(|out| out.write_all(raw).map_err(ValueWriteError::InvalidDataWrite));
+            decode_all(&table, frame).unwrap_err().to_string()
+        };
+        // A negative task, a batch of four elements, a string that is not UTF-8, a control
+        // message with an extra field, an unknown control kind, an id with a root and no edge.
+        assert_eq!(error(&[0x93, 0xff, 0x90, 0x90]), "malformed frame: a batch's task out of range");
+        assert_eq!(
+            error(&[0x94, 0x01, 0x90, 0x90, 0x90]),
+            "malformed frame: a batch [task, tuples, control] of 4 elements, not 3"
+        );
+        assert!(
+            error(&[0x93, 0x01, 0x91, 0x94, 0x03, 0x00, 0x91, 0xa1, 0xff, 0x90, 0x90])
+                .contains("a string that is not UTF-8")
+        );
+        assert_eq!(
+            error(&[0x93, 0x01, 0x90, 0x91, 0x93, 0x04, 0x01, 0x02]),
+            "malformed frame: control message of kind 4 with 3 fields, not 2"
+        );
+        assert_eq!(
+            error(&[0x93, 0x01, 0x90, 0x91, 0x92, 0x09, 0x01]),
+            "malformed frame: unknown control message kind 9"
+        );
+        assert_eq!(
+            error(&[0x93, 0x01, 0x91, 0x94, 0x03, 0x00, 0x91, 0xc0, 0x91, 0x01, 0x90]),
+            "malformed frame: message id with a root and no edge"
+        );
     }
 
     #[test]
