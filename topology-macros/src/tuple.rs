@@ -149,8 +149,17 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
         let support = respanned(&support, ty.span());
         let field = quote!(self.#field);
         let value = quote_spanned!(ty.span()=> #support::Write::<#ty>(#field).write_field(#name));
-        quote!(#value,)
+        quote!(#value)
     });
+    // Up to `Values`' inline capacity (3) the values are written in place; past it, into one
+    // exact allocation (`derive_support` has why).
+    let values = match fields.len() {
+        0 => quote!(#private::Values::new()),
+        1 => quote!(#support::values1(#(#into_values),*)),
+        2 => quote!(#support::values2(#(#into_values),*)),
+        3 => quote!(#support::values3(#(#into_values),*)),
+        _ => quote!(#support::values([#(#into_values),*])),
+    };
 
     let from_values = fields.iter().enumerate().map(|(i, f)| {
         let (field, ty, name) = (f.ident, f.ty, &f.name);
@@ -187,7 +196,7 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
                 }
 
                 fn into_values(self) -> #private::Values {
-                    #support::values([#(#into_values)*])
+                    #values
                 }
 
                 fn from_values(

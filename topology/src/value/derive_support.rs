@@ -18,13 +18,30 @@ use serde::de::DeserializeOwned;
 use super::{FromValue, IntoValue, Value, ValueError, Values, from_value, to_value};
 use crate::tuple::TupleError;
 
-/// A tuple's values from its fields' values, in order. Past the inline capacity the values are
-/// moved into one allocation of the exact size at once: pushing them one by one chains every
-/// write on the length stored before it, which costs a tuple of seven fields a third of its
-/// building.
+/// A tuple's values from its fields' values, in order, past the inline capacity: moved into one
+/// allocation of the exact size at once. Pushing them one by one chains every write on the
+/// length stored before it, which costs a tuple of seven fields a third of its building.
 #[inline(always)]
 pub fn values<const N: usize>(fields: [Value; N]) -> Values {
-    if N <= Values::new().inline_size() { fields.into_iter().collect() } else { Values::from_vec(Vec::from(fields)) }
+    Values::from_vec(Vec::from(fields))
+}
+
+/// The values of a tuple of one field, inline.
+#[inline(always)]
+pub fn values1(a: Value) -> Values {
+    Values::from_buf_and_len([a, Value::Null, Value::Null], 1)
+}
+
+/// The values of a tuple of two fields, inline.
+#[inline(always)]
+pub fn values2(a: Value, b: Value) -> Values {
+    Values::from_buf_and_len([a, b, Value::Null], 2)
+}
+
+/// The values of a tuple of three fields, inline.
+#[inline(always)]
+pub fn values3(a: Value, b: Value, c: Value) -> Values {
+    Values::from_buf([a, b, c])
 }
 
 /// A field's value on its way into a tuple.
@@ -169,5 +186,24 @@ pub trait DeserializeField: Sized {
 impl<T: DeserializeOwned> DeserializeField for T {
     fn from_field_value(value: &Value) -> Result<Self, ValueError> {
         from_value(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_derive_writes_up_to_three_values_inline() {
+        // `#[derive(Tuple)]` calls `values1`..`values3` up to this capacity.
+        assert_eq!(Values::new().inline_size(), 3);
+        let three = values3(Value::U64(1), Value::Null, Value::from("c"));
+        assert!(!three.spilled());
+        assert_eq!(&three[..], &[Value::U64(1), Value::Null, Value::from("c")]);
+        assert_eq!(&values1(Value::Bool(true))[..], &[Value::Bool(true)]);
+        assert_eq!(&values2(Value::U64(1), Value::U64(2))[..], &[Value::U64(1), Value::U64(2)]);
+        let seven = values([1u64, 2, 3, 4, 5, 6, 7].map(Value::U64));
+        assert_eq!(seven.len(), 7);
+        assert_eq!(seven.capacity(), 7);
     }
 }
