@@ -701,6 +701,11 @@ async fn serve_connection(
                         Some(Ok(())) => {}
                     }
                 }
+                // The executors just woken would run on this thread, after this task, and
+                // nowhere else (tokio's next-task slot is not stolen): reading and executing
+                // then take turns on one core. Yielding puts this task where an idle thread
+                // takes it, so decoding the next frame and executing this one run side by side.
+                tokio::task::yield_now().await;
             }
             Ok(Frame::Bye) => {
                 shared.identity.metrics.received(bytes, 0);
