@@ -90,7 +90,7 @@ pub fn codec() -> LengthDelimitedCodec {
 /// Encoding or decoding a frame failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    /// The payload is not a frame of this format, or names an unknown task or stream.
+    /// A handshake frame (Hello, Bye, Reject) is not of this format.
     #[error("malformed frame: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
     /// A value could not be encoded.
@@ -568,20 +568,35 @@ fn len32(len: usize) -> Result<u32, ValueWriteError> {
     u32::try_from(len).map_err(|_| ValueWriteError::InvalidDataWrite(io::Error::other("too many elements")))
 }
 
-/// A length with its marker: `fix` (the marker of lengths below `fix_max`), else `m16`'s u16
-/// or the u32 after it.
+/// A length with its marker: `fix | len` below `fix_max`, else `m16` with a u16 or `m16 + 1`
+/// with a u32 (arrays and maps).
 fn put_len(out: &mut Out<'_>, len: usize, fix: u8, fix_max: u32, m16: u8) -> Written {
     let len = len32(len)?;
     if len < fix_max {
         out.put_u8(fix | len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.put_u8(m16);
-        out.put_u16(len);
     } else {
-        out.put_u8(m16 + 1);
-        out.put_u32(len);
+        put_sized(out, len, m16 - 1, false);
     }
     Ok(())
+}
+
+/// A length in its smallest sized form: `m8` with a u8 (unless `m8` has no such form), `m8 + 1`
+/// with a u16, `m8 + 2` with a u32.
+fn put_sized(out: &mut Out<'_>, len: u32, m8: u8, has_u8: bool) {
+    match (u8::try_from(len), u16::try_from(len)) {
+        (Ok(len), _) if has_u8 => {
+            out.put_u8(m8);
+            out.put_u8(len);
+        }
+        (_, Ok(len)) => {
+            out.put_u8(m8 + 1);
+            out.put_u16(len);
+        }
+        _ => {
+            out.put_u8(m8 + 2);
+            out.put_u32(len);
+        }
+    }
 }
 
 fn put_array_len(out: &mut Out<'_>, len: usize) -> Written {
@@ -656,25 +671,16 @@ fn write_value(out: &mut Out<'_>, value: &Value) -> Written {
         }
         Value::Str(v) => {
             // fixstr below 32 bytes, then str8, str16, str32.
-            let len = v.len();
-            if len < 32 {
-                out.put_u8(0xa0 | len as u8);
-            } else if let Ok(len) = u8::try_from(len) {
-                out.put_u8(0xd9);
-                out.put_u8(len);
+            if v.len() < 32 {
+                out.put_u8(0xa0 | v.len() as u8);
             } else {
-                put_len(out, len, 0, 0, 0xda)?;
+                put_sized(out, len32(v.len())?, 0xd9, true);
             }
             out.put_slice(v.as_bytes());
         }
         Value::Bytes(v) => {
             // bin8, bin16, bin32.
-            if let Ok(len) = u8::try_from(v.len()) {
-                out.put_u8(0xc4);
-                out.put_u8(len);
-            } else {
-                put_len(out, v.len(), 0, 0, 0xc5)?;
-            }
+            put_sized(out, len32(v.len())?, 0xc4, true);
             out.put_slice(v);
         }
         Value::List(items) => {

@@ -266,10 +266,6 @@ impl<T: FromValue> FromValue for Vec<T> {
 /// A map.
 impl<K: IntoValue, V: IntoValue> IntoValue for BTreeMap<K, V> {
     fn into_value(self) -> Value {
-        if self.is_empty() {
-            // Not even an iterator to make and drop: an empty map is shared.
-            return Value::map(std::iter::empty::<(K, V)>());
-        }
         Value::map(self)
     }
 }

@@ -58,21 +58,21 @@ impl<'a> Reader<'a> {
         Ok(array)
     }
 
-    fn be16(&mut self) -> Result<usize, WireError> {
-        Ok(u16::from_be_bytes(self.array()?).into())
-    }
-
-    fn be32(&mut self) -> Result<usize, WireError> {
-        // A length: on a 32-bit target one past `usize` cannot be in the frame anyway.
-        Ok(usize::try_from(u32::from_be_bytes(self.array()?)).unwrap_or(usize::MAX))
+    /// A length of 1, 2 or 4 big-endian bytes (`width` 0, 1, 2: MessagePack's 8/16/32 forms).
+    fn sized(&mut self, width: u8) -> Result<usize, WireError> {
+        Ok(match width {
+            0 => self.byte()?.into(),
+            1 => u16::from_be_bytes(self.array()?).into(),
+            // A length: on a 32-bit target one past `usize` cannot be in the frame anyway.
+            _ => usize::try_from(u32::from_be_bytes(self.array()?)).unwrap_or(usize::MAX),
+        })
     }
 
     /// The length of the array that comes next.
     pub(super) fn array_len(&mut self, what: &str) -> Result<usize, WireError> {
         match self.byte()? {
             marker @ 0x90..=0x9f => Ok(usize::from(marker & 0x0f)),
-            0xdc => self.be16(),
-            0xdd => self.be32(),
+            marker @ 0xdc..=0xdd => self.sized(marker - 0xdb),
             _ => Err(malformed(format!("expected {what}"))),
         }
     }
@@ -115,16 +115,8 @@ impl<'a> Reader<'a> {
             0xc0 => Value::Null,
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
-            0xc4 => {
-                let len = self.byte()?.into();
-                self.bytes(len)?
-            }
-            0xc5 => {
-                let len = self.be16()?;
-                self.bytes(len)?
-            }
-            0xc6 => {
-                let len = self.be32()?;
+            0xc4..=0xc6 => {
+                let len = self.sized(marker - 0xc4)?;
                 self.bytes(len)?
             }
             0xca => Value::F64(f32::from_be_bytes(self.array()?).into()),
@@ -137,32 +129,16 @@ impl<'a> Reader<'a> {
             0xd1 => Value::I64(i16::from_be_bytes(self.array()?).into()),
             0xd2 => Value::I64(i32::from_be_bytes(self.array()?).into()),
             0xd3 => Value::I64(i64::from_be_bytes(self.array()?)),
-            0xd9 => {
-                let len = self.byte()?.into();
+            0xd9..=0xdb => {
+                let len = self.sized(marker - 0xd9)?;
                 self.str(len)?
             }
-            0xda => {
-                let len = self.be16()?;
-                self.str(len)?
-            }
-            0xdb => {
-                let len = self.be32()?;
-                self.str(len)?
-            }
-            0xdc => {
-                let len = self.be16()?;
+            0xdc..=0xdd => {
+                let len = self.sized(marker - 0xdb)?;
                 self.list(len, depth, budget)?
             }
-            0xdd => {
-                let len = self.be32()?;
-                self.list(len, depth, budget)?
-            }
-            0xde => {
-                let len = self.be16()?;
-                self.map(len, depth, budget)?
-            }
-            0xdf => {
-                let len = self.be32()?;
+            0xde..=0xdf => {
+                let len = self.sized(marker - 0xdd)?;
                 self.map(len, depth, budget)?
             }
             0xe0..=0xff => Value::I64(i8::from_be_bytes([marker]).into()),
