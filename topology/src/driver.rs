@@ -358,8 +358,9 @@ impl<C: Bolt> ErasedBolt for BoltDriver<C> {
             let mut outcome = BatchOutcome::default();
             // Drained in place: the batch's buffer goes back to its sender with its capacity.
             let mut input = tuples.drain(..);
+            let mut out = BoltCollector::<C>::new(&mut *transfer, self.task, None);
             while let Some(tuple) = input.next() {
-                let mut out = BoltCollector::<C>::new(&mut *transfer, self.task, Some(&tuple));
+                out.next_input(&tuple);
                 let before = polls.now();
                 let result = self.bolt.execute(tuple, &mut out).await;
                 let waited = polls.now() != before;

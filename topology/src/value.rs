@@ -19,6 +19,7 @@ pub mod derive_support;
 mod error;
 mod ser;
 mod serde_impl;
+mod string;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -33,9 +34,7 @@ pub use de::from_value;
 pub use error::ValueError;
 pub use ser::to_value;
 
-/// An immutable string with O(1) clone: up to 23 bytes inline, `&'static str` without copying,
-/// longer strings shared by reference count. Words and keys never allocate.
-pub use smol_str::SmolStr as Str;
+pub use string::Str;
 
 /// The values of one tuple. Up to three values live inline, so typical tuples do not allocate.
 pub type Values = SmallVec<[Value; 3]>;
