@@ -613,14 +613,21 @@ impl<C: Bolt> Anchored<'_, '_, C> {
 }
 
 /// Checks dynamic values against a declared field count; the runtime calls it.
+#[inline]
 pub fn check_arity(component: &str, stream: &str, fields: usize, values: &[Value]) -> Result<(), EmitError> {
     if fields == values.len() {
         return Ok(());
     }
-    Err(EmitError::Arity {
+    Err(arity_error(component, stream, fields, values))
+}
+
+#[cold]
+#[inline(never)]
+fn arity_error(component: &str, stream: &str, fields: usize, values: &[Value]) -> EmitError {
+    EmitError::Arity {
         component: component.to_owned(),
         stream: stream.to_owned(),
         expected: fields,
         found: values.len(),
-    })
+    }
 }

@@ -136,6 +136,7 @@ impl Tuple {
     }
 
     /// All values, in field order.
+    #[inline]
     pub fn values(&self) -> &[Value] {
         &self.values
     }
@@ -146,6 +147,7 @@ impl Tuple {
     }
 
     /// The number of values.
+    #[inline]
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -156,6 +158,7 @@ impl Tuple {
     }
 
     /// The value at a position.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&Value> {
         self.values.get(index)
     }
@@ -181,12 +184,24 @@ impl Tuple {
     }
 
     /// The string at a position, borrowed.
+    #[inline]
     pub fn str(&self, index: usize) -> Result<&str, TupleError> {
-        let value = self.values.get(index).ok_or(TupleError::NoSuchIndex { index, len: self.values.len() })?;
-        value.as_str().ok_or_else(|| TupleError::Field {
+        match self.values.get(index) {
+            Some(Value::Str(text)) => Ok(text.as_str()),
+            _ => Err(self.not_a_str(index)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn not_a_str(&self, index: usize) -> TupleError {
+        let Some(value) = self.values.get(index) else {
+            return TupleError::NoSuchIndex { index, len: self.values.len() };
+        };
+        TupleError::Field {
             field: self.meta.fields.get(index).copied().unwrap_or("?").to_owned(),
             source: ValueTypeError { expected: "string", found: value.type_name() },
-        })
+        }
     }
 
     /// Converts the tuple into a typed tuple. The tuple's stream must have exactly `T`'s
