@@ -264,18 +264,6 @@ fn is_sole(root: u64, edge: u64) -> bool {
 /// Root ids of the trees a set of anchors belongs to, each once.
 pub(crate) type Roots = SmallVec<[u64; 2]>;
 
-fn roots_of<'t>(anchors: impl IntoIterator<Item = &'t MessageId>) -> Roots {
-    let mut roots = Roots::new();
-    for id in anchors {
-        roots.extend(id.anchors().iter().map(|(root, _)| *root));
-    }
-    if roots.len() > 1 {
-        roots.sort_unstable();
-        roots.dedup();
-    }
-    roots
-}
-
 /// What a bolt emits and acks with.
 ///
 /// Plain `emit*` calls anchor the new tuple to the input being executed; `anchored` and
@@ -346,7 +334,13 @@ impl<'a, C: Bolt> BoltCollector<'a, C> {
         }
         self.input = id.clone();
         note_sole(&mut self.sole, id, self.input_source);
-        self.input_roots = roots_of([id]);
+        // Filled in place: a vector built aside and moved in was read back too soon (a stall).
+        self.input_roots.clear();
+        self.input_roots.extend(id.anchors().iter().map(|(root, _)| *root));
+        if self.input_roots.len() > 1 {
+            self.input_roots.sort_unstable();
+            self.input_roots.dedup();
+        }
     }
 
     /// Emits on the default stream, anchored to the input.
