@@ -507,36 +507,10 @@ impl<'a> Out<'a> {
         self.put([v]);
     }
 
-    fn put_u16(&mut self, v: u16) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_u32(&mut self, v: u32) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_u64(&mut self, v: u64) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_i8(&mut self, v: i8) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_i16(&mut self, v: i16) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_i32(&mut self, v: i32) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_i64(&mut self, v: i64) {
-        self.put(v.to_be_bytes());
-    }
-
-    fn put_f64(&mut self, v: f64) {
-        self.put(v.to_be_bytes());
+    /// A marker byte, then its payload (a number's big-endian bytes).
+    fn put_marked<const N: usize>(&mut self, marker: u8, payload: [u8; N]) {
+        self.put([marker]);
+        self.put(payload);
     }
 
     fn put_slice(&mut self, bytes: &[u8]) {
@@ -584,18 +558,9 @@ fn put_len(out: &mut Out<'_>, len: usize, fix: u8, fix_max: u32, m16: u8) -> Wri
 /// with a u16, `m8 + 2` with a u32.
 fn put_sized(out: &mut Out<'_>, len: u32, m8: u8, has_u8: bool) {
     match (u8::try_from(len), u16::try_from(len)) {
-        (Ok(len), _) if has_u8 => {
-            out.put_u8(m8);
-            out.put_u8(len);
-        }
-        (_, Ok(len)) => {
-            out.put_u8(m8 + 1);
-            out.put_u16(len);
-        }
-        _ => {
-            out.put_u8(m8 + 2);
-            out.put_u32(len);
-        }
+        (Ok(len), _) if has_u8 => out.put_marked(m8, [len]),
+        (_, Ok(len)) => out.put_marked(m8 + 1, len.to_be_bytes()),
+        _ => out.put_marked(m8 + 2, len.to_be_bytes()),
     }
 }
 
@@ -607,17 +572,13 @@ fn put_uint(out: &mut Out<'_>, v: u64) {
     if v < 128 {
         out.put_u8(v as u8);
     } else if let Ok(v) = u8::try_from(v) {
-        out.put_u8(0xcc);
-        out.put_u8(v);
+        out.put_marked(0xcc, [v]);
     } else if let Ok(v) = u16::try_from(v) {
-        out.put_u8(0xcd);
-        out.put_u16(v);
+        out.put_marked(0xcd, v.to_be_bytes());
     } else if let Ok(v) = u32::try_from(v) {
-        out.put_u8(0xce);
-        out.put_u32(v);
+        out.put_marked(0xce, v.to_be_bytes());
     } else {
-        out.put_u8(0xcf);
-        out.put_u64(v);
+        out.put_marked(0xcf, v.to_be_bytes());
     }
 }
 
@@ -665,10 +626,7 @@ fn write_value(out: &mut Out<'_>, value: &Value) -> Written {
         Value::Bool(v) => out.put_u8(if *v { 0xc3 } else { 0xc2 }),
         Value::I64(v) => write_signed(out, *v),
         Value::U64(v) => put_uint(out, *v),
-        Value::F64(v) => {
-            out.put_u8(0xcb);
-            out.put_f64(*v);
-        }
+        Value::F64(v) => out.put_marked(0xcb, v.to_be_bytes()),
         Value::Str(v) => {
             // fixstr below 32 bytes, then str8, str16, str32.
             if v.len() < 32 {
@@ -702,19 +660,15 @@ fn write_value(out: &mut Out<'_>, value: &Value) -> Written {
 /// non-negative integer would read back as unsigned. A negative one takes its smallest form.
 fn write_signed(out: &mut Out<'_>, v: i64) {
     if (-32..0).contains(&v) {
-        out.put_i8(v as i8);
+        out.put_u8(v as i8 as u8);
     } else if let Ok(v) = i8::try_from(v) {
-        out.put_u8(0xd0);
-        out.put_i8(v);
+        out.put_marked(0xd0, v.to_be_bytes());
     } else if let Ok(v) = i16::try_from(v) {
-        out.put_u8(0xd1);
-        out.put_i16(v);
+        out.put_marked(0xd1, v.to_be_bytes());
     } else if let Ok(v) = i32::try_from(v) {
-        out.put_u8(0xd2);
-        out.put_i32(v);
+        out.put_marked(0xd2, v.to_be_bytes());
     } else {
-        out.put_u8(0xd3);
-        out.put_i64(v);
+        out.put_marked(0xd3, v.to_be_bytes());
     }
 }
 
