@@ -273,28 +273,41 @@ async fn ensure_artifacts(shared: &Shared) -> Result<(), ClusterError> {
 }
 
 /// The slots of live supervisors that no assignment uses, by supervisor.
+///
+/// Workers are addressed by `host:port`, so an address is one slot however many supervisors
+/// advertise it: a port some assignment already uses is not free on another supervisor, and
+/// when two supervisors on one host list the same port only the first (by id) offers it.
 pub(crate) fn free_slots(
     supervisors: &BTreeMap<String, SupervisorInfo>,
     assignments: &BTreeMap<String, Assignment>,
     except: Option<&str>,
 ) -> BTreeMap<String, Vec<Slot>> {
-    let used: BTreeSet<(&str, u16)> = assignments
+    let mut taken: BTreeMap<(&str, u16), &str> = assignments
         .iter()
         .filter(|(name, _)| Some(name.as_str()) != except)
-        .flat_map(|(_, a)| a.workers.iter().map(|w| (w.supervisor_id.as_str(), w.port)))
+        .flat_map(|(_, a)| a.workers.iter().map(|w| ((w.host.as_str(), w.port), w.supervisor_id.as_str())))
         .collect();
-    supervisors
-        .values()
-        .map(|s| {
-            let slots = s
-                .ports
-                .iter()
-                .filter(|p| !used.contains(&(s.id.as_str(), **p)))
-                .map(|p| Slot { supervisor: s.id.clone(), host: s.host.clone(), port: *p })
-                .collect();
-            (s.id.clone(), slots)
-        })
-        .collect()
+    let mut free = BTreeMap::new();
+    for s in supervisors.values() {
+        let mut slots = Vec::new();
+        for &port in &s.ports {
+            match taken.get(&(s.host.as_str(), port)) {
+                None => {
+                    taken.insert((s.host.as_str(), port), s.id.as_str());
+                    slots.push(Slot { supervisor: s.id.clone(), host: s.host.clone(), port });
+                }
+                Some(&owner) if owner != s.id => tracing::warn!(
+                    supervisor = %s.id,
+                    other = %owner,
+                    address = %format_args!("{}:{port}", s.host),
+                    "two supervisors offer the same worker address; only the other one gets workers there, give each supervisor on a host its own ports"
+                ),
+                Some(_) => {}
+            }
+        }
+        free.insert(s.id.clone(), slots);
+    }
+    free
 }
 
 /// The workers of an assignment, each stamped with the executors it runs and the topology's
@@ -666,4 +679,61 @@ pub(crate) fn worker_details(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor(id: &str, ports: &[u16]) -> (String, SupervisorInfo) {
+        let info = SupervisorInfo {
+            id: id.into(),
+            host: "127.0.0.1".into(),
+            ports: ports.to_vec(),
+            started_at: 0,
+            version: String::new(),
+            logviewer_port: None,
+        };
+        (id.into(), info)
+    }
+
+    fn ports(free: &BTreeMap<String, Vec<Slot>>, supervisor: &str) -> Vec<u16> {
+        free[supervisor].iter().map(|s| s.port).collect()
+    }
+
+    #[test]
+    fn an_address_two_supervisors_offer_is_one_slot() {
+        let supervisors = BTreeMap::from([supervisor("a", &[7000, 7001]), supervisor("b", &[7001, 7002])]);
+        let free = free_slots(&supervisors, &BTreeMap::new(), None);
+        assert_eq!(ports(&free, "a"), [7000, 7001]);
+        assert_eq!(ports(&free, "b"), [7002]);
+    }
+
+    #[test]
+    fn an_address_in_use_is_not_free_on_another_supervisor() {
+        let supervisors = BTreeMap::from([supervisor("a", &[7000, 7001]), supervisor("b", &[7001, 7002])]);
+        let worker = WorkerAssignment {
+            supervisor_id: "b".into(),
+            host: "127.0.0.1".into(),
+            port: 7001,
+            tasks: vec![1],
+            layout: 0,
+        };
+        let assignment = Assignment {
+            topology_id: "t-1-0".into(),
+            version: 1,
+            artifact_hash: String::new(),
+            workers: vec![worker],
+            assigned_at: 0,
+            fence_secs: 0,
+        };
+        let assignments = BTreeMap::from([("t".to_owned(), assignment)]);
+        let free = free_slots(&supervisors, &assignments, None);
+        assert_eq!(ports(&free, "a"), [7000]);
+        assert_eq!(ports(&free, "b"), [7002]);
+        // Rebalancing `t` itself may reuse its own slots.
+        let free = free_slots(&supervisors, &assignments, Some("t"));
+        assert_eq!(ports(&free, "a"), [7000, 7001]);
+        assert_eq!(ports(&free, "b"), [7002]);
+    }
 }

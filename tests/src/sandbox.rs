@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use squall_cluster::testing::ZooKeeperServer;
@@ -54,9 +55,25 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never handed out twice by one test process.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up on Linux): a port the
+/// kernel picks for `bind(0)` can be picked again, or become the source port of some outgoing
+/// connection, before the daemon it was meant for binds it, and two supervisors offering one
+/// worker port route tuples to the wrong process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    // Test binaries run one after another; each starts elsewhere in the range.
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761) % SPAN));
+    for _ in 0..SPAN {
+        let port = (FIRST + next.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// The workspace's `target/<profile>` directory, from the test executable's location.
