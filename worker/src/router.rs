@@ -179,6 +179,46 @@ enum Chooser {
     Forward(TaskId),
 }
 
+/// A stream whose every emit goes to one task, whatever its values: its one subscriber is
+/// chained, or has a single task under a grouping that needs no state to pick it. Routing
+/// such an emit skips the general walk over subscribers (a third of a chained word count's
+/// routing time).
+#[derive(Clone, Copy, Debug)]
+struct SoleTarget {
+    task: TaskId,
+    /// The stream's field count: a tuple of another size takes the general path, which
+    /// reports the error.
+    arity: usize,
+    meta: &'static StreamMeta,
+}
+
+impl SoleTarget {
+    fn of_streams(routes: &ComponentRoutes, choosers: &[Vec<Chooser>]) -> Vec<Option<SoleTarget>> {
+        routes
+            .streams
+            .iter()
+            .zip(choosers)
+            .map(|(stream, choosers)| {
+                let stream = stream.as_ref().filter(|s| !s.direct)?;
+                let ([sub], [chooser]) = (stream.subscribers.as_slice(), choosers.as_slice()) else { return None };
+                let only = |tasks: &[TaskId]| match tasks {
+                    [task] => Some(*task),
+                    _ => None,
+                };
+                let task = match chooser {
+                    Chooser::Forward(task) => Some(*task),
+                    Chooser::RoundRobin { order, .. } => only(order),
+                    Chooser::Fields | Chooser::All | Chooser::Global | Chooser::Random | Chooser::PartialKey { .. } => {
+                        only(&sub.tasks)
+                    }
+                    Chooser::Direct | Chooser::Custom(_) => None,
+                }?;
+                Some(SoleTarget { task, arity: stream.meta.fields.len(), meta: stream.meta })
+            })
+            .collect()
+    }
+}
+
 impl Chooser {
     fn new(
         sub: &Subscriber,
@@ -257,6 +297,9 @@ pub struct Router {
     routes: Arc<ComponentRoutes>,
     /// `choosers[stream][subscriber]`.
     choosers: Vec<Vec<Chooser>>,
+    /// Per stream, its one destination when every emit on it goes to the same task (see
+    /// [`SoleTarget`]); empty while emits are logged or captured.
+    sole_targets: Vec<Option<SoleTarget>>,
     destinations: Destinations,
     /// The acker tasks, ascending; empty without acking.
     ackers: Arc<[TaskId]>,
@@ -309,7 +352,7 @@ impl Router {
         executor: usize,
         is_local: &dyn Fn(TaskId) -> bool,
     ) -> Self {
-        let choosers = routes
+        let choosers: Vec<Vec<Chooser>> = routes
             .streams
             .iter()
             .map(|s| match s {
@@ -323,9 +366,11 @@ impl Router {
             .collect();
         let out = (0..destinations.len()).map(|_| Vec::new()).collect();
         let control = (0..destinations.len()).map(|_| Vec::new()).collect();
+        let sole_targets = if debug { Vec::new() } else { SoleTarget::of_streams(&routes, &choosers) };
         Router {
             routes,
             choosers,
+            sole_targets,
             destinations,
             control,
             last_ack: vec![None; ackers.len()],
@@ -396,6 +441,9 @@ impl Router {
     pub fn instrument(&mut self, instruments: &Instruments) {
         self.capture = instruments.capture.clone();
         self.in_flight = instruments.in_flight.clone();
+        if self.capture.is_some() {
+            self.sole_targets.clear();
+        }
     }
 
     /// Sends every buffer that reached the batch size, waiting while a destination is full.
@@ -683,6 +731,16 @@ impl Transfer for Router {
         // Set by `route_root` for this one call: a field rather than a parameter keeps this the
         // single, hot routing function.
         let sole_root = std::mem::take(&mut self.sole_root);
+        if direct.is_none()
+            && let Some(Some(sole)) = self.sole_targets.get(stream as usize)
+            && sole.arity == values.len()
+        {
+            let (task, meta) = (sole.task, sole.meta);
+            self.emitted += 1;
+            self.transferred += 1;
+            let edges = self.push_copy(task, meta, src, values, roots, sole_root);
+            return Ok(Routed { tasks: 1, edges });
+        }
         // A buffer kept across calls rather than a SmallVec on the stack: reading a SmallVec's
         // length right after the push that wrote it stalls store forwarding (its union overlaps
         // a 4-byte task with an 8-byte length), a quarter of routing's time.
