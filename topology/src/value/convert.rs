@@ -266,6 +266,11 @@ impl<T: FromValue> FromValue for Vec<T> {
 /// A map.
 impl<K: IntoValue, V: IntoValue> IntoValue for BTreeMap<K, V> {
     fn into_value(self) -> Value {
+        if self.is_empty() {
+            // The shared empty map, without taking this one apart (a Kafka record without
+            // headers, once per record).
+            return Value::map(std::iter::empty::<(K, V)>());
+        }
         Value::map(self)
     }
 }
@@ -351,6 +356,9 @@ mod tests {
         assert_eq!(HashMap::<String, u64>::from_value(&value), Ok(tags.clone()));
         let sorted: BTreeMap<String, u64> = tags.into_iter().collect();
         assert_eq!(BTreeMap::<String, u64>::from_value(&sorted.clone().into_value()), Ok(sorted));
+        let empty = BTreeMap::<String, u64>::new().into_value();
+        assert_eq!(empty, Value::map(Vec::<(String, u64)>::new()));
+        assert_eq!(BTreeMap::<String, u64>::from_value(&empty), Ok(BTreeMap::new()));
 
         assert_eq!(Value::from(vec![Some(1i64), None]), Value::list([Value::I64(1), Value::Null]));
         assert_eq!(f32::from_value(&1.5f32.into_value()), Ok(1.5));
