@@ -707,6 +707,54 @@ impl Router {
     }
 }
 
+impl Router {
+    /// [`Transfer::route`] past the one-target fast path: every subscriber's grouping picks
+    /// its tasks. Out of line, so the fast path keeps a small frame.
+    #[inline(never)]
+    fn route_to_subscribers(
+        &mut self,
+        src: TaskId,
+        stream: StreamIdx,
+        values: Values,
+        direct: Option<TaskId>,
+        roots: &[u64],
+        sole_root: bool,
+    ) -> Result<Routed, EmitError> {
+        // A buffer kept across calls rather than a SmallVec on the stack: reading a SmallVec's
+        // length right after the push that wrote it stalls store forwarding (its union overlaps
+        // a 4-byte task with an 8-byte length), a quarter of routing's time.
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        targets.clear();
+        let meta = match self.targets(src, stream, &values, direct, &mut targets) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.targets_scratch = targets;
+                return Err(e);
+            }
+        };
+        if self.debug {
+            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
+        }
+        self.emitted += 1;
+        if self.capture.is_some() {
+            self.captured.push((meta, values.clone()));
+        }
+        let mut edges_xor = 0;
+        // The last copy takes the values themselves, moved once, straight into its buffer.
+        let sole = sole_root && targets.len() == 1;
+        if let Some((&last, rest)) = targets.split_last() {
+            for &task in rest {
+                edges_xor ^= self.push_copy(task, meta, src, values.clone(), roots, false);
+            }
+            edges_xor ^= self.push_copy(last, meta, src, values, roots, sole);
+        }
+        let tasks = targets.len();
+        self.transferred += tasks as u64;
+        self.targets_scratch = targets;
+        Ok(Routed { tasks, edges: edges_xor })
+    }
+}
+
 impl Transfer for Router {
     fn stream_index(&self, _task: TaskId, stream: &str) -> Result<StreamIdx, EmitError> {
         self.routes
@@ -741,38 +789,7 @@ impl Transfer for Router {
             let edges = self.push_copy(task, meta, src, values, roots, sole_root);
             return Ok(Routed { tasks: 1, edges });
         }
-        // A buffer kept across calls rather than a SmallVec on the stack: reading a SmallVec's
-        // length right after the push that wrote it stalls store forwarding (its union overlaps
-        // a 4-byte task with an 8-byte length), a quarter of routing's time.
-        let mut targets = std::mem::take(&mut self.targets_scratch);
-        targets.clear();
-        let meta = match self.targets(src, stream, &values, direct, &mut targets) {
-            Ok(meta) => meta,
-            Err(e) => {
-                self.targets_scratch = targets;
-                return Err(e);
-            }
-        };
-        if self.debug {
-            tracing::info!(component = meta.component, stream = meta.stream, task = src, ?values, ?targets, "emit");
-        }
-        self.emitted += 1;
-        if self.capture.is_some() {
-            self.captured.push((meta, values.clone()));
-        }
-        let mut edges_xor = 0;
-        // The last copy takes the values themselves, moved once, straight into its buffer.
-        let sole = sole_root && targets.len() == 1;
-        if let Some((&last, rest)) = targets.split_last() {
-            for &task in rest {
-                edges_xor ^= self.push_copy(task, meta, src, values.clone(), roots, false);
-            }
-            edges_xor ^= self.push_copy(last, meta, src, values, roots, sole);
-        }
-        let tasks = targets.len();
-        self.transferred += tasks as u64;
-        self.targets_scratch = targets;
-        Ok(Routed { tasks, edges: edges_xor })
+        self.route_to_subscribers(src, stream, values, direct, roots, sole_root)
     }
 
     fn route_root(
