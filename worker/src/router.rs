@@ -840,3 +840,119 @@ impl Transfer for Router {
         self.push_control(spout_task, || Control::Notice(notice));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use squall_topology::{
+        Bolt, BoltCollector, ChainPlan, ComponentError, NoOutput, OutputDeclarer, Outputs, Spout, SpoutCollector, Str,
+        TopologyBuilder, Value,
+    };
+
+    use super::*;
+
+    #[derive(Clone)]
+    struct Words;
+
+    impl Outputs for Words {
+        type Default = NoOutput;
+        fn declare_outputs(declarer: &mut OutputDeclarer) {
+            declarer.declare_fields("default", &["word"], false);
+            declarer.declare_fields("direct", &["word"], true);
+        }
+    }
+
+    impl Spout for Words {
+        type MsgId = ();
+        async fn next_tuple(&mut self, _: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
+            Ok(())
+        }
+    }
+
+    #[derive(Clone)]
+    struct Sink;
+
+    impl Outputs for Sink {
+        type Default = NoOutput;
+        fn declare_outputs(_: &mut OutputDeclarer) {}
+    }
+
+    impl Bolt for Sink {
+        async fn execute(&mut self, _: Tuple, _: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
+            Ok(())
+        }
+    }
+
+    /// The router of `words`' one executor in `builder`'s topology.
+    fn router(builder: TopologyBuilder, debug: bool) -> Router {
+        let topology = builder.build().expect("a valid topology");
+        let chains = ChainPlan::new(&topology.spec(), &BTreeMap::new());
+        let (_, routes) = ComponentRoutes::for_topology(&topology, &chains)
+            .into_iter()
+            .find(|(component, _)| component == "words")
+            .expect("routes of words");
+        Router::new(routes, Arc::new(vec![None; 8]), Arc::from([]), 64, debug, 0, &|_| true)
+    }
+
+    fn word(text: &str) -> Values {
+        Values::from_iter([Value::Str(Str::new(text))])
+    }
+
+    /// Tasks with buffered tuples, and how many each has.
+    fn buffered(router: &Router) -> Vec<(TaskId, usize)> {
+        router.out.iter().enumerate().filter(|(_, b)| !b.is_empty()).map(|(t, b)| (t as TaskId, b.len())).collect()
+    }
+
+    #[test]
+    fn a_stream_with_one_target_task_routes_straight_to_it() {
+        let mut b = TopologyBuilder::new();
+        b.spout("words", Words, 1);
+        b.bolt("sink", Sink, 1).fields_grouping("words", ["word"]).direct_grouping(("words", "direct"));
+        let mut router = router(b, false);
+        let sole = router.sole_targets[0].expect("default has one target task");
+        assert!(router.sole_targets[1].is_none(), "a direct stream takes the general path");
+
+        for text in ["a", "b", "c"] {
+            let routed = router.route(2, 0, word(text), None, &[]).expect("routed");
+            assert_eq!((routed.tasks, routed.edges), (1, 0));
+        }
+        assert_eq!(buffered(&router), [(sole.task, 3)]);
+        let texts: Vec<&str> = router.out[sole.task as usize].iter().map(|t| t.str(0).unwrap_or("?")).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+        assert_eq!(router.take_counts(), (3, 3));
+
+        // A wrong arity takes the general path, which names it.
+        let two = Values::from_iter([Value::U64(1), Value::U64(2)]);
+        assert!(matches!(router.route(2, 0, two, None, &[]), Err(EmitError::Arity { expected: 1, found: 2, .. })));
+        // A tracked emit gets its tree's root as the sole copy's edge.
+        router.sole_root = true;
+        let routed = router.route(2, 0, word("d"), None, &[7]).expect("routed");
+        assert_eq!((routed.tasks, routed.edges), (1, 7));
+        assert_eq!(buffered(&router), [(sole.task, 4)]);
+    }
+
+    #[test]
+    fn a_stream_read_by_two_components_reaches_both() {
+        let mut b = TopologyBuilder::new();
+        b.spout("words", Words, 1);
+        b.bolt("sink", Sink, 1).shuffle_grouping("words");
+        b.bolt("tap", Sink, 1).all_grouping("words");
+        let mut router = router(b, false);
+        assert!(router.sole_targets[0].is_none());
+        let routed = router.route(2, 0, word("a"), None, &[]).expect("routed");
+        assert_eq!(routed.tasks, 2);
+        assert_eq!(buffered(&router).len(), 2);
+    }
+
+    #[test]
+    fn debug_logging_keeps_every_emit_on_the_general_path() {
+        let mut b = TopologyBuilder::new();
+        b.spout("words", Words, 1);
+        b.bolt("sink", Sink, 1).shuffle_grouping("words");
+        let mut router = router(b, true);
+        assert!(router.sole_targets.is_empty());
+        router.route(2, 0, word("a"), None, &[]).expect("routed");
+        assert_eq!(buffered(&router).iter().map(|(_, n)| n).sum::<usize>(), 1);
+    }
+}
