@@ -259,8 +259,6 @@ struct TaskState {
     /// Slots by librdkafka's topic handle and partition, for fetched records; cleared whenever
     /// partitions are revoked (a handle may then go away and its address be reused).
     fetched_slot: FxHashMap<(usize, i32), u32>,
-    /// The last entry of `fetched_slot` used: records come in runs per partition.
-    last_fetched: Option<((usize, i32), u32)>,
     /// Counts the batches of records taken, from the consumer's queue or the fetch queue.
     batch: u64,
     bootstrap: String,
@@ -324,7 +322,6 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
         self.task = Some(Box::new(TaskState {
             fetch: Some(FetchQueue::new(consumer.clone())),
             fetched_slot: FxHashMap::default(),
-            last_fetched: None,
             batch: 0,
             consumer,
             bootstrap: self.config.bootstrap_servers.clone(),
@@ -595,20 +592,11 @@ impl TaskState {
     /// The slot of an owned partition's fetched record.
     fn fetched_slot_for(&mut self, message: &Fetched) -> Option<u32> {
         let key = (message.topic_key(), message.partition());
-        if let Some((last, slot)) = self.last_fetched
-            && last == key
-        {
-            return Some(slot);
+        if let Some(slot) = self.fetched_slot.get(&key) {
+            return Some(*slot);
         }
-        let slot = match self.fetched_slot.get(&key) {
-            Some(slot) => *slot,
-            None => {
-                let slot = self.slot_for(message.topic(), message.partition())?;
-                self.fetched_slot.insert(key, slot);
-                slot
-            }
-        };
-        self.last_fetched = Some((key, slot));
+        let slot = self.slot_for(message.topic(), message.partition())?;
+        self.fetched_slot.insert(key, slot);
         Some(slot)
     }
 
@@ -735,7 +723,6 @@ impl TaskState {
         if !revoked.is_empty() {
             self.last_slot = None;
             self.fetched_slot.clear();
-            self.last_fetched = None;
             self.commit_now(config).await;
             let mut list = TopicPartitionList::new();
             for slot in revoked {

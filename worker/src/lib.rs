@@ -15,6 +15,8 @@ pub mod metrics;
 mod peers;
 pub mod router;
 pub mod runtime;
+#[cfg(test)]
+mod test_components;
 pub mod transport;
 pub mod transport_metrics;
 pub mod wire;

@@ -775,47 +775,12 @@ mod tests {
     use std::collections::HashMap;
 
     use squall_topology::value::{from_value, to_value};
-    use squall_topology::{
-        Bolt, BoltCollector, ComponentError, NoOutput, OutputDeclarer, Outputs, Spout, SpoutCollector, Str,
-        TopologyBuilder,
-    };
     use squall_topology::{MessageId, Values};
+    use squall_topology::{Str, TopologyBuilder};
     use tokio_util::codec::Decoder;
 
     use super::*;
-
-    #[derive(Clone)]
-    struct Words;
-
-    impl Outputs for Words {
-        type Default = NoOutput;
-        fn declare_outputs(declarer: &mut OutputDeclarer) {
-            declarer.declare_fields("default", &["word"], false);
-            declarer.declare_fields("all", &["a", "b", "c", "d", "e", "f", "g"], false);
-        }
-    }
-
-    impl Spout for Words {
-        type MsgId = ();
-        async fn next_tuple(&mut self, out: &mut SpoutCollector<'_, Self>) -> Result<(), ComponentError> {
-            out.done();
-            Ok(())
-        }
-    }
-
-    #[derive(Clone)]
-    struct Sink;
-
-    impl Outputs for Sink {
-        type Default = NoOutput;
-        fn declare_outputs(_: &mut OutputDeclarer) {}
-    }
-
-    impl Bolt for Sink {
-        async fn execute(&mut self, _: Tuple, _: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
-            Ok(())
-        }
-    }
+    use crate::test_components::{Sink, Words};
 
     /// Tasks: sink 1-2, words 3-4, acker 5.
     fn table() -> Arc<StreamTable> {

@@ -266,11 +266,6 @@ impl<T: FromValue> FromValue for Vec<T> {
 /// A map.
 impl<K: IntoValue, V: IntoValue> IntoValue for BTreeMap<K, V> {
     fn into_value(self) -> Value {
-        if self.is_empty() {
-            // The shared empty map, without taking this one apart (a Kafka record without
-            // headers, once per record).
-            return Value::map(std::iter::empty::<(K, V)>());
-        }
         Value::map(self)
     }
 }
