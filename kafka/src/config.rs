@@ -95,7 +95,7 @@ pub struct KafkaSpoutConfig {
     /// `fetch.queue.backoff.ms=10` unless this says otherwise: librdkafka's 1 s default starves
     /// a task that reads more than `queued.min.messages` records of a partition per second.
     /// `KafkaSpout` also sets `queued.min.messages=20000`, `queued.max.messages.kbytes=16384`,
-    /// `fetch.message.max.bytes=4194304` and `fetch.max.bytes=8388608` (a smaller prefetch
+    /// `fetch.message.max.bytes=4194304` and `fetch.max.bytes=4194304` (a smaller prefetch
     /// than librdkafka's, in fewer, larger fetches); settings given here win.
     pub consumer: BTreeMap<String, String>,
 }

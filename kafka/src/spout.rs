@@ -308,9 +308,9 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
         // A fetch, though, may carry more than librdkafka's 1 MB per partition: a task owns a
         // few partitions, so its fetches were 2 MB where Kafka's Java consumer, one for all of
         // them, fetches 8, and the broker spent a quarter more CPU per record on the extra
-        // requests (on two cores that CPU is the spout's). 4 MB per partition, at most 8 MB per
-        // fetch (librdkafka's default is 50 MB): a task holds at most one fetch's records
-        // beyond its queue.
+        // requests (on two cores that CPU is the spout's). 4 MB per partition and per fetch
+        // (librdkafka's default is 50 MB per fetch): as fast as 8 MB, and a task holds at most
+        // 4 MB of records beyond its queue.
         let client_id = format!("squall-{}-{}", ctx.component_id(), ctx.task_id());
         let client = self.config.client_config(
             &group,
@@ -319,7 +319,7 @@ impl<T: TypedTuple> Spout for KafkaSpout<T> {
                 ("queued.min.messages", "20000"),
                 ("queued.max.messages.kbytes", "16384"),
                 ("fetch.message.max.bytes", "4194304"),
-                ("fetch.max.bytes", "8388608"),
+                ("fetch.max.bytes", "4194304"),
             ],
         );
         let consumer: BaseConsumer = client.create().map_err(|e| {
