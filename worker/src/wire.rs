@@ -775,8 +775,7 @@ mod tests {
     use std::collections::HashMap;
 
     use squall_topology::value::{from_value, to_value};
-    use squall_topology::{MessageId, Values};
-    use squall_topology::{Str, TopologyBuilder};
+    use squall_topology::{MessageId, Str, TopologyBuilder, Values};
     use tokio_util::codec::Decoder;
 
     use super::*;
