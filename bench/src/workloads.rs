@@ -299,11 +299,11 @@ struct Count {
 impl Bolt for Count {
     async fn execute(&mut self, input: Tuple, _out: &mut BoltCollector<'_, Self>) -> Result<(), ComponentError> {
         self.first.seen();
-        let word = input.str(0)?;
+        let word = input.get_str(0)?;
         match self.counts.get_mut(word) {
             Some(count) => *count += 1,
             None => {
-                self.counts.insert(Str::new(word), 1);
+                self.counts.insert(word.clone(), 1);
             }
         }
         self.seen += 1;

@@ -151,13 +151,12 @@ fn generate(input: &DeriveInput, krate: &TokenStream, fields: &[TupleField<'_>])
         let value = quote_spanned!(ty.span()=> #support::Write::<#ty>(#field).write_field(#name));
         quote!(#value)
     });
-    // Up to `Values`' inline capacity (3) the values are written in place; past it, into one
+    // Up to `Values`' inline capacity (2) the values are written in place; past it, into one
     // exact allocation (`derive_support` has why).
     let values = match fields.len() {
         0 => quote!(#private::Values::new()),
         1 => quote!(#support::values1(#(#into_values),*)),
         2 => quote!(#support::values2(#(#into_values),*)),
-        3 => quote!(#support::values3(#(#into_values),*)),
         _ => quote!(#support::values([#(#into_values),*])),
     };
 

@@ -29,19 +29,13 @@ pub fn values<const N: usize>(fields: [Value; N]) -> Values {
 /// The values of a tuple of one field, inline.
 #[inline(always)]
 pub fn values1(a: Value) -> Values {
-    Values::from_buf_and_len([a, Value::Null, Value::Null], 1)
+    Values::from_buf_and_len([a, Value::Null], 1)
 }
 
 /// The values of a tuple of two fields, inline.
 #[inline(always)]
 pub fn values2(a: Value, b: Value) -> Values {
-    Values::from_buf_and_len([a, b, Value::Null], 2)
-}
-
-/// The values of a tuple of three fields, inline.
-#[inline(always)]
-pub fn values3(a: Value, b: Value, c: Value) -> Values {
-    Values::from_buf([a, b, c])
+    Values::from_buf([a, b])
 }
 
 /// A field's value on its way into a tuple.
@@ -194,14 +188,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_derive_writes_up_to_three_values_inline() {
-        // `#[derive(Tuple)]` calls `values1`..`values3` up to this capacity.
-        assert_eq!(Values::new().inline_size(), 3);
-        let three = values3(Value::U64(1), Value::Null, Value::from("c"));
-        assert!(!three.spilled());
+    fn the_derive_writes_up_to_two_values_inline() {
+        // `#[derive(Tuple)]` calls `values1` and `values2` up to this capacity.
+        assert_eq!(Values::new().inline_size(), 2);
+        let one = values1(Value::Bool(true));
+        assert!(!one.spilled());
+        assert_eq!(&one[..], &[Value::Bool(true)]);
+        let two = values2(Value::U64(1), Value::from("b"));
+        assert!(!two.spilled());
+        assert_eq!(&two[..], &[Value::U64(1), Value::from("b")]);
+        let three = values([Value::U64(1), Value::Null, Value::from("c")]);
         assert_eq!(&three[..], &[Value::U64(1), Value::Null, Value::from("c")]);
-        assert_eq!(&values1(Value::Bool(true))[..], &[Value::Bool(true)]);
-        assert_eq!(&values2(Value::U64(1), Value::U64(2))[..], &[Value::U64(1), Value::U64(2)]);
+        assert_eq!(three.capacity(), 3);
         let seven = values([1u64, 2, 3, 4, 5, 6, 7].map(Value::U64));
         assert_eq!(seven.len(), 7);
         assert_eq!(seven.capacity(), 7);

@@ -127,6 +127,17 @@ impl Inline {
         }
     }
 
+    /// Its 24 bytes as three words.
+    #[inline(always)]
+    fn words(&self) -> [u64; 3] {
+        // SAFETY: `Inline` is `repr(C)`, 24 bytes aligned to 8 with no padding (see `new`), and
+        // every bit pattern is a valid `[u64; 3]`.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::mem::transmute::<Inline, [u64; 3]>(*self)
+        }
+    }
+
     #[inline(always)]
     fn as_str(&self) -> &str {
         let text = &self.buf[..(self.len as usize).min(INLINE_CAP)];
@@ -227,8 +238,14 @@ impl Borrow<str> for Str {
 }
 
 impl PartialEq for Str {
-    #[inline]
+    #[inline(always)]
     fn eq(&self, other: &Str) -> bool {
+        // Two inline texts are equal exactly when their words are: the bytes after the text are
+        // zero and the length is the last byte. Three word compares instead of a `memcmp` call,
+        // which a `HashMap<Str, _>` lookup by a `Str` makes for every hit.
+        if let (Repr::Inline(a), Repr::Inline(b)) = (&self.0, &other.0) {
+            return a.words() == b.words();
+        }
         self.as_str() == other.as_str()
     }
 }
@@ -248,7 +265,7 @@ impl Ord for Str {
 }
 
 impl Hash for Str {
-    #[inline]
+    #[inline(always)]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
@@ -469,6 +486,34 @@ mod tests {
         assert_eq!(counts.get("apple"), Some(&1));
         assert_eq!(format!("{b} {b:?}"), "apple \"apple\"");
         assert_eq!(Str::default(), "");
+    }
+
+    #[test]
+    fn inline_texts_compare_by_their_words_and_agree_with_every_kind() {
+        let source = "abcdefghijklmnopqrstuvw";
+        for i in 0..=source.len() {
+            for j in 0..=source.len() {
+                let (x, y) = (&source[..i], &source[..j]);
+                assert_eq!(Str::new(x) == Str::new(y), x == y, "{x:?} {y:?}");
+            }
+        }
+        // Same length, one byte apart, at the start, the middle and the last text byte.
+        for at in [0, 11, 22] {
+            let mut other = source.as_bytes().to_vec();
+            other[at] = b'_';
+            let other = std::str::from_utf8(&other).expect("ascii");
+            assert_ne!(Str::new(source), Str::new(other));
+        }
+        // Equal texts are equal whichever way they are stored.
+        let long = "a text longer than 23 bytes, shared";
+        let heap = Str::new(long);
+        assert!(heap.is_heap_allocated());
+        assert_eq!(heap, Str::new_static(long));
+        assert_eq!(Str::new_static(long), heap);
+        assert_ne!(heap, Str::new(&long[..23]));
+        assert_eq!(Str::new_static("apple"), Str::new("apple"));
+        assert_eq!(Str::new("apple"), Str::new_static("apple"));
+        assert_ne!(Str::new("apple"), Str::new_static("apples"));
     }
 
     #[test]

@@ -210,8 +210,9 @@ impl<'a> Reader<'a> {
                         meta.fields.len()
                     )));
                 }
-                // Up to three values are inline: no allocation for a typical tuple.
-                let mut values = Values::new();
+                // Up to two values are inline: no allocation for a typical tuple. More get one
+                // exact allocation (the arity is the stream's, checked above, not the frame's).
+                let mut values = Values::with_capacity(arity);
                 for _ in 0..arity {
                     values.push(self.value(0, budget)?);
                 }
