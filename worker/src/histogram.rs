@@ -52,12 +52,17 @@ fn upper_bound(index: usize) -> u64 {
 impl Histogram {
     /// Records one latency. Only one thread may record into a histogram.
     pub fn record(&self, latency: Duration) {
+        self.record_n(latency, 1);
+    }
+
+    /// Records the same latency `n` times. Only one thread may record into a histogram.
+    pub fn record_n(&self, latency: Duration, n: u64) {
         let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-        crate::metrics::bump(&self.counts[bucket(us)], 1);
+        crate::metrics::bump(&self.counts[bucket(us)], n);
         if us > self.max.load(Ordering::Relaxed) {
             self.max.store(us, Ordering::Relaxed);
         }
-        crate::metrics::bump(&self.total, 1);
+        crate::metrics::bump(&self.total, n);
     }
 
     /// Adds another histogram's counts into `into` (bucket by bucket).
@@ -122,5 +127,22 @@ mod tests {
         let p99 = quantile_us(&counts, 0.99).unwrap();
         assert!((99_000..=111_375).contains(&p99), "{p99}");
         assert_eq!(h.max_us(), 100_000);
+    }
+
+    #[test]
+    fn recording_n_times_at_once_is_recording_n_times() {
+        let (once, each) = (Histogram::default(), Histogram::default());
+        for (ms, n) in [(3, 250), (40, 5), (7, 1)] {
+            once.record_n(Duration::from_millis(ms), n);
+            for _ in 0..n {
+                each.record(Duration::from_millis(ms));
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        once.add_to(&mut a);
+        each.add_to(&mut b);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().sum::<u64>(), 256);
+        assert_eq!((once.max_us(), once.total.load(Ordering::Relaxed)), (40_000, 256));
     }
 }

@@ -134,9 +134,9 @@ impl ExecutorStats {
 }
 
 impl SpoutObserver for &ExecutorStats {
-    fn acked(&mut self, latency: Duration) {
-        bump(&self.acked, 1);
-        self.complete_latency.record(latency);
+    fn acked(&mut self, latency: Duration, trees: u64) {
+        bump(&self.acked, trees);
+        self.complete_latency.record_n(latency, trees);
     }
 
     fn failed(&mut self) {
