@@ -40,7 +40,7 @@ pub use string::Str;
 ///
 /// Two, not three: a `Tuple` is moved by value from buffer to bolt, and every inline slot is
 /// copied with it whether used or not. A third slot made the word count's tuples 120 bytes
-/// instead of 96 and the chained word count about 8% slower; a tuple of three or more values
+/// instead of 96 and the chained word count about 11% slower; a tuple of three or more values
 /// takes one exact allocation instead (see `docs/architecture.md`).
 pub type Values = SmallVec<[Value; 2]>;
 
